@@ -1,0 +1,110 @@
+//! Collector configuration.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::Error;
+
+/// Collector configuration; every field has a documented default and unknown keys are an
+/// error, so a typo in a config file does not go unnoticed.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory holding the SQLite file `sightline.db`; default `./sightline-data`.
+    pub data_dir: PathBuf,
+    /// When set, every `/api/0/` route requires `Authorization: Bearer <token>`;
+    /// default none (open query API).
+    pub admin_token: Option<String>,
+    /// Capacity of the bounded ingest queue, in batches; default 1024. When it is full the
+    /// ingest endpoint answers 429 with `Retry-After`.
+    pub queue_capacity: usize,
+    /// Largest accepted metrics request body, in bytes; default 1 MiB. Larger bodies get 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./sightline-data"),
+            admin_token: None,
+            queue_capacity: 1024,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Refuses settings that cannot work (a zero-sized queue would panic in tokio).
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        if self.queue_capacity == 0 {
+            return Err(Error::Config("queue_capacity must be at least 1"));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(Error::Config("max_body_bytes must be at least 1"));
+        }
+        if self.admin_token.as_deref() == Some("") {
+            return Err(Error::Config("admin_token must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// Path of the SQLite database file.
+    pub(crate) fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.join("sightline.db")
+    }
+}
+
+// Hand-written so the admin token never ends up in a log line.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("queue_capacity", &self.queue_capacity)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_what_a_file_leaves_out() {
+        let config: Config = serde_json::from_str(r#"{"queue_capacity": 8}"#).unwrap();
+        assert_eq!(config.queue_capacity, 8);
+        assert_eq!(config.max_body_bytes, 1024 * 1024);
+        assert_eq!(config.data_dir, PathBuf::from("./sightline-data"));
+        assert_eq!(config.admin_token, None);
+        assert!(config.check().is_ok());
+    }
+
+    #[test]
+    fn typos_and_unusable_values_are_errors() {
+        assert!(serde_json::from_str::<Config>(r#"{"queue_capacty": 8}"#).is_err());
+        let zero = Config {
+            queue_capacity: 0,
+            ..Config::default()
+        };
+        assert!(matches!(zero.check(), Err(Error::Config(_))));
+        let empty_token = Config {
+            admin_token: Some(String::new()),
+            ..Config::default()
+        };
+        assert!(matches!(empty_token.check(), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn debug_output_hides_the_admin_token() {
+        let config = Config {
+            admin_token: Some("hunter2".into()),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

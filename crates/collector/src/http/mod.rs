@@ -1,0 +1,90 @@
+//! The HTTP surface, one router per audience: ingest (agents and SDKs), the `/api/0/`
+//! query API (the UI and scripts), and ops (`/health`, `/metrics` for whoever runs it).
+
+mod api;
+mod extract;
+mod ingest;
+mod ops;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{FromRef, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+
+use crate::Query;
+use crate::metrics::Metrics;
+use crate::writer::IngestQueue;
+
+/// Everything a handler may need; handlers take the part they use through `FromRef`.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub query: Query,
+    pub queue: IngestQueue,
+    pub metrics: Arc<Metrics>,
+    /// `Some` makes every `/api/0/` route require `Authorization: Bearer <token>`.
+    pub admin_token: Option<Arc<str>>,
+    pub max_body_bytes: usize,
+}
+
+impl FromRef<AppState> for Query {
+    fn from_ref(state: &AppState) -> Query {
+        state.query.clone()
+    }
+}
+
+impl FromRef<AppState> for IngestQueue {
+    fn from_ref(state: &AppState) -> IngestQueue {
+        state.queue.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Metrics> {
+    fn from_ref(state: &AppState) -> Arc<Metrics> {
+        state.metrics.clone()
+    }
+}
+
+/// The collector's whole router, state applied.
+pub(crate) fn router(state: AppState) -> Router {
+    // No fallback here: the server merges this router with the UI's, and axum refuses to
+    // merge two routers that both have one.
+    let routes = Router::new()
+        .merge(ingest::routes(state.clone()))
+        .merge(api::routes(state.clone()))
+        .merge(ops::routes(state));
+    middleware_stack(routes)
+}
+
+/// The layers every route shares.
+///
+/// Order, outermost first: the request log sees every response, including the rejections
+/// of inner layers (admin auth, body limits, ingest outcome counting, which each router
+/// adds for its own routes).
+fn middleware_stack(routes: Router) -> Router {
+    routes.layer(middleware::from_fn(log_request))
+}
+
+/// One debug line per request: method, route template (never the raw path, which may
+/// carry ids or keys), status and latency.
+async fn log_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    tracing::debug!(
+        %method,
+        route = route.as_deref().unwrap_or("-"),
+        status = response.status().as_u16(),
+        elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+    response
+}

@@ -1,0 +1,359 @@
+//! Reading a Sentry event: the fields an issue is built from, normalised and bounded,
+//! whatever shape the SDK sent (strings or objects for `message`, maps or pair lists for
+//! tags and headers, RFC 3339 strings or unix numbers for timestamps).
+
+use serde_json::Value;
+
+use super::grouping::{self, Grouping};
+use super::scrub;
+
+/// Largest event payload accepted, as Sentry's.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+/// Tag key and value bounds, as Sentry's.
+pub const MAX_TAG_KEY: usize = 32;
+pub const MAX_TAG_VALUE: usize = 200;
+/// Most tags kept per event.
+pub const MAX_TAGS: usize = 100;
+const MAX_TITLE: usize = 256;
+
+/// An event ready to store.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// 32 lowercase hex characters.
+    pub event_id: String,
+    /// Unix seconds.
+    pub timestamp: f64,
+    pub level: &'static str,
+    pub title: String,
+    pub culprit: String,
+    pub platform: String,
+    pub environment: Option<String>,
+    pub release: Option<String>,
+    /// `id:…`, `email:…`, `username:…` or `ip:…` — whichever the SDK sent first.
+    pub user: Option<String>,
+    pub transaction: Option<String>,
+    pub tags: Vec<(String, String)>,
+    pub grouping: Grouping,
+    /// The whole event after scrubbing, as stored and served back.
+    pub payload: Value,
+}
+
+/// An event that cannot be stored.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EventError {
+    /// Larger than [`MAX_EVENT_BYTES`].
+    #[error("event exceeds {MAX_EVENT_BYTES} bytes")]
+    TooLarge,
+    /// Not a JSON object.
+    #[error("event is not a json object")]
+    NotAnObject,
+    /// `event_id` present but not a UUID.
+    #[error("event_id is not a uuid")]
+    BadEventId,
+}
+
+/// Reads, scrubs and groups one event payload. `fallback_id` is used when the event has
+/// no `event_id` (the envelope header's, or a fresh one).
+pub fn read(payload: &[u8], fallback_id: &str, now: f64) -> Result<Event, EventError> {
+    if payload.len() > MAX_EVENT_BYTES {
+        return Err(EventError::TooLarge);
+    }
+    let mut value: Value = serde_json::from_slice(payload).map_err(|_| EventError::NotAnObject)?;
+    if !value.is_object() {
+        return Err(EventError::NotAnObject);
+    }
+    let event_id = match value.get("event_id") {
+        None | Some(Value::Null) => fallback_id.to_owned(),
+        Some(Value::String(id)) => normalize_uuid(id).ok_or(EventError::BadEventId)?,
+        Some(_) => return Err(EventError::BadEventId),
+    };
+    scrub::scrub_event(&mut value);
+    let grouping = grouping::group(&value);
+    let timestamp = value.get("timestamp").and_then(parse_timestamp).unwrap_or(now);
+    let text = |key: &str| value.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(|s| truncate(s, 200));
+    let event = Event {
+        event_id: event_id.clone(),
+        timestamp,
+        level: level(value.get("level").and_then(Value::as_str)),
+        title: title(&value),
+        culprit: culprit(&value),
+        platform: text("platform").unwrap_or_else(|| "other".to_owned()),
+        environment: text("environment"),
+        release: text("release"),
+        user: user(&value),
+        transaction: text("transaction"),
+        tags: tags(&value),
+        grouping,
+        payload: Value::Null,
+    };
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("event_id".to_owned(), Value::String(event_id));
+    }
+    Ok(Event { payload: value, ..event })
+}
+
+/// `550e8400-e29b-…` or `550e8400e29b…` → 32 lowercase hex characters.
+pub fn normalize_uuid(id: &str) -> Option<String> {
+    let hex: String = id.chars().filter(|&c| c != '-').collect::<String>().to_ascii_lowercase();
+    (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn level(level: Option<&str>) -> &'static str {
+    match level.map(str::to_ascii_lowercase).as_deref() {
+        Some("fatal" | "critical") => "fatal",
+        Some("warning" | "warn") => "warning",
+        Some("info" | "log") => "info",
+        Some("debug" | "trace") => "debug",
+        _ => "error",
+    }
+}
+
+/// `Type: value` of the raised (last) exception, else the message's first line.
+fn title(event: &Value) -> String {
+    let exceptions = grouping::exceptions(event);
+    if let Some(exc) = exceptions.last() {
+        let ty = exc.get("type").and_then(Value::as_str).unwrap_or("Error");
+        let value = exc.get("value").and_then(Value::as_str).and_then(|v| v.lines().next()).unwrap_or("");
+        let title = if value.is_empty() { ty.to_owned() } else { format!("{ty}: {value}") };
+        return truncate(&title, MAX_TITLE);
+    }
+    let formatted = event
+        .get("logentry")
+        .or_else(|| event.get("message").filter(|m| m.is_object()))
+        .and_then(|e| e.get("formatted").or_else(|| e.get("message")))
+        .and_then(Value::as_str)
+        .or_else(|| event.get("message").and_then(Value::as_str));
+    match formatted.and_then(|m| m.lines().find(|l| !l.trim().is_empty())) {
+        Some(line) => truncate(line.trim(), MAX_TITLE),
+        None => "<unlabeled event>".to_owned(),
+    }
+}
+
+/// Where it happened: the SDK's `culprit`, else the transaction, else the crashing
+/// in-app frame.
+fn culprit(event: &Value) -> String {
+    for key in ["culprit", "transaction"] {
+        if let Some(c) = event.get(key).and_then(Value::as_str).filter(|c| !c.is_empty()) {
+            return truncate(c, 200);
+        }
+    }
+    let exceptions = grouping::exceptions(event);
+    let frames: Vec<&Value> = exceptions
+        .last()
+        .and_then(|e| e.get("stacktrace"))
+        .and_then(|s| s.get("frames"))
+        .and_then(Value::as_array)
+        .map(|f| f.iter().collect())
+        .unwrap_or_default();
+    // Frames are ordered caller first: the crash site is the last in-app frame.
+    let frame = frames
+        .iter()
+        .rev()
+        .find(|f| f.get("in_app") == Some(&Value::Bool(true)))
+        .or_else(|| frames.last());
+    let Some(frame) = frame else { return String::new() };
+    let location = ["module", "filename"]
+        .iter()
+        .find_map(|k| frame.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()))
+        .unwrap_or("?");
+    match frame.get("function").and_then(Value::as_str) {
+        Some(function) => truncate(&format!("{function} in {location}"), 200),
+        None => truncate(location, 200),
+    }
+}
+
+fn user(event: &Value) -> Option<String> {
+    let user = event.get("user")?;
+    for (key, prefix) in [("id", "id"), ("email", "email"), ("username", "username"), ("ip_address", "ip")] {
+        match user.get(key) {
+            Some(Value::String(s)) if !s.is_empty() => return Some(format!("{prefix}:{}", truncate(s, 128))),
+            Some(Value::Number(n)) => return Some(format!("{prefix}:{n}")),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Tags from a map or a list of pairs, plus level/environment/release as Sentry shows
+/// them, bounded in count and length.
+fn tags(event: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut push = |k: &str, v: &Value| {
+        let v = match v {
+            Value::String(s) => s.clone(),
+            Value::Null => return,
+            other => other.to_string(),
+        };
+        let k = k.trim();
+        if k.is_empty() || k.len() > MAX_TAG_KEY || out.len() >= MAX_TAGS || out.iter().any(|(ek, _)| ek == k) {
+            return;
+        }
+        out.push((k.to_owned(), truncate(&v, MAX_TAG_VALUE)));
+    };
+    match event.get("tags") {
+        Some(Value::Object(map)) => map.iter().for_each(|(k, v)| push(k, v)),
+        Some(Value::Array(pairs)) => {
+            for pair in pairs {
+                if let Some([Value::String(k), v]) = pair.as_array().map(Vec::as_slice) {
+                    push(k, v);
+                }
+            }
+        }
+        _ => {}
+    }
+    for key in ["environment", "release", "server_name", "transaction"] {
+        if let Some(v) = event.get(key) {
+            push(key, v);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Unix seconds from a number or an RFC 3339 string.
+pub fn parse_timestamp(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64().filter(|t| t.is_finite() && *t > 0.0),
+        Value::String(s) => s.parse::<f64>().ok().or_else(|| parse_rfc3339(s)),
+        _ => None,
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac][Z|±HH:MM]`; no zone means UTC, as Sentry reads it.
+fn parse_rfc3339(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(range)?;
+        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
+    };
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut frac = 0.0;
+    if let Some(r) = rest.strip_prefix('.') {
+        let digits = r.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        frac = format!("0.{}", &r[..digits.min(9)]).parse().ok()?;
+        rest = &r[digits..];
+    }
+    let offset = match rest {
+        "" | "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes()[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let hm = rest[1..].replace(':', "");
+            if hm.len() != 4 || !hm.bytes().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            sign * (hm[..2].parse::<i64>().ok()? * 3600 + hm[2..].parse::<i64>().ok()? * 60)
+        }
+    };
+    let days = days_from_civil(year, month, day);
+    Some((days * 86_400 + hour * 3600 + minute * 60 + second - offset) as f64 + frac)
+}
+
+/// Days since 1970-01-01 (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn read_json(v: Value) -> Event {
+        read(v.to_string().as_bytes(), "0123456789abcdef0123456789abcdef", 1_000.0).expect("valid event")
+    }
+
+    #[test]
+    fn exception_event() {
+        let e = read_json(json!({
+            "event_id": "9EC79C33-EC99-42AB-8353-589FCB2E04DC",
+            "timestamp": "2024-03-01T12:00:00.250Z",
+            "level": "warn",
+            "platform": "python",
+            "environment": "production",
+            "user": {"id": 42, "email": "a@b.c"},
+            "tags": [["browser", "Firefox"], ["a", 1]],
+            "exception": {"values": [
+                {"type": "KeyError", "value": "'x'"},
+                {"type": "ValueError", "value": "bad input 7\nmore", "stacktrace": {"frames": [
+                    {"module": "app.views", "function": "show", "in_app": true},
+                    {"module": "lib", "function": "parse", "in_app": false}
+                ]}}
+            ]}
+        }));
+        assert_eq!(e.event_id, "9ec79c33ec9942ab8353589fcb2e04dc");
+        assert_eq!(e.timestamp, 1_709_294_400.25);
+        assert_eq!(e.level, "warning");
+        assert_eq!(e.title, "ValueError: bad input 7");
+        assert_eq!(e.culprit, "show in app.views");
+        assert_eq!(e.user.as_deref(), Some("id:42"));
+        assert_eq!(
+            e.tags,
+            vec![
+                ("a".into(), "1".into()),
+                ("browser".into(), "Firefox".into()),
+                ("environment".into(), "production".into())
+            ]
+        );
+        assert_eq!(e.payload["event_id"], "9ec79c33ec9942ab8353589fcb2e04dc");
+    }
+
+    #[test]
+    fn message_event_and_defaults() {
+        let e = read_json(json!({"message": {"formatted": "disk full on /var"}, "timestamp": 1700000000.5}));
+        assert_eq!(e.title, "disk full on /var");
+        assert_eq!(e.level, "error");
+        assert_eq!(e.timestamp, 1_700_000_000.5);
+        assert_eq!(e.event_id, "0123456789abcdef0123456789abcdef");
+        assert_eq!(read_json(json!({})).title, "<unlabeled event>");
+        assert_eq!(read_json(json!({})).timestamp, 1_000.0);
+    }
+
+    #[test]
+    fn bad_events() {
+        assert_eq!(read(b"[1,2]", "x", 0.0).err(), Some(EventError::NotAnObject));
+        assert_eq!(read(b"{\"event_id\":\"nope\"}", "x", 0.0).err(), Some(EventError::BadEventId));
+        let big = format!("{{\"message\":\"{}\"}}", "a".repeat(MAX_EVENT_BYTES));
+        assert_eq!(read(big.as_bytes(), "x", 0.0).err(), Some(EventError::TooLarge));
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(parse_rfc3339("2000-02-29T00:00:00+01:00"), Some(951_778_800.0));
+        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("garbage"), None);
+        assert_eq!(parse_timestamp(&json!("1700000000")), Some(1_700_000_000.0));
+    }
+}

@@ -1,0 +1,543 @@
+//! The embedded SQLite backend (sqlx): one file under the data directory.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sightline_protocol::RouteWindow;
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+
+use super::migrate::{self, Migration};
+use super::{Aggregates, ClassTotals, Ingest, Project, Steps, Store, WriteSummary, to_i64, to_u64};
+use crate::{Error, TimeRange, query::unix_now};
+
+/// Connections in the pool: the writer task plus a few concurrent query-API readers.
+const MAX_CONNECTIONS: u32 = 4;
+
+/// How long a request waits for a connection or a lock before the store counts as down.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// The one place SQLite driver errors become domain errors.
+fn db(e: sqlx::Error) -> Error {
+    match e {
+        // The pool is closed only by `Collector::shutdown`.
+        sqlx::Error::PoolClosed => Error::ShuttingDown,
+        other => Error::Store(Arc::new(other)),
+    }
+}
+
+/// SQLite through a sqlx connection pool.
+pub(crate) struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub(crate) async fn open(path: &Path) -> Result<SqliteStore, Error> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            // WAL: query-API readers never block the writer task and it never blocks them.
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: every commit is fsynced, so a 2xx answer means the data survives a power
+            // cut. Group commit keeps that to one fsync per batch of requests, not per request.
+            .synchronous(SqliteSynchronous::Full)
+            // Wait for a lock instead of failing at once: another process (a backup, the
+            // sqlite3 shell) may hold it for a moment.
+            .busy_timeout(WAIT)
+            // Enforce REFERENCES: buckets belong to a window, windows to a project.
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(WAIT)
+            .connect_with(options)
+            .await
+            .map_err(db)?;
+        let store = SqliteStore { pool };
+        store.migrate(migrate::SQLITE).await?;
+        Ok(store)
+    }
+
+    /// Applies every pending migration, all in one immediate transaction so two processes
+    /// opening the same file cannot both apply one.
+    async fn migrate(&self, migrations: &[Migration]) -> Result<(), Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version INTEGER PRIMARY KEY,
+                applied_at INTEGER NOT NULL
+            )",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let applied = sqlx::query("SELECT version FROM schema_migrations ORDER BY version")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|row| row.try_get::<i64, _>(0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)?;
+        for migration in migrate::pending(migrations, &applied)? {
+            let failed = |e: sqlx::Error| Error::Migration {
+                version: migration.version,
+                source: Arc::new(e),
+            };
+            sqlx::raw_sql(migration.sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)")
+                .bind(migration.version)
+                .bind(unix_now())
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+            tracing::info!(version = migration.version, "applied sqlite migration");
+        }
+        tx.commit().await.map_err(db)
+    }
+}
+
+fn project(row: &SqliteRow) -> Result<Project, sqlx::Error> {
+    Ok(Project {
+        id: to_u64(row.try_get("id")?),
+        name: row.try_get("name")?,
+        public_key: row.try_get("public_key")?,
+    })
+}
+
+/// Reads `status_class, SUM(count), TOTAL(sum_us), MIN(min_us), MAX(max_us)` from column
+/// `at` on.
+fn class_totals<K>(row: &SqliteRow, key: K, at: usize) -> Result<ClassTotals<K>, sqlx::Error> {
+    Ok(ClassTotals {
+        key,
+        status_class: row.try_get(at)?,
+        count: to_u64(row.try_get(at + 1)?),
+        sum_us: row.try_get(at + 2)?,
+        min_us: to_u64(row.try_get(at + 3)?),
+        max_us: to_u64(row.try_get(at + 4)?),
+    })
+}
+
+/// Merges one batch's agent row and returns how much its dropped-window total grew.
+async fn upsert_agent(conn: &mut SqliteConnection, ingest: &Ingest) -> Result<u64, sqlx::Error> {
+    let agent = &ingest.batch.agent;
+    let project_id = to_i64(ingest.project_id);
+    let previous: Option<i64> = sqlx::query(
+        "SELECT dropped_windows FROM agents
+         WHERE project_id = ?1 AND service = ?2 AND instance = ?3",
+    )
+    .bind(project_id)
+    .bind(&agent.service)
+    .bind(&agent.instance)
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(|row| row.try_get(0))
+    .transpose()?;
+    let reported = to_i64(ingest.batch.dropped_windows);
+    sqlx::query(
+        "INSERT INTO agents (project_id, service, instance, sdk, environment, release,
+                             first_seen, last_seen, dropped_windows)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
+         ON CONFLICT (project_id, service, instance) DO UPDATE SET
+             sdk = excluded.sdk,
+             environment = excluded.environment,
+             release = excluded.release,
+             last_seen = MAX(last_seen, excluded.last_seen),
+             -- a running total: a retried older batch must not lower it
+             dropped_windows = MAX(dropped_windows, excluded.dropped_windows)",
+    )
+    .bind(project_id)
+    .bind(&agent.service)
+    .bind(&agent.instance)
+    .bind(&agent.sdk)
+    .bind(agent.environment.as_deref())
+    .bind(agent.release.as_deref())
+    .bind(ingest.received_at)
+    .bind(reported)
+    .execute(&mut *conn)
+    .await?;
+    Ok(to_u64(reported.saturating_sub(previous.unwrap_or(0))))
+}
+
+/// Merges one window: totals into `route_windows`, buckets added into `route_buckets`.
+/// Sums saturate at the largest integer (SQLite turns an overflowing `+` into a float,
+/// which `MIN` maps back).
+async fn upsert_window(
+    conn: &mut SqliteConnection,
+    project_id: i64,
+    window: &RouteWindow,
+) -> Result<(), sqlx::Error> {
+    let latency = &window.latency;
+    sqlx::query(
+        "INSERT INTO route_windows (project_id, route, method, status_class, window_start,
+                                    window_secs, count, sum_us, min_us, max_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (project_id, route, method, status_class, window_start) DO UPDATE SET
+             window_secs = MAX(window_secs, excluded.window_secs),
+             count = MIN(count + excluded.count, 9223372036854775807),
+             sum_us = MIN(sum_us + excluded.sum_us, 9223372036854775807),
+             min_us = MIN(min_us, excluded.min_us),
+             max_us = MAX(max_us, excluded.max_us)",
+    )
+    .bind(project_id)
+    .bind(&window.route)
+    .bind(&window.method)
+    .bind(window.status_class)
+    .bind(window.start)
+    .bind(window.window_secs)
+    .bind(to_i64(latency.count))
+    .bind(to_i64(latency.sum))
+    .bind(to_i64(latency.min))
+    .bind(to_i64(latency.max))
+    .execute(&mut *conn)
+    .await?;
+    for (&bucket, &count) in &latency.buckets {
+        if count == 0 {
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO route_buckets (project_id, route, method, status_class, window_start,
+                                        bucket, count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (project_id, route, method, status_class, window_start, bucket)
+             DO UPDATE SET count = MIN(count + excluded.count, 9223372036854775807)",
+        )
+        .bind(project_id)
+        .bind(&window.route)
+        .bind(&window.method)
+        .bind(window.status_class)
+        .bind(window.start)
+        .bind(bucket)
+        .bind(to_i64(count))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db)
+    }
+
+    async fn projects(&self) -> Result<Vec<Project>, Error> {
+        sqlx::query("SELECT id, name, public_key FROM projects ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(project)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    async fn project(&self, id: u64) -> Result<Option<Project>, Error> {
+        sqlx::query("SELECT id, name, public_key FROM projects WHERE id = ?1")
+            .bind(to_i64(id))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .as_ref()
+            .map(project)
+            .transpose()
+            .map_err(db)
+    }
+
+    async fn ensure_default_project(&self) -> Result<(), Error> {
+        // One statement, so two processes starting on an empty file create one project.
+        let created = sqlx::query(
+            "INSERT INTO projects (name, public_key, created_at)
+             SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM projects)",
+        )
+        .bind("default")
+        .bind(uuid::Uuid::new_v4().simple().to_string())
+        .bind(unix_now())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        if created.rows_affected() > 0 {
+            tracing::info!("created the default project");
+        }
+        Ok(())
+    }
+
+    async fn write(&self, batches: &[Ingest]) -> Result<WriteSummary, Error> {
+        // IMMEDIATE takes the write lock up front: a deferred transaction that upgrades from
+        // read to write can fail with SQLITE_BUSY without waiting out busy_timeout.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut summary = WriteSummary::default();
+        for ingest in batches {
+            let dropped = upsert_agent(&mut tx, ingest).await.map_err(db)?;
+            summary.agent_dropped = summary.agent_dropped.saturating_add(dropped);
+            let project_id = to_i64(ingest.project_id);
+            for window in &ingest.batch.windows {
+                // An empty window adds nothing to any sum, and would drag `min_us` to 0.
+                if !window.latency.is_empty() {
+                    upsert_window(&mut tx, project_id, window)
+                        .await
+                        .map_err(db)?;
+                }
+            }
+            summary.windows += ingest.batch.windows.len() as u64;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(summary)
+    }
+
+    async fn route_aggregates(
+        &self,
+        project_id: u64,
+        range: TimeRange,
+    ) -> Result<Aggregates<(String, String)>, Error> {
+        // Both reads in one transaction: one WAL snapshot, so counts and buckets agree.
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let classes = sqlx::query(
+            "SELECT route, method, status_class, SUM(count), TOTAL(sum_us), MIN(min_us),
+                    MAX(max_us)
+             FROM route_windows
+             WHERE project_id = ?1 AND window_start >= ?2 AND window_start < ?3
+             GROUP BY route, method, status_class",
+        )
+        .bind(to_i64(project_id))
+        .bind(range.since)
+        .bind(range.until)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|row| class_totals(row, (row.try_get(0)?, row.try_get(1)?), 2))
+        .collect::<Result<_, _>>()
+        .map_err(db)?;
+        let buckets = sqlx::query(
+            "SELECT route, method, bucket, SUM(count)
+             FROM route_buckets
+             WHERE project_id = ?1 AND window_start >= ?2 AND window_start < ?3
+             GROUP BY route, method, bucket
+             ORDER BY route, method, bucket",
+        )
+        .bind(to_i64(project_id))
+        .bind(range.since)
+        .bind(range.until)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|row| {
+            Ok((
+                (row.try_get(0)?, row.try_get(1)?),
+                row.try_get(2)?,
+                to_u64(row.try_get(3)?),
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Aggregates { classes, buckets })
+    }
+
+    async fn series_aggregates(
+        &self,
+        project_id: u64,
+        range: TimeRange,
+        steps: Steps,
+        route: Option<(&str, &str)>,
+    ) -> Result<Aggregates<i64>, Error> {
+        // ?4 is the first step's start (≤ every window_start in range), ?5 the step length:
+        // integer division assigns each window to the step its start falls in.
+        // ?6/?7 filter one route × method, or nothing when NULL.
+        let (route, method) = route.unzip();
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let classes = sqlx::query(
+            "SELECT ?4 + ((window_start - ?4) / ?5) * ?5 AS step, status_class, SUM(count),
+                    TOTAL(sum_us), MIN(min_us), MAX(max_us)
+             FROM route_windows
+             WHERE project_id = ?1 AND window_start >= ?2 AND window_start < ?3
+               AND (?6 IS NULL OR (route = ?6 AND method = ?7))
+             GROUP BY step, status_class",
+        )
+        .bind(to_i64(project_id))
+        .bind(range.since)
+        .bind(range.until)
+        .bind(steps.origin)
+        .bind(steps.step_secs)
+        .bind(route)
+        .bind(method)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|row| class_totals(row, row.try_get(0)?, 1))
+        .collect::<Result<_, _>>()
+        .map_err(db)?;
+        let buckets = sqlx::query(
+            "SELECT ?4 + ((window_start - ?4) / ?5) * ?5 AS step, bucket, SUM(count)
+             FROM route_buckets
+             WHERE project_id = ?1 AND window_start >= ?2 AND window_start < ?3
+               AND (?6 IS NULL OR (route = ?6 AND method = ?7))
+             GROUP BY step, bucket
+             ORDER BY step, bucket",
+        )
+        .bind(to_i64(project_id))
+        .bind(range.since)
+        .bind(range.until)
+        .bind(steps.origin)
+        .bind(steps.step_secs)
+        .bind(route)
+        .bind(method)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, to_u64(row.try_get(2)?))))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Aggregates { classes, buckets })
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sightline_protocol::{AgentInfo, Histogram, MetricBatch};
+    use tempfile::TempDir;
+
+    use super::*;
+
+    async fn store(dir: &TempDir) -> SqliteStore {
+        let store = SqliteStore::open(&dir.path().join("test.db"))
+            .await
+            .unwrap();
+        store.ensure_default_project().await.unwrap();
+        store
+    }
+
+    fn ingest(project_id: u64, count: u64, sum: u64) -> Ingest {
+        let mut latency = Histogram::new();
+        latency.record_n(1_000, count);
+        latency.sum = sum;
+        Ingest {
+            project_id,
+            received_at: 1_700_000_100,
+            batch: MetricBatch {
+                agent: AgentInfo {
+                    service: "svc".into(),
+                    instance: "i-1".into(),
+                    sdk: "test".into(),
+                    environment: None,
+                    release: None,
+                },
+                sent_at_ms: 0,
+                dropped_windows: 0,
+                windows: vec![RouteWindow {
+                    start: 1_700_000_000,
+                    window_secs: 10,
+                    route: "/r".into(),
+                    method: "GET".into(),
+                    status_class: 2,
+                    latency,
+                }],
+            },
+        }
+    }
+
+    const RANGE: TimeRange = TimeRange {
+        since: 1_700_000_000,
+        until: 1_700_000_010,
+    };
+
+    #[tokio::test]
+    async fn pragmas_hold_on_pooled_connections() {
+        let dir = TempDir::new().unwrap();
+        let store = store(&dir).await;
+        let mut conn = store.pool.acquire().await.unwrap();
+        for (pragma, expected) in [
+            ("journal_mode", "wal"),
+            ("synchronous", "2"), // FULL
+            ("foreign_keys", "1"),
+            ("busy_timeout", "5000"),
+        ] {
+            let row = sqlx::query(&format!("PRAGMA {pragma}"))
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            let value: String = row
+                .try_get::<String, _>(0)
+                .or_else(|_| row.try_get::<i64, _>(0).map(|v| v.to_string()))
+                .unwrap();
+            assert_eq!(value, expected, "PRAGMA {pragma}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_commit_is_all_or_nothing() {
+        let dir = TempDir::new().unwrap();
+        let store = store(&dir).await;
+        // The second batch names a project that does not exist: the foreign key fails,
+        // and the first batch must not be stored either.
+        let result = store
+            .write(&[ingest(1, 5, 5_000), ingest(42, 1, 1_000)])
+            .await;
+        assert!(matches!(result, Err(Error::Store(_))), "{result:?}");
+        let aggregates = store.route_aggregates(1, RANGE).await.unwrap();
+        assert!(aggregates.classes.is_empty() && aggregates.buckets.is_empty());
+
+        let summary = store.write(&[ingest(1, 5, 5_000)]).await.unwrap();
+        assert_eq!(summary.windows, 1);
+        assert_eq!(
+            store.route_aggregates(1, RANGE).await.unwrap().classes[0].count,
+            5
+        );
+    }
+
+    #[tokio::test]
+    async fn huge_counts_saturate_instead_of_failing() {
+        let dir = TempDir::new().unwrap();
+        let store = store(&dir).await;
+        let huge = ingest(1, u64::MAX / 2, u64::MAX);
+        store.write(std::slice::from_ref(&huge)).await.unwrap();
+        // Merging again would overflow a 64-bit integer.
+        store.write(&[huge]).await.unwrap();
+        let aggregates = store.route_aggregates(1, RANGE).await.unwrap();
+        assert_eq!(aggregates.classes[0].count, i64::MAX as u64);
+        assert_eq!(aggregates.buckets[0].2, i64::MAX as u64);
+        assert!(aggregates.classes[0].sum_us >= i64::MAX as f64);
+    }
+
+    #[tokio::test]
+    async fn the_default_project_is_created_once() {
+        let dir = TempDir::new().unwrap();
+        let store = store(&dir).await;
+        store.ensure_default_project().await.unwrap();
+        let projects = store.projects().await.unwrap();
+        assert_eq!(projects.len(), 1);
+        assert_eq!(
+            store.project(projects[0].id).await.unwrap().as_ref(),
+            Some(&projects[0])
+        );
+        assert_eq!(store.project(u64::MAX).await.unwrap(), None);
+        drop(store);
+        // Reopening applies no migration twice and keeps the project.
+        let reopened = SqliteStore::open(&dir.path().join("test.db"))
+            .await
+            .unwrap();
+        reopened.ensure_default_project().await.unwrap();
+        assert_eq!(reopened.projects().await.unwrap(), projects);
+    }
+}

@@ -1,0 +1,145 @@
+//! The bounded ingest queue and the writer task behind it.
+//!
+//! Handlers enqueue an [`Ingest`] with a oneshot ack and wait; the writer drains up to
+//! [`MAX_OPS_PER_COMMIT`] queued batches, writes them in one transaction, commits, and
+//! only then acks each one. One fsync covers every request in the group.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::Error;
+use crate::metrics::Metrics;
+use crate::store::{Ingest, Store};
+
+/// Most queued batches one transaction takes.
+const MAX_OPS_PER_COMMIT: usize = 64;
+
+/// Resolves once the batch is committed (or the commit failed).
+pub(crate) type Ack = oneshot::Receiver<Result<(), Error>>;
+
+struct Op {
+    ingest: Ingest,
+    ack: oneshot::Sender<Result<(), Error>>,
+}
+
+/// The sending side of the ingest queue; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct IngestQueue {
+    tx: mpsc::Sender<Op>,
+}
+
+impl IngestQueue {
+    /// Enqueues without waiting: a full queue is the client's cue to back off.
+    pub(crate) fn submit(&self, ingest: Ingest) -> Result<Ack, Error> {
+        let (ack, done) = oneshot::channel();
+        match self.tx.try_send(Op { ingest, ack }) {
+            Ok(()) => Ok(done),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(Error::QueueFull),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::ShuttingDown),
+        }
+    }
+
+    /// Batches waiting in the queue (not counting the group being written).
+    pub(crate) fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.tx.max_capacity()
+    }
+}
+
+/// Owns the writer task; [`WriterHandle::stop`] drains the queue and waits for it.
+pub(crate) struct WriterHandle {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl WriterHandle {
+    /// Closes the queue to new batches, lets the writer commit everything already queued,
+    /// and waits for it to finish.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "ingest writer task failed");
+        }
+    }
+}
+
+/// Starts the writer task with a queue of `capacity` batches.
+pub(crate) fn spawn(
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    capacity: usize,
+) -> (IngestQueue, WriterHandle) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let (stop, stop_rx) = oneshot::channel();
+    let task = tokio::spawn(run(rx, stop_rx, store, metrics));
+    (IngestQueue { tx }, WriterHandle { stop, task })
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Op>,
+    mut stop: oneshot::Receiver<()>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+) {
+    let mut ops = Vec::with_capacity(MAX_OPS_PER_COMMIT);
+    let mut stop_pending = true;
+    loop {
+        tokio::select! {
+            // Stop first: once asked, refuse new batches before taking more from the queue.
+            biased;
+            stopped = &mut stop, if stop_pending => {
+                stop_pending = false;
+                // A dropped handle is not a stop request: routers may still be serving.
+                if stopped.is_ok() {
+                    // Refuse new batches; the ones already queued are still received below.
+                    rx.close();
+                }
+            }
+            received = rx.recv_many(&mut ops, MAX_OPS_PER_COMMIT) => {
+                // Zero means closed and drained: every sender is gone or stop was asked.
+                if received == 0 {
+                    break;
+                }
+                commit(&*store, &metrics, &mut ops).await;
+            }
+        }
+    }
+    tracing::debug!("ingest writer stopped");
+}
+
+/// Writes `ops` in one transaction and answers each of them.
+async fn commit(store: &dyn Store, metrics: &Metrics, ops: &mut Vec<Op>) {
+    let (ingests, acks): (Vec<Ingest>, Vec<_>) =
+        ops.drain(..).map(|op| (op.ingest, op.ack)).unzip();
+    let started = Instant::now();
+    match store.write(&ingests).await {
+        Ok(summary) => {
+            metrics.record_write(started.elapsed(), summary.windows, summary.agent_dropped);
+            for ack in acks {
+                // The client may have gone away; its data is stored all the same.
+                let _ = ack.send(Ok(()));
+            }
+        }
+        Err(e) => {
+            metrics.record_write_failure(started.elapsed());
+            tracing::error!(
+                error = &e as &dyn std::error::Error,
+                batches = ingests.len(),
+                "group commit failed"
+            );
+            let source: crate::error::Source = match e {
+                Error::Store(source) => source,
+                other => Arc::new(other),
+            };
+            for ack in acks {
+                let _ = ack.send(Err(Error::Store(source.clone())));
+            }
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! A small time-series chart rendered as inline SVG: grid, axes with labels, an area under a
+//! line that breaks where there is no value, and one hover target per point carrying the
+//! exact value in `data-ts`/`data-value` (and a `<title>` tooltip), so tests and a later
+//! hydrated version can read the numbers without parsing coordinates.
+
+use leptos::prelude::*;
+
+use crate::format;
+
+/// Size of the SVG's user space. The SVG scales to its container's width; CSS enlarges the
+/// labels on narrow screens so they stay readable.
+const WIDTH: f64 = 600.0;
+const HEIGHT: f64 = 220.0;
+/// Plot-area margins: room for y labels on the left and x labels below.
+const LEFT: f64 = 60.0;
+const RIGHT: f64 = 14.0;
+const TOP: f64 = 14.0;
+const BOTTOM: f64 = 30.0;
+/// At most this many labelled x ticks.
+const MAX_X_TICKS: i64 = 8;
+
+/// One step of a series; `value` is `None` where nothing was measured (drawn as a gap).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct ChartPoint {
+    /// Step start, unix seconds.
+    pub(crate) ts: i64,
+    pub(crate) value: Option<f64>,
+}
+
+/// Maps data to SVG user-space coordinates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Scale {
+    /// Timestamps at the left and right edge of the plot area.
+    t0: i64,
+    t1: i64,
+    /// Distance between horizontal grid lines.
+    y_step: Decimal,
+    /// Grid intervals: the top of the plot area is `y_intervals × y_step` (≥ the largest value).
+    y_intervals: u64,
+}
+
+/// `units × 10^exp`: grid values computed this way print as `0.3`, not `0.30000000000000004`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Decimal {
+    units: u64,
+    exp: i32,
+}
+
+impl Decimal {
+    fn times(self, n: u64) -> f64 {
+        let units = (self.units * n) as f64;
+        // dividing by an exact power of ten rounds once; multiplying by 0.1 would round twice
+        if self.exp >= 0 {
+            units * 10_f64.powi(self.exp)
+        } else {
+            units / 10_f64.powi(-self.exp)
+        }
+    }
+}
+
+impl Scale {
+    /// A scale from the first to the last point, and from zero to a round number above the
+    /// largest value (or to 1 when there is no positive value).
+    pub(crate) fn new(points: &[ChartPoint]) -> Scale {
+        let t0 = points.first().map_or(0, |p| p.ts);
+        let t1 = points.last().map_or(0, |p| p.ts);
+        let max = points
+            .iter()
+            .filter_map(|p| p.value)
+            .filter(|v| v.is_finite())
+            .fold(0.0_f64, f64::max);
+        let max = if max > 0.0 { max } else { 1.0 };
+        // four grid intervals at most: y_step ≥ max / 4
+        let y_step = nice_step(max / 4.0);
+        let y_intervals = (1..=4).find(|&n| y_step.times(n) >= max).unwrap_or(4);
+        Scale {
+            t0,
+            t1,
+            y_step,
+            y_intervals,
+        }
+    }
+
+    pub(crate) fn x(&self, ts: i64) -> f64 {
+        let plot = WIDTH - LEFT - RIGHT;
+        if self.t1 <= self.t0 {
+            return LEFT + plot / 2.0;
+        }
+        LEFT + (ts - self.t0) as f64 / (self.t1 - self.t0) as f64 * plot
+    }
+
+    pub(crate) fn y(&self, value: f64) -> f64 {
+        let plot = HEIGHT - TOP - BOTTOM;
+        let y_max = self.y_max();
+        TOP + plot - value.clamp(0.0, y_max) / y_max * plot
+    }
+
+    /// The value at the top of the plot area.
+    pub(crate) fn y_max(&self) -> f64 {
+        self.y_step.times(self.y_intervals)
+    }
+
+    /// Values of the horizontal grid lines, 0 included.
+    fn y_ticks(&self) -> Vec<f64> {
+        (0..=self.y_intervals)
+            .map(|i| self.y_step.times(i))
+            .collect()
+    }
+
+    /// Labelled x ticks: round times (multiples of a clock-friendly interval) inside the plot,
+    /// and whether they are whole days (labelled with dates rather than times).
+    fn x_ticks(&self) -> (Vec<i64>, bool) {
+        const INTERVALS: [i64; 12] = [
+            60, 120, 300, 600, 900, 1800, 3600, 7200, 10_800, 21_600, 43_200, 86_400,
+        ];
+        let span = self.t1 - self.t0;
+        let interval = INTERVALS
+            .into_iter()
+            .find(|i| span / i < MAX_X_TICKS)
+            .unwrap_or(86_400 * (span / 86_400 / MAX_X_TICKS + 1));
+        let first = self.t0.div_euclid(interval) * interval;
+        let first = if first < self.t0 {
+            first + interval
+        } else {
+            first
+        };
+        let ticks = (0..)
+            .map(|i| first + i * interval)
+            .take_while(|&t| t <= self.t1)
+            .collect();
+        (ticks, interval >= 86_400)
+    }
+}
+
+/// The smallest of 1, 2, 2.5, 5 × 10ⁿ that is ≥ `raw` (> 0).
+fn nice_step(raw: f64) -> Decimal {
+    // in tenths of the magnitude, so that 2.5 is a whole number
+    let exp = raw.log10().floor() as i32 - 1;
+    let tenths = raw / 10_f64.powi(exp);
+    let units = [10, 20, 25, 50, 100]
+        .into_iter()
+        .find(|&c| tenths <= c as f64 * (1.0 + 1e-9))
+        .unwrap_or(100);
+    Decimal { units, exp }
+}
+
+/// A coordinate with one decimal: enough for the SVG, short in the HTML.
+fn coord(v: f64) -> String {
+    format!("{v:.1}")
+}
+
+/// SVG path data for the line and the area under it; each run of consecutive values is its
+/// own sub-path so gaps stay gaps.
+fn paths(points: &[ChartPoint], scale: &Scale) -> (String, String) {
+    let baseline = coord(scale.y(0.0));
+    let mut line = String::new();
+    let mut area = String::new();
+    for run in points
+        .split(|p| p.value.is_none())
+        .filter(|run| !run.is_empty())
+    {
+        let xy: Vec<(String, String)> = run
+            .iter()
+            .map(|p| (coord(scale.x(p.ts)), coord(scale.y(p.value.unwrap_or(0.0)))))
+            .collect();
+        for (i, (x, y)) in xy.iter().enumerate() {
+            line.push_str(if i == 0 { "M" } else { "L" });
+            line.push_str(&format!("{x} {y}"));
+        }
+        if let (Some((first_x, _)), Some((last_x, _))) = (xy.first(), xy.last()) {
+            area.push_str(&format!("M{first_x} {baseline}"));
+            for (x, y) in &xy {
+                area.push_str(&format!("L{x} {y}"));
+            }
+            area.push_str(&format!("L{last_x} {baseline}Z"));
+        }
+    }
+    (line, area)
+}
+
+/// A time-series chart.
+///
+/// `points` are evenly spaced, oldest first. Every point with a value gets a
+/// `<g class="pt" data-ts=… data-value=…>` holding a full-height hover target, a marker
+/// circle and a `<title>` tooltip with the exact value.
+#[component]
+pub(crate) fn Chart(
+    /// What is plotted ("Requests per minute"); the chart's caption and accessible name.
+    #[prop(into)]
+    title: String,
+    /// Unit shown in tooltips and the caption, e.g. `req/min` or `ms`.
+    unit: &'static str,
+    /// One point per step, oldest first.
+    points: Vec<ChartPoint>,
+) -> impl IntoView {
+    let scale = Scale::new(&points);
+    let (line, area) = paths(&points, &scale);
+    let right = WIDTH - RIGHT;
+    let bottom = HEIGHT - BOTTOM;
+
+    let grid = scale
+        .y_ticks()
+        .into_iter()
+        .map(|v| {
+            let y = scale.y(v);
+            view! {
+                <line class="grid" x1=coord(LEFT) x2=coord(right) y1=coord(y) y2=coord(y)></line>
+                <text class="ylabel" x=coord(LEFT - 8.0) y=coord(y + 4.0) text-anchor="end">
+                    {format::compact(v)}
+                </text>
+            }
+        })
+        .collect_view();
+
+    let (x_ticks, whole_days) = scale.x_ticks();
+    let x_axis = x_ticks
+        .into_iter()
+        .map(|ts| {
+            let x = scale.x(ts);
+            let label = if whole_days {
+                format::day(ts)
+            } else {
+                format::clock(ts)
+            };
+            view! {
+                <line class="tick" x1=coord(x) x2=coord(x) y1=coord(bottom) y2=coord(bottom + 4.0)></line>
+                <text class="xlabel" x=coord(x) y=coord(bottom + 18.0) text-anchor="middle">
+                    {label}
+                </text>
+            }
+        })
+        .collect_view();
+
+    // hover targets: a column per point, as wide as the distance between points
+    let column = if points.len() > 1 {
+        (WIDTH - LEFT - RIGHT) / (points.len() - 1) as f64
+    } else {
+        WIDTH - LEFT - RIGHT
+    };
+    let lone = |i: usize| {
+        let before = i.checked_sub(1).and_then(|j| points.get(j));
+        let after = points.get(i + 1);
+        before.is_none_or(|p| p.value.is_none()) && after.is_none_or(|p| p.value.is_none())
+    };
+    let markers = points
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.value.map(|v| (i, p.ts, v)))
+        .map(|(i, ts, v)| {
+            let x = scale.x(ts);
+            let left = (x - column / 2.0).max(LEFT);
+            let width = (x + column / 2.0).min(right) - left;
+            let tip = format!("{} — {} {unit}", format::date_time(ts), format::compact(v));
+            let class = if lone(i) { "pt lone" } else { "pt" };
+            view! {
+                <g class=class data-ts=ts data-value=format::exact(v)>
+                    <title>{tip}</title>
+                    <rect class="hit" x=coord(left) y=coord(TOP) width=coord(width) height=coord(bottom - TOP)></rect>
+                    <circle cx=coord(x) cy=coord(scale.y(v)) r="3"></circle>
+                </g>
+            }
+        })
+        .collect_view();
+
+    let peak = points
+        .iter()
+        .filter_map(|p| p.value.map(|v| (p.ts, v)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    let description = match (points.first(), points.last(), peak) {
+        (Some(first), Some(last), Some((peak_ts, peak))) => format!(
+            "{} points from {} to {}; peak {} {unit} at {}.",
+            points.len(),
+            format::date_time(first.ts),
+            format::date_time(last.ts),
+            format::compact(peak),
+            format::date_time(peak_ts),
+        ),
+        _ => "No data.".to_owned(),
+    };
+
+    let label = title.clone();
+    let caption = title.clone();
+    view! {
+        <figure class="chart">
+            <figcaption>
+                <span class="chart-title">{caption}</span>
+                <span class="chart-unit">{format!("{unit}, UTC")}</span>
+            </figcaption>
+            <svg
+                viewBox=format!("0 0 {WIDTH} {HEIGHT}")
+                role="img"
+                aria-label=label
+                data-unit=unit
+                data-y-max=format::exact(scale.y_max())
+            >
+                <title>{title}</title>
+                <desc>{description}</desc>
+                <g class="grid">{grid}</g>
+                <g class="axis">
+                    <line class="baseline" x1=coord(LEFT) x2=coord(right) y1=coord(bottom) y2=coord(bottom)></line>
+                    {x_axis}
+                </g>
+                <path class="area" d=area></path>
+                <path class="line" d=line></path>
+                <g class="points">{markers}</g>
+            </svg>
+        </figure>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn points(values: &[Option<f64>]) -> Vec<ChartPoint> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, &value)| ChartPoint {
+                ts: 1_700_000_040 + 60 * i as i64,
+                value,
+            })
+            .collect()
+    }
+
+    fn render(title: &str, points: Vec<ChartPoint>) -> String {
+        view! { <Chart title=title.to_owned() unit="ms" points=points/> }.to_html()
+    }
+
+    /// `(data-ts, data-value, cx, cy)` of every point marker, in document order.
+    fn markers(html: &str) -> Vec<(i64, f64, f64, f64)> {
+        fn attr<T: std::str::FromStr>(tag: &str, name: &str) -> T {
+            let start = tag.find(&format!("{name}=\"")).expect(name) + name.len() + 2;
+            let len = tag[start..].find('"').expect("closing quote");
+            tag[start..start + len].parse().ok().expect(name)
+        }
+        html.split("<g ")
+            .filter(|m| m.starts_with("data-ts="))
+            .map(|m| {
+                (
+                    attr(m, "data-ts"),
+                    attr(m, "data-value"),
+                    attr(m, " cx"),
+                    attr(m, " cy"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nice_steps() {
+        let step = |raw: f64| nice_step(raw).times(1);
+        assert_eq!(step(1.0), 1.0);
+        assert_eq!(step(1.2), 2.0);
+        assert_eq!(step(2.2), 2.5);
+        assert_eq!(step(3.0), 5.0);
+        assert_eq!(step(7.0), 10.0);
+        assert_eq!(step(10.0), 10.0);
+        assert_eq!(step(0.03), 0.05);
+        assert_eq!(step(0.07), 0.1);
+        assert_eq!(step(1234.0), 2000.0);
+        assert_eq!(nice_step(0.1).times(3), 0.3);
+    }
+
+    #[test]
+    fn scale_maps_the_corners_of_the_plot() {
+        let pts = points(&[Some(0.0), Some(10.0), Some(20.0), Some(30.0), Some(40.0)]);
+        let s = Scale::new(&pts);
+        assert_eq!(s.y_max(), 40.0);
+        assert_eq!(s.x(pts[0].ts), LEFT);
+        assert_eq!(s.x(pts[4].ts), WIDTH - RIGHT);
+        assert_eq!(s.x(pts[2].ts), LEFT + (WIDTH - LEFT - RIGHT) / 2.0);
+        assert_eq!(s.y(0.0), HEIGHT - BOTTOM);
+        assert_eq!(s.y(40.0), TOP);
+        assert_eq!(s.y(20.0), TOP + (HEIGHT - TOP - BOTTOM) / 2.0);
+        assert_eq!(s.y_ticks(), vec![0.0, 10.0, 20.0, 30.0, 40.0]);
+    }
+
+    #[test]
+    fn y_axis_rounds_up_and_survives_no_data() {
+        assert_eq!(Scale::new(&points(&[Some(37.0)])).y_max(), 40.0);
+        assert_eq!(Scale::new(&points(&[Some(0.3)])).y_max(), 0.3);
+        assert_eq!(Scale::new(&points(&[None, Some(0.0)])).y_max(), 1.0);
+        let empty = Scale::new(&[]);
+        assert_eq!(empty.y_max(), 1.0);
+        // a single point sits in the middle instead of dividing by zero
+        assert_eq!(empty.x(5), LEFT + (WIDTH - LEFT - RIGHT) / 2.0);
+    }
+
+    #[test]
+    fn markers_carry_exact_values_at_the_right_coordinates() {
+        let pts = points(&[Some(12.5), None, Some(0.1), Some(40.0), Some(1.0 / 3.0)]);
+        let html = render("p95 latency", pts.clone());
+
+        // 5 steps over the 526-wide plot starting at x=60; 0‥40 ms over y=190‥14
+        let expected = [
+            (pts[0].ts, 12.5, 60.0, 135.0),
+            (pts[2].ts, 0.1, 323.0, 189.6),
+            (pts[3].ts, 40.0, 454.5, 14.0),
+            (pts[4].ts, 1.0 / 3.0, 586.0, 188.5),
+        ];
+        // values round-trip exactly (not rounded for display); coordinates have one decimal
+        assert_eq!(markers(&html), expected, "{html}");
+        assert!(html.contains(r#"data-value="0.3333333333333333""#));
+        assert!(html.contains(r#"data-y-max="40""#));
+        assert!(html.contains("<title>2023-11-14 22:14 UTC — 12.5 ms</title>"));
+        // the line skips the missing step: two runs
+        assert!(
+            html.contains(
+                r#"<path d="M60.0 135.0M323.0 189.6L454.5 14.0L586.0 188.5" class="line">"#
+            )
+        );
+    }
+
+    #[test]
+    fn gaps_split_the_line_and_lone_points_are_marked() {
+        let pts = points(&[Some(1.0), Some(2.0), None, Some(3.0), None]);
+        let scale = Scale::new(&pts);
+        let (line, area) = paths(&pts, &scale);
+        assert_eq!(line.matches('M').count(), 2, "{line}");
+        assert_eq!(area.matches('Z').count(), 2, "{area}");
+        let html = render("x", pts);
+        assert_eq!(html.matches(r#"class="pt lone">"#).count(), 1);
+        assert_eq!(html.matches(r#"class="pt">"#).count(), 2);
+    }
+
+    #[test]
+    fn x_ticks_are_round_times_inside_the_plot() {
+        // one hour of minutes starting 22:14 → ticks every 10 min at :20, :30, …
+        let pts: Vec<_> = (0..60)
+            .map(|i| ChartPoint {
+                ts: 1_700_000_040 + 60 * i,
+                value: Some(1.0),
+            })
+            .collect();
+        let (ticks, days) = Scale::new(&pts).x_ticks();
+        assert!(!days);
+        assert_eq!(ticks.len(), 6);
+        assert!(ticks.iter().all(|t| t % 600 == 0));
+        let html = render("x", pts);
+        assert!(html.contains(">22:20</text>"), "{html}");
+
+        // a week of hours → whole days, labelled with dates
+        let week: Vec<_> = (0..168)
+            .map(|i| ChartPoint {
+                ts: 1_699_999_200 + 3600 * i,
+                value: None,
+            })
+            .collect();
+        let (ticks, days) = Scale::new(&week).x_ticks();
+        assert!(days);
+        assert_eq!(ticks.len(), 7);
+        assert!(render("x", week).contains(">Nov 15</text>"));
+    }
+
+    #[test]
+    fn title_is_escaped_in_svg_text_and_attributes() {
+        let evil = r#""><img src=x onerror=alert(1)><script>alert(1)</script>"#;
+        let html = render(evil, points(&[Some(1.0)]));
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(!html.contains("<img"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains(r#"aria-label="&quot;&gt;&lt;img"#), "{html}");
+    }
+}

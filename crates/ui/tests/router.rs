@@ -1,0 +1,267 @@
+//! The dashboard router against a real collector on a temporary directory, called with
+//! `oneshot`.
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Request, StatusCode, header},
+    response::Response,
+};
+use http_body_util::BodyExt;
+use sightline_collector::{Collector, Config};
+use sightline_protocol::{AgentInfo, Histogram, MetricBatch, RouteWindow};
+use tower::ServiceExt;
+
+const EMPTY_STATE: &str = "no requests recorded in this period — instrument your app with the DSN";
+
+async fn collector() -> (Collector, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        ..Config::default()
+    };
+    let collector = Collector::open(config).await.expect("open collector");
+    (collector, dir)
+}
+
+async fn get(router: &Router, uri: &str) -> Response {
+    router
+        .clone()
+        .oneshot(
+            Request::get(uri)
+                .header(header::HOST, "sightline.test:7070")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible")
+}
+
+async fn text(response: Response) -> String {
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    String::from_utf8(bytes.to_vec()).expect("utf-8")
+}
+
+fn assert_html(response: &Response) {
+    let content_type = response.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .expect("ascii");
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    assert!(
+        response
+            .headers()
+            .contains_key(header::CONTENT_SECURITY_POLICY)
+    );
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+#[tokio::test]
+async fn new_project_page_shows_the_empty_state_with_its_dsn() {
+    let (collector, _dir) = collector().await;
+    let project = collector.projects().await.expect("projects")[0].clone();
+    let ui = sightline_ui::routes(collector.query());
+
+    let response = get(&ui, &format!("/projects/{}", project.id)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_html(&response);
+    let html = text(response).await;
+    assert!(
+        html.starts_with("<!DOCTYPE html><html lang=\"en\">"),
+        "{html}"
+    );
+    assert!(html.contains("<title>Sightline</title>"));
+    assert!(html.contains(EMPTY_STATE), "{html}");
+    let dsn = format!(
+        "http://{}@sightline.test:7070/{}",
+        project.public_key, project.id
+    );
+    assert!(html.contains(&dsn), "{html}");
+    collector.shutdown().await;
+}
+
+#[tokio::test]
+async fn project_one_renders_for_every_period() {
+    let (collector, _dir) = collector().await;
+    let ui = sightline_ui::routes(collector.query());
+    for period in [
+        "",
+        "?statsPeriod=15m",
+        "?statsPeriod=1h",
+        "?statsPeriod=24h",
+        "?statsPeriod=7d",
+    ] {
+        let response = get(&ui, &format!("/projects/1{period}")).await;
+        assert_eq!(response.status(), StatusCode::OK, "{period}");
+        assert!(text(response).await.contains(EMPTY_STATE), "{period}");
+    }
+    collector.shutdown().await;
+}
+
+#[tokio::test]
+async fn index_redirects_to_the_first_project() {
+    let (collector, _dir) = collector().await;
+    let ui = sightline_ui::routes(collector.query());
+    let response = get(&ui, "/").await;
+    assert!(response.status().is_redirection(), "{}", response.status());
+    assert_eq!(response.headers()[header::LOCATION], "/projects/1");
+
+    let response = get(&ui, "/?statsPeriod=7d").await;
+    assert_eq!(
+        response.headers()[header::LOCATION],
+        "/projects/1?statsPeriod=7d"
+    );
+    collector.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_project_is_a_404_page() {
+    let (collector, _dir) = collector().await;
+    let ui = sightline_ui::routes(collector.query());
+    for uri in ["/projects/999", "/projects/abc", "/projects/-1"] {
+        let response = get(&ui, uri).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{uri}");
+        assert_html(&response);
+        let html = text(response).await;
+        assert!(html.contains("Project not found"), "{uri}: {html}");
+    }
+    collector.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_period_is_a_400_page() {
+    let (collector, _dir) = collector().await;
+    let ui = sightline_ui::routes(collector.query());
+    let response = get(&ui, "/projects/1?statsPeriod=2y").await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(text(response).await.contains("15m, 1h, 24h, 7d"));
+    collector.shutdown().await;
+}
+
+#[tokio::test]
+async fn stylesheet_linked_from_pages_is_served() {
+    let (collector, _dir) = collector().await;
+    let ui = sightline_ui::routes(collector.query());
+    let html = text(get(&ui, "/projects/1").await).await;
+    let start = html
+        .find("href=\"/assets/sightline.css")
+        .expect("stylesheet link")
+        + 6;
+    let href = &html[start..start + html[start..].find('"').expect("quote")];
+
+    let response = get(&ui, href).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/css; charset=utf-8"
+    );
+    assert!(
+        response.headers()[header::CACHE_CONTROL]
+            .to_str()
+            .expect("ascii")
+            .contains("immutable")
+    );
+    assert!(text(response).await.contains("prefers-color-scheme: dark"));
+    collector.shutdown().await;
+}
+
+#[tokio::test]
+async fn ingested_requests_show_up_in_charts_and_table_escaped() {
+    let (collector, _dir) = collector().await;
+    let project = collector.projects().await.expect("projects")[0].clone();
+    // a completed minute two minutes ago, so the rate chart has a value for it
+    let minute = unix_now() / 60 * 60 - 120;
+    let script = "<script>alert(1)</script>";
+    let img = r#""><img src=x onerror=alert(1)>"#;
+    let window = |route: &str, method: &str, n: u64| {
+        let mut latency = Histogram::new();
+        latency.record_n(12_000, n);
+        RouteWindow {
+            start: minute + 10,
+            window_secs: 10,
+            route: route.to_owned(),
+            method: method.to_owned(),
+            status_class: 2,
+            latency,
+        }
+    };
+    let batch = MetricBatch {
+        agent: AgentInfo {
+            service: "test".to_owned(),
+            instance: "test-1".to_owned(),
+            sdk: "sightline-agent/0.1.0".to_owned(),
+            environment: None,
+            release: None,
+        },
+        sent_at_ms: unix_now() * 1000,
+        dropped_windows: 0,
+        windows: vec![window(script, "GET", 2), window(img, "POST", 1)],
+    };
+    let ingest = collector
+        .router()
+        .oneshot(
+            Request::post(format!("/api/{}/metrics", project.id))
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(
+                    "x-sentry-auth",
+                    format!("Sentry sentry_key={}", project.public_key),
+                )
+                .body(Body::from(serde_json::to_vec(&batch).expect("json")))
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(ingest.status(), StatusCode::OK, "{}", text(ingest).await);
+
+    let ui = sightline_ui::routes(collector.query());
+    let response = get(&ui, &format!("/projects/{}?statsPeriod=15m", project.id)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let html = text(response).await;
+
+    assert!(!html.contains(EMPTY_STATE), "{html}");
+    // 3 requests in that minute → 3 req/min, exact in the rate chart's data attribute
+    assert!(
+        html.contains(&format!(r#"data-ts="{minute}" data-value="3""#)),
+        "{html}"
+    );
+    assert_eq!(html.matches(&format!(r#"data-ts="{minute}""#)).count(), 2);
+    // route names shown, as text and in attributes, never as markup
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    assert!(html.contains(r#"title="&quot;&gt;&lt;img src=x onerror=alert(1)&gt;""#));
+    assert!(!html.contains("<script"));
+    assert!(!html.contains("<img"));
+    collector.shutdown().await;
+}
+
+#[tokio::test]
+async fn store_failure_is_a_503_page_without_internals() {
+    let (collector, _dir) = collector().await;
+    let ui = sightline_ui::routes(collector.query());
+    // after shutdown the store is closed: every read fails
+    collector.shutdown().await;
+
+    let response = get(&ui, "/projects/1").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_html(&response);
+    let html = text(response).await;
+    assert!(html.contains("Data temporarily unavailable"), "{html}");
+    for internal in ["sqlx", "sqlite", "pool", "closed", "Store("] {
+        assert!(
+            !html.to_lowercase().contains(&internal.to_lowercase()),
+            "{internal}: {html}"
+        );
+    }
+}

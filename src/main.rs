@@ -1,0 +1,295 @@
+//! `sightline`: the one server binary.
+//!
+//! `sightline serve` runs the collector (ingest, query API, `/health`, `/metrics`) and
+//! the dashboard on one listener, with the embedded SQLite store in `--data`.
+//! `sightline demo` does the same and also starts the instrumented demo app and a load
+//! generator against it, so the dashboard fills with live numbers within seconds.
+//!
+//! Standard output carries only the start-up lines scripts rely on
+//! (`listening: …`, `dsn: …`, `dashboard: …`); logs go to standard error.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use sightline_collector::{Collector, Config};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(
+    name = "sightline",
+    version,
+    about = "Self-hosted observability and error aggregation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: collector, query API and dashboard.
+    Serve(ServerArgs),
+    /// Run the server plus the instrumented demo app and a load generator.
+    Demo {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Requests per second the demo load generator sends.
+        #[arg(long, env = "SIGHTLINE_DEMO_RATE", default_value_t = 25.0)]
+        demo_rate: f64,
+    },
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Address to listen on (port 0 picks a free port; the chosen one is printed).
+    #[arg(long, env = "SIGHTLINE_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Directory of the embedded store.
+    #[arg(long, env = "SIGHTLINE_DATA", default_value = "./sightline-data")]
+    data: PathBuf,
+    /// ClickHouse URL for events and metrics (scale-out mode).
+    #[arg(long, env = "SIGHTLINE_EVENTS")]
+    events: Option<String>,
+    /// PostgreSQL URL for metadata (scale-out mode).
+    #[arg(long, env = "SIGHTLINE_META")]
+    meta: Option<String>,
+    /// Address for the syslog UDP listener.
+    #[arg(long, env = "SIGHTLINE_SYSLOG_UDP")]
+    syslog_udp: Option<SocketAddr>,
+    /// Address for the syslog TCP listener.
+    #[arg(long, env = "SIGHTLINE_SYSLOG_TCP")]
+    syslog_tcp: Option<SocketAddr>,
+}
+
+impl ServerArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        // Refuse flags whose backends this build does not have, rather than silently
+        // running on the embedded store while the operator believes otherwise.
+        for (flag, value) in [
+            ("--events", self.events.is_some()),
+            ("--meta", self.meta.is_some()),
+        ] {
+            if value {
+                bail!(
+                    "{flag} is not supported by this build yet: only the embedded SQLite store is available"
+                );
+            }
+        }
+        for (flag, value) in [
+            ("--syslog-udp", self.syslog_udp.is_some()),
+            ("--syslog-tcp", self.syslog_tcp.is_some()),
+        ] {
+            if value {
+                bail!("{flag} is not supported by this build yet");
+            }
+        }
+        let admin_token = std::env::var("SIGHTLINE_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
+        Ok(Config {
+            data_dir: self.data.clone(),
+            admin_token,
+            ..Config::default()
+        })
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SIGHTLINE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sightline")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Demo { server, demo_rate } => demo(server, demo_rate).await,
+        }
+    })
+}
+
+/// A running server: the bound address and the task serving it.
+struct Server {
+    collector: Collector,
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start_server(
+    args: &ServerArgs,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Server> {
+    let config = args.config()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let collector = Collector::open(config).await.context("opening the store")?;
+    let router = collector
+        .router()
+        .merge(sightline_ui::routes(collector.query()));
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    if !addr.ip().is_loopback() && std::env::var_os("SIGHTLINE_ADMIN_TOKEN").is_none() {
+        tracing::warn!(%addr, "listening beyond loopback without SIGHTLINE_ADMIN_TOKEN: the query API is open");
+    }
+    let task = tokio::spawn(
+        axum::serve(listener, router)
+            .with_graceful_shutdown(wait_for(shutdown))
+            .into_future(),
+    );
+
+    println!("listening: http://{addr}");
+    for project in collector.projects().await.context("listing projects")? {
+        println!("dsn: http://{}@{}/{}", project.public_key, addr, project.id);
+    }
+    println!("dashboard: http://{addr}/");
+    Ok(Server {
+        collector,
+        addr,
+        task,
+    })
+}
+
+async fn stop_server(server: Server) -> anyhow::Result<()> {
+    match server.task.await {
+        Ok(result) => result.context("serving")?,
+        Err(e) => tracing::error!(error = %e, "server task failed"),
+    }
+    // Stop accepting first (above), then drain the ingest queue into the store.
+    server.collector.shutdown().await;
+    Ok(())
+}
+
+async fn serve(args: ServerArgs) -> anyhow::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    let server = start_server(&args, rx).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = tx.send(true);
+    stop_server(server).await
+}
+
+async fn demo(args: ServerArgs, rate: f64) -> anyhow::Result<()> {
+    // Two stop signals: the demo app and its load stop first, the agent flushes its last
+    // window, and only then does the collector stop accepting.
+    let (server_tx, server_rx) = watch::channel(false);
+    let (app_tx, app_rx) = watch::channel(false);
+    let server = start_server(&args, server_rx).await?;
+    let project = server
+        .collector
+        .projects()
+        .await?
+        .into_iter()
+        .next()
+        .context("the store has no project")?;
+    let dsn = format!(
+        "http://{}@{}/{}",
+        project.public_key, server.addr, project.id
+    );
+
+    let db = sightline_app::open_db(&args.data.join("demo-app.db")).await?;
+    // A short window so the dashboard shows numbers within seconds of starting.
+    let (agent, agent_guard) = sightline_agent::Agent::builder(&dsn)?
+        .service("comments")
+        .environment("demo")
+        .window(Duration::from_secs(2))
+        .start()?;
+    let app = sightline_app::router(db).layer(agent.layer());
+    let app_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the demo app")?;
+    let app_addr = app_listener.local_addr()?;
+    println!("demo app: http://{app_addr}");
+    let app_task = tokio::spawn(sightline_app::serve(
+        app_listener,
+        app,
+        wait_for(app_rx.clone()),
+    ));
+
+    // The load generator runs in bounded rounds until shutdown.
+    let mut load_stop = app_rx;
+    let load_task = tokio::spawn(async move {
+        let mut round = 0u64;
+        while !*load_stop.borrow() {
+            let config = sightline_app::load::LoadConfig {
+                target: format!("http://{app_addr}"),
+                rate: Some(rate),
+                concurrency: 4,
+                max_requests: None,
+                duration: Duration::from_secs(60),
+                seed: round,
+            };
+            tokio::select! {
+                result = sightline_app::load::run(config) => {
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "demo load round failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                _ = load_stop.changed() => break,
+            }
+            round += 1;
+        }
+    });
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = app_tx.send(true);
+    let _ = load_task.await;
+    match app_task.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "demo app stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "demo app task failed"),
+        Ok(Ok(())) => {}
+    }
+    agent_guard.shutdown(Duration::from_secs(5)).await;
+    let _ = server_tx.send(true);
+    stop_server(server).await
+}
+
+async fn wait_for(mut shutdown: watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
