@@ -20,16 +20,18 @@ use common::{Sightline, eventually};
 use serde_json::Value;
 
 type Key = (String, String); // (route, method)
+/// (status, microseconds) of every request, per route × method.
+type Samples = BTreeMap<Key, Vec<(u16, u64)>>;
 
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<BTreeMap<Key, Vec<(u16, u64)>>>>);
+struct Recorder(Arc<Mutex<Samples>>);
 
 async fn record(State(rec): State<Recorder>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "<unmatched>".to_owned());
+        .unwrap_or_else(|| sightline_agent::UNMATCHED_ROUTE.to_owned());
     let method = req.method().to_string();
     let start = Instant::now();
     let response = next.run(req).await;

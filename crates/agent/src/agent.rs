@@ -1,6 +1,6 @@
 //! Starting and stopping the agent: [`Agent`], its builder and its guard.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sightline_protocol::{AgentInfo, Dsn, MAX_LABEL_LEN};
@@ -179,9 +179,25 @@ impl AgentBuilder {
         });
         let shipper = Shipper::new(shared.clone(), transport, agent_info, self.queue_capacity);
         let (control, control_rx) = mpsc::unbounded_channel();
-        std::thread::Builder::new()
+        // The runtime travels through a slot so that, should the spawn fail, it is not
+        // dropped with the closure here: dropping a runtime inside the app's async
+        // context (`start` is often called from `#[tokio::main]`) panics.
+        let slot = Arc::new(Mutex::new(Some(runtime)));
+        let thread_slot = slot.clone();
+        let spawned = std::thread::Builder::new()
             .name("sightline-agent".to_owned())
-            .spawn(move || runtime.block_on(shipper.run(control_rx)))?;
+            .spawn(move || {
+                let runtime = thread_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(runtime) = runtime {
+                    runtime.block_on(shipper.run(control_rx));
+                }
+            });
+        if let Err(error) = spawned {
+            if let Some(runtime) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                runtime.shutdown_background();
+            }
+            return Err(AgentError::Spawn(error));
+        }
         tracing::debug!(url = %self.dsn.metrics_url(), window_secs, "sightline agent started");
         Ok((
             Agent {

@@ -17,7 +17,11 @@ use sightline_protocol::{Histogram, MAX_LABEL_LEN, RouteWindow, StatusClass};
 
 /// Route label of requests no route matched (axum's fallback, or a layer applied
 /// outside the router where `MatchedPath` is not set yet).
-pub(crate) const UNMATCHED: &str = "<unmatched>";
+/// The route label of requests that matched no route (axum's fallback, or a layer
+/// wrapped around the whole router): never the raw path, whose ids would make every
+/// request its own route.
+pub const UNMATCHED_ROUTE: &str = "<unmatched>";
+pub(crate) const UNMATCHED: &str = UNMATCHED_ROUTE;
 
 /// Route label of requests recorded after a window reached its key bound.
 pub(crate) const OVERFLOW: &str = "<overflow>";

@@ -17,5 +17,5 @@ pub enum AgentError {
     Runtime(#[source] std::io::Error),
     /// The agent thread could not be spawned.
     #[error("spawning the agent thread")]
-    Spawn(#[from] std::io::Error),
+    Spawn(#[source] std::io::Error),
 }

@@ -43,5 +43,6 @@ mod layer;
 mod ship;
 
 pub use agent::{Agent, AgentBuilder, AgentGuard, AgentStats};
+pub use aggregate::UNMATCHED_ROUTE;
 pub use error::AgentError;
 pub use layer::{RequestLayer, RequestService, ResponseFuture};

@@ -234,7 +234,7 @@ impl Shipper {
         }
         self.update_queued();
         if let Some((_, Some(reply))) = stopping {
-            // The guard may have given up waiting; nothing to do then.
+            // Fails only if the `shutdown` future was dropped: nobody to tell.
             let _ = reply.send(self.shared.stats());
         }
     }
