@@ -6,7 +6,8 @@
 //! generator against it, so the dashboard fills with live numbers within seconds.
 //!
 //! Standard output carries only the start-up lines scripts rely on
-//! (`listening: …`, `dsn: …`, `dashboard: …`); logs go to standard error.
+//! (`listening: …`, `dsn: …`, `syslog udp: …`, `syslog tcp: …`, `dashboard: …`); logs
+//! go to standard error.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -57,10 +58,10 @@ struct ServerArgs {
     /// PostgreSQL URL for metadata (scale-out mode).
     #[arg(long, env = "SIGHTLINE_META")]
     meta: Option<String>,
-    /// Address for the syslog UDP listener.
+    /// Address for the syslog UDP listener (off unless given; `demo` picks a loopback port).
     #[arg(long, env = "SIGHTLINE_SYSLOG_UDP")]
     syslog_udp: Option<SocketAddr>,
-    /// Address for the syslog TCP listener.
+    /// Address for the syslog TCP listener (off unless given; `demo` picks a loopback port).
     #[arg(long, env = "SIGHTLINE_SYSLOG_TCP")]
     syslog_tcp: Option<SocketAddr>,
 }
@@ -79,33 +80,43 @@ impl ServerArgs {
                 );
             }
         }
-        for (flag, value) in [
-            ("--syslog-udp", self.syslog_udp.is_some()),
-            ("--syslog-tcp", self.syslog_tcp.is_some()),
-        ] {
-            if value {
-                bail!("{flag} is not supported by this build yet");
-            }
-        }
         let admin_token = std::env::var("SIGHTLINE_ADMIN_TOKEN")
             .ok()
             .filter(|t| !t.is_empty());
         Ok(Config {
             data_dir: self.data.clone(),
             admin_token,
+            syslog: sightline_collector::SyslogConfig {
+                udp: self.syslog_udp,
+                tcp: self.syslog_tcp,
+                ..Default::default()
+            },
             ..Config::default()
         })
     }
 }
 
+/// Counts allocations per request for the demo app's allocation insight.
+#[global_allocator]
+static ALLOC: sightline_agent::CountingAllocator = sightline_agent::CountingAllocator::new();
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SIGHTLINE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+    // Per-layer log filter, so the agent's tracing layer (the demo app's query insight)
+    // still sees sqlx's query events.
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("SIGHTLINE_LOG")
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+                ),
         )
+        // Only the demo runs an app in this process; `serve` would only pay for sqlx
+        // query events nobody reads.
+        .with(matches!(cli.command, Command::Demo { .. }).then(sightline_agent::tracing_layer))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -145,15 +156,28 @@ async fn start_server(
     if !addr.ip().is_loopback() && std::env::var_os("SIGHTLINE_ADMIN_TOKEN").is_none() {
         tracing::warn!(%addr, "listening beyond loopback without SIGHTLINE_ADMIN_TOKEN: the query API is open");
     }
+    // Switch streams never finish on their own: end them when shutdown begins, or the
+    // graceful shutdown would wait for them forever.
+    let streams = collector.clone();
+    let stopping = async move {
+        wait_for(shutdown).await;
+        streams.close_streams();
+    };
     let task = tokio::spawn(
         axum::serve(listener, router)
-            .with_graceful_shutdown(wait_for(shutdown))
+            .with_graceful_shutdown(stopping)
             .into_future(),
     );
 
     println!("listening: http://{addr}");
     for project in collector.projects().await.context("listing projects")? {
         println!("dsn: http://{}@{}/{}", project.public_key, addr, project.id);
+    }
+    let syslog = collector.syslog_addrs();
+    for (transport, bound) in [("udp", syslog.udp), ("tcp", syslog.tcp)] {
+        if let Some(bound) = bound {
+            println!("syslog {transport}: {bound}");
+        }
     }
     println!("dashboard: http://{addr}/");
     Ok(Server {
@@ -182,7 +206,11 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     stop_server(server).await
 }
 
-async fn demo(args: ServerArgs, rate: f64) -> anyhow::Result<()> {
+async fn demo(mut args: ServerArgs, rate: f64) -> anyhow::Result<()> {
+    // The demo shows syslog too: listeners on free loopback ports unless named.
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    args.syslog_udp.get_or_insert(loopback);
+    args.syslog_tcp.get_or_insert(loopback);
     // Two stop signals: the demo app and its load stop first, the agent flushes its last
     // window, and only then does the collector stop accepting.
     let (server_tx, server_rx) = watch::channel(false);
@@ -206,8 +234,29 @@ async fn demo(args: ServerArgs, rate: f64) -> anyhow::Result<()> {
         .service("comments")
         .environment("demo")
         .window(Duration::from_secs(2))
+        .in_app_crates(["sightline_app"])
         .start()?;
-    let app = sightline_app::router(db).layer(agent.layer());
+    // The demo's switch-guarded features, created off on the first start.
+    for (key, label, description) in sightline_app::features::SWITCHES {
+        let switch = sightline_protocol::Switch {
+            key: (*key).to_owned(),
+            label: (*label).to_owned(),
+            description: (*description).to_owned(),
+            owner: "demo".to_owned(),
+            default: false,
+            state: sightline_protocol::SwitchState::Off,
+            conditions: Vec::new(),
+            exclusions: Vec::new(),
+        };
+        server
+            .collector
+            .ensure_switch(switch, "sightline demo", "demo feature")
+            .await
+            .context("creating the demo switches")?;
+    }
+    let app = sightline_app::router(db)
+        .layer(axum::Extension(agent.switches()))
+        .layer(agent.layer());
     let app_listener = TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the demo app")?;

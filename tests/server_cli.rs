@@ -24,6 +24,8 @@ fn batch(start: i64, route: &str, latencies_us: &[u64]) -> MetricBatch {
         },
         sent_at_ms: start * 1000,
         dropped_windows: 0,
+        switch_evaluations: Default::default(),
+        insight: Default::default(),
         windows: vec![RouteWindow {
             start,
             window_secs: 10,

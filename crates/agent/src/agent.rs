@@ -1,13 +1,15 @@
 //! Starting and stopping the agent: [`Agent`], its builder and its guard.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sightline_protocol::{AgentInfo, Dsn, MAX_LABEL_LEN};
+use sightline_protocol::{AgentInfo, Dsn, EvalContext, MAX_LABEL_LEN};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::aggregate::{DEFAULT_MAX_KEYS, Recorder};
 use crate::ship::{Control, Counters, Shared, Shipper, Transport};
+use crate::switches::{SwitchSync, Switches};
 use crate::{AgentError, RequestLayer};
 
 /// The `sdk` the agent reports as, and the client in its auth header.
@@ -49,13 +51,20 @@ pub struct AgentStats {
     pub batches_sent: u64,
     /// Upload attempts that did not succeed (network errors, timeouts, non-2xx).
     pub send_failures: u64,
+    /// Error events (panics, `capture_error`, `capture_message`) the collector
+    /// accepted.
+    pub events_sent: u64,
+    /// Error events lost: the event queue was full, the collector refused them
+    /// (4xx), or they were still unsent when the agent stopped. Events captured and
+    /// neither sent nor dropped are waiting in the queue.
+    pub events_dropped: u64,
 }
 
 /// A handle to a running agent: hands out the request layer and reads the stats.
 /// Cloning it is cheap.
 #[derive(Clone)]
 pub struct Agent {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl Agent {
@@ -70,17 +79,28 @@ impl Agent {
             window: DEFAULT_WINDOW,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             max_keys: DEFAULT_MAX_KEYS,
+            switch_defaults: HashMap::new(),
+            insight: Default::default(),
+            errors: Default::default(),
+            syslog: None,
         })
     }
 
     /// The tower layer that measures requests; add it with `Router::layer`.
     pub fn layer(&self) -> RequestLayer {
         RequestLayer::new(self.shared.recorder.clone())
+            .with_insight(self.shared.insight.clone())
+            .with_errors(self.shared.errors.clone())
     }
 
     /// The agent's counters right now.
     pub fn stats(&self) -> AgentStats {
         self.shared.stats()
+    }
+
+    /// The app's feature switches, evaluated locally and kept current by the agent thread.
+    pub fn switches(&self) -> Switches {
+        self.shared.switches.clone()
     }
 }
 
@@ -93,6 +113,14 @@ pub struct AgentBuilder {
     window: Duration,
     queue_capacity: usize,
     max_keys: usize,
+    /// Feature-switch values before the first sync.
+    switch_defaults: HashMap<String, bool>,
+    /// Performance-insight settings (setters in `insight::config`).
+    pub(crate) insight: crate::insight::InsightConfig,
+    /// Error-event settings (setters in `errors`).
+    pub(crate) errors: crate::errors::ErrorsConfig,
+    /// Ship over syslog instead of HTTP (setters in `syslog`).
+    pub(crate) syslog: Option<crate::syslog::SyslogSettings>,
 }
 
 impl AgentBuilder {
@@ -121,6 +149,14 @@ impl AgentBuilder {
         self
     }
 
+    /// Declares the value of feature switch `key` for the time before the agent first
+    /// synced with the collector, and for a key the collector does not know (default
+    /// off).
+    pub fn switch_default(mut self, key: impl Into<String>, on: bool) -> Self {
+        self.switch_defaults.insert(key.into(), on);
+        self
+    }
+
     /// How many closed batches may wait while the collector is unreachable
     /// (default 64; one batch per window). Past it the oldest is dropped and counted.
     pub fn queue_capacity(mut self, batches: usize) -> Self {
@@ -145,6 +181,11 @@ impl AgentBuilder {
         if self.service.trim().is_empty() {
             return Err(AgentError::Config("service name must not be empty"));
         }
+        if self.errors.queue_capacity == 0 {
+            return Err(AgentError::Config(
+                "event queue capacity must be at least 1",
+            ));
+        }
         let window_secs = u32::try_from(self.window.as_secs()).unwrap_or(86_400);
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
@@ -161,6 +202,27 @@ impl AgentBuilder {
             .thread_name("sightline-agent-dns")
             .build()
             .map_err(AgentError::Runtime)?;
+        let switches = Switches::new(
+            self.switch_defaults,
+            EvalContext {
+                host: Some(hostname()),
+                environment: self.environment.clone(),
+                ..EvalContext::default()
+            },
+        );
+        let switch_sync = SwitchSync {
+            switches: switches.clone(),
+            // No overall timeout: the switch stream stays open for hours.
+            client: reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(SDK)
+                .build()
+                .map_err(|e| AgentError::Client(Box::new(e)))?,
+            stream_url: format!("{}/api/0/switches/stream", self.dsn.base_url()),
+            snapshot_url: format!("{}/api/0/switches/snapshot", self.dsn.base_url()),
+            auth: self.dsn.auth_header(SDK),
+        };
         let agent_info = AgentInfo {
             service: clip(self.service),
             instance: clip(instance_id()),
@@ -168,14 +230,28 @@ impl AgentBuilder {
             environment: self.environment.map(clip),
             release: self.release.map(clip),
         };
+        let (errors, events) =
+            crate::errors::prepare(&self.errors, &self.dsn, client.clone(), &agent_info, SDK);
         let transport = Transport {
+            syslog: self.syslog.map(|settings| {
+                crate::syslog::SyslogSender::new(
+                    settings,
+                    &self.dsn,
+                    &agent_info.service,
+                    &hostname(),
+                )
+            }),
             client,
             url: self.dsn.metrics_url(),
             auth: self.dsn.auth_header(SDK),
         };
+        let recorder = Arc::new(Recorder::new(window_secs, self.max_keys));
         let shared = Arc::new(Shared {
-            recorder: Arc::new(Recorder::new(window_secs, self.max_keys)),
+            insight: Arc::new(crate::insight::Hub::new(recorder.clone(), self.insight)),
+            recorder,
             counters: Counters::default(),
+            errors,
+            switches,
         });
         let shipper = Shipper::new(shared.clone(), transport, agent_info, self.queue_capacity);
         let (control, control_rx) = mpsc::unbounded_channel();
@@ -184,12 +260,20 @@ impl AgentBuilder {
         // context (`start` is often called from `#[tokio::main]`) panics.
         let slot = Arc::new(Mutex::new(Some(runtime)));
         let thread_slot = slot.clone();
+        let thread_shared = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("sightline-agent".to_owned())
             .spawn(move || {
                 let runtime = thread_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some(runtime) = runtime {
-                    runtime.block_on(shipper.run(control_rx));
+                    // A second task on the same thread; it ends when the runtime drops.
+                    runtime.spawn(switch_sync.run());
+                    runtime.block_on(crate::errors::transport::run_agent_thread(
+                        shipper,
+                        events,
+                        control_rx,
+                        thread_shared,
+                    ));
                 }
             });
         if let Err(error) = spawned {
@@ -198,6 +282,7 @@ impl AgentBuilder {
             }
             return Err(AgentError::Spawn(error));
         }
+        crate::errors::activate(&shared.errors);
         tracing::debug!(url = %self.dsn.metrics_url(), window_secs, "sightline agent started");
         Ok((
             Agent {
@@ -280,15 +365,24 @@ fn clip(mut s: String) -> String {
 
 /// `host-pid-random`: unique per process, readable in the dashboard.
 fn instance_id() -> String {
-    let host = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+    format!(
+        "{}-{}-{:08x}",
+        hostname(),
+        std::process::id(),
+        fastrand::u32(..)
+    )
+}
+
+/// This machine's name, as events report it in `server_name`.
+pub(crate) fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
         .find_map(|p| std::fs::read_to_string(p).ok())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .or_else(|| std::env::var("COMPUTERNAME").ok())
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown-host".to_owned());
-    format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..))
+        .unwrap_or_else(|| "unknown-host".to_owned())
 }
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 //!
 //! It adds no errors and no responses of its own: the inner service's output passes
 //! through untouched, and measuring costs two clock reads and one uncontended lock.
+//! The one exception is a handler that panics: with panic capture on (the default),
+//! the layer catches the panic, reports it as an error event and answers `500`, so
+//! one bad request does not take its connection or task down.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,6 +15,9 @@ use std::time::Instant;
 use axum::extract::MatchedPath;
 
 use crate::aggregate::{MethodLabel, Recorder, UNMATCHED, status_class};
+use crate::errors::Sink;
+use crate::errors::scope::{self, RequestScope};
+use crate::insight::{Active, Hub};
 
 /// A tower [`Layer`](tower::Layer) that records every request's route template,
 /// method, status class and latency into the agent's current window.
@@ -25,14 +31,38 @@ use crate::aggregate::{MethodLabel, Recorder, UNMATCHED, status_class};
 /// The latency runs from `call` until the response future resolves, i.e. until the
 /// response head is ready; streaming the body is not included. A response future
 /// dropped before it resolves (a cancelled request) is not recorded.
+///
+/// While it polls the handler, the request is the thread's current one for error
+/// events: [`capture_error`](crate::capture_error), [`set_user`](crate::set_user) and
+/// the breadcrumbs layer see it. A panic in the handler is caught (unless
+/// [`capture_panics(false)`](crate::AgentBuilder::capture_panics)), reported with the
+/// stack at panic time, answered `500` and recorded as a 5xx.
 #[derive(Clone)]
 pub struct RequestLayer {
     recorder: Arc<Recorder>,
+    /// Performance insight (queries, spans, allocations per request), when enabled.
+    insight: Option<Arc<Hub>>,
+    /// Error events of the agent.
+    errors: Option<Arc<Sink>>,
 }
 
 impl RequestLayer {
     pub(crate) fn new(recorder: Arc<Recorder>) -> RequestLayer {
-        RequestLayer { recorder }
+        RequestLayer {
+            recorder,
+            insight: None,
+            errors: None,
+        }
+    }
+
+    pub(crate) fn with_errors(mut self, sink: Arc<Sink>) -> RequestLayer {
+        self.errors = Some(sink);
+        self
+    }
+
+    pub(crate) fn with_insight(mut self, hub: Arc<Hub>) -> RequestLayer {
+        self.insight = Some(hub);
+        self
     }
 }
 
@@ -43,6 +73,8 @@ impl<S> tower::Layer<S> for RequestLayer {
         RequestService {
             inner,
             recorder: self.recorder.clone(),
+            insight: self.insight.clone(),
+            errors: self.errors.clone(),
         }
     }
 }
@@ -52,11 +84,15 @@ impl<S> tower::Layer<S> for RequestLayer {
 pub struct RequestService<S> {
     inner: S,
     recorder: Arc<Recorder>,
+    insight: Option<Arc<Hub>>,
+    errors: Option<Arc<Sink>>,
 }
 
 impl<S, B, R> tower::Service<http::Request<B>> for RequestService<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    // The body of the `500` answered for a panicking handler.
+    R: Default,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -71,15 +107,30 @@ where
         // `MatchedPath` holds an `Arc<str>`: cloning it does not allocate.
         let route = req.extensions().get::<MatchedPath>().cloned();
         let method = MethodLabel::of(req.method());
+        let scope = self
+            .errors
+            .as_ref()
+            .map(|sink| RequestScope::new(sink.clone(), &req, route.clone()));
         let pending = Pending {
             recorder: self.recorder.clone(),
             route,
             method,
             start,
         };
+        let insight = self
+            .insight
+            .as_ref()
+            .and_then(|hub| hub.begin(pending.route.clone(), method, start));
+        // The inner `call` runs (and allocates) on behalf of the request too.
+        let inner = match &insight {
+            Some(active) => active.scope(|| self.inner.call(req)),
+            None => self.inner.call(req),
+        };
         ResponseFuture {
-            inner: self.inner.call(req),
+            inner,
             pending: Some(pending),
+            insight,
+            scope,
         }
     }
 }
@@ -98,20 +149,32 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         pending: Option<Pending>,
+        insight: Option<Active>,
+        scope: Option<Box<RequestScope>>,
     }
 }
 
 impl<F, R, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<http::Response<R>, E>>,
+    R: Default,
 {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let output = match this.inner.poll(cx) {
-            Poll::Ready(output) => output,
-            Poll::Pending => return Poll::Pending,
+        let inner = this.inner;
+        let insight = &*this.insight;
+        let catch = this.scope.as_ref().is_some_and(|s| s.sink.capture_panics);
+        let polled = scope::enter(this.scope, catch, || match insight.as_ref() {
+            Some(active) => active.scope(|| inner.poll(cx)),
+            None => inner.poll(cx),
+        });
+        let output = match polled {
+            Ok(Poll::Ready(output)) => output,
+            Ok(Poll::Pending) => return Poll::Pending,
+            // The handler panicked; it is never polled again.
+            Err(payload) => Ok(crate::errors::panicked(this.scope.take(), payload)),
         };
         if let Some(p) = this.pending.take() {
             let end = Instant::now();
@@ -125,6 +188,13 @@ where
             let route = p.route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
             let now_ms = p.recorder.unix_ms_at(end);
             p.recorder.record(route, p.method, class, micros, now_ms);
+            if let Some(active) = this.insight.take() {
+                let status = match &output {
+                    Ok(response) => response.status().as_u16(),
+                    Err(_) => 500,
+                };
+                active.finish(status, end);
+            }
         }
         Poll::Ready(output)
     }
@@ -290,5 +360,58 @@ mod tests {
         .await;
         assert!(res.is_err());
         assert!(rec.drain(None).is_empty());
+    }
+
+    fn explode(message: &str) -> &'static str {
+        panic!("{message}")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_500_recorded_as_5xx_and_reported() {
+        crate::errors::panic::install();
+        let rec = recorder();
+        let (sink, mut events) = crate::errors::Sink::new(true, 8);
+        let app = Router::new()
+            .route(
+                "/games/{id}/replay",
+                get(|| async {
+                    crate::set_user("u1");
+                    explode("replay 13 has no frames")
+                }),
+            )
+            .route("/users/{id}", get(|| async { "user" }))
+            .layer(RequestLayer::new(rec.clone()).with_errors(sink.clone()));
+        assert_eq!(
+            send(&app, "GET", "/games/13/replay").await,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(send(&app, "GET", "/users/1").await, StatusCode::OK);
+        assert_eq!(
+            summary(&rec),
+            [
+                ("/games/{id}/replay".to_owned(), "GET".to_owned(), 5, 1),
+                ("/users/{id}".to_owned(), "GET".to_owned(), 2, 1),
+            ]
+        );
+        let captured = events.try_recv().expect("an event was queued");
+        assert!(events.try_recv().is_err(), "exactly one");
+        assert_eq!(captured.exceptions[0].value, "replay 13 has no frames");
+        assert_eq!(captured.mechanism, Some(crate::errors::Mechanism::panic()));
+        assert!(captured.backtrace.is_some(), "the stack at panic time");
+        assert_eq!(captured.user.as_deref(), Some("u1"));
+        let request = captured.request.expect("request context");
+        assert_eq!(request.route.as_deref(), Some("/games/{id}/replay"));
+        // The request is no longer current once the layer is done with it.
+        assert!(!crate::set_user("u2"));
+
+        // With panic capture off, the layer lets the panic through.
+        let (off, _events) = crate::errors::Sink::new(false, 8);
+        let app = Router::new()
+            .route("/boom", get(|| async { explode("boom") }))
+            .layer(RequestLayer::new(rec.clone()).with_errors(off));
+        let req = Request::get("/boom").body(Body::empty()).expect("request");
+        let unwound = tokio::spawn(app.oneshot(req)).await;
+        assert!(unwound.is_err_and(|e| e.is_panic()));
+        assert!(!crate::set_user("u3"), "no stale request after the unwind");
     }
 }

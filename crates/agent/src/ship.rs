@@ -29,7 +29,10 @@ const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Longest `Retry-After` honoured: a collector asking for more is probably confused.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// How often the live heap is sampled (when the counting allocator is installed).
+const HEAP_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Counters shared between the agent thread and [`Agent::stats`](crate::Agent::stats).
 #[derive(Default)]
@@ -45,6 +48,12 @@ pub(crate) struct Counters {
 pub(crate) struct Shared {
     pub(crate) recorder: Arc<Recorder>,
     pub(crate) counters: Counters,
+    /// Performance insight: per-request queries, spans and allocations.
+    pub(crate) insight: Arc<crate::insight::Hub>,
+    /// The error events' queue and counters.
+    pub(crate) errors: Arc<crate::errors::Sink>,
+    /// Feature switches: their check counts ship with the batches.
+    pub(crate) switches: crate::switches::Switches,
 }
 
 impl Shared {
@@ -57,6 +66,8 @@ impl Shared {
             windows_queued: c.windows_queued.load(Ordering::Relaxed),
             batches_sent: c.batches_sent.load(Ordering::Relaxed),
             send_failures: c.send_failures.load(Ordering::Relaxed),
+            events_sent: self.errors.events_sent(),
+            events_dropped: self.errors.events_dropped(),
         }
     }
 }
@@ -76,11 +87,13 @@ pub(crate) struct Transport {
     pub(crate) client: reqwest::Client,
     pub(crate) url: String,
     pub(crate) auth: String,
+    /// When set, batches go out as syslog messages instead of HTTP POSTs.
+    pub(crate) syslog: Option<crate::syslog::SyslogSender>,
 }
 
 /// How one upload attempt ended.
 #[derive(Debug)]
-enum Outcome {
+pub(crate) enum Outcome {
     /// 2xx: the collector kept the batch.
     Sent,
     /// Worth retrying: 408/429/5xx, a network error or a timeout.
@@ -92,7 +105,7 @@ enum Outcome {
     Rejected(reqwest::StatusCode),
 }
 
-type Upload = Pin<Box<dyn Future<Output = Outcome>>>;
+pub(crate) type Upload = Pin<Box<dyn Future<Output = Outcome>>>;
 
 /// The batch being uploaded and the upload.
 struct InFlight {
@@ -103,12 +116,12 @@ struct InFlight {
 /// Exponential backoff with jitter: each delay is drawn from the upper half of
 /// `INITIAL_BACKOFF × 2^failures` (capped), so agents restarted together spread out.
 #[derive(Default)]
-struct Backoff {
+pub(crate) struct Backoff {
     failures: u32,
 }
 
 impl Backoff {
-    fn next(&mut self) -> Duration {
+    pub(crate) fn next(&mut self) -> Duration {
         let ceiling = INITIAL_BACKOFF
             .saturating_mul(1 << self.failures.min(16))
             .min(MAX_BACKOFF);
@@ -117,7 +130,7 @@ impl Backoff {
         half + half.mul_f64(fastrand::f64())
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.failures = 0;
     }
 }
@@ -141,6 +154,8 @@ pub(crate) struct Shipper {
     overflow_logged: u64,
     /// Windows in the batch being uploaded (it is not in `queue`).
     in_flight_windows: usize,
+    /// When the live heap is sampled next.
+    next_heap_sample: Instant,
 }
 
 impl Shipper {
@@ -162,6 +177,7 @@ impl Shipper {
             last_rejected: None,
             overflow_logged: 0,
             in_flight_windows: 0,
+            next_heap_sample: Instant::now(),
         }
     }
 
@@ -200,6 +216,7 @@ impl Shipper {
                         None => (now, None),
                     };
                     self.shared.recorder.close();
+                    self.shared.insight.close();
                     self.close_windows(None);
                     // One immediate attempt, whatever the backoff said.
                     self.retry_at = now;
@@ -215,6 +232,10 @@ impl Shipper {
                     self.close_windows(Some(until));
                 }
                 () = sleep_until(retry_at), if waiting => {}
+                () = sleep_until(self.next_heap_sample), if stopping.is_none() => {
+                    self.shared.insight.sample_heap();
+                    self.next_heap_sample = Instant::now() + HEAP_SAMPLE_EVERY;
+                }
                 () = sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => {}
             }
         }
@@ -269,19 +290,34 @@ impl Shipper {
             }
             self.overflow_logged = overflowed;
         }
+        // The insight of the same windows rides along in the first batch.
+        let mut insight = self.shared.insight.drain(until);
         while !windows.is_empty() {
             let rest = windows.split_off(windows.len().min(MAX_WINDOWS_PER_BATCH));
-            self.enqueue(windows);
+            self.enqueue(windows, std::mem::take(&mut insight));
             windows = rest;
+        }
+        if !insight.is_empty() {
+            self.enqueue(Vec::new(), insight);
+        }
+        // Switch check counts ship even when no request finished.
+        let evaluations = self.shared.switches.take_evaluations();
+        if !evaluations.is_empty() {
+            self.enqueue(Vec::new(), Default::default());
+            if let Some(batch) = self.queue.back_mut() {
+                batch.switch_evaluations = evaluations;
+            }
         }
     }
 
-    fn enqueue(&mut self, windows: Vec<RouteWindow>) {
+    fn enqueue(&mut self, windows: Vec<RouteWindow>, insight: sightline_protocol::InsightBatch) {
         self.queue.push_back(MetricBatch {
             agent: self.agent.clone(),
             sent_at_ms: 0,
             dropped_windows: 0,
             windows,
+            switch_evaluations: self.shared.switches.take_evaluations(),
+            insight,
         });
         self.enforce_capacity();
     }
@@ -336,6 +372,12 @@ impl Shipper {
                 return None;
             }
         };
+        if let Some(syslog) = &self.transport.syslog {
+            let upload = syslog.upload(&batch);
+            self.in_flight_windows = batch.windows.len();
+            self.update_queued();
+            return Some(InFlight { batch, upload });
+        }
         let request = self
             .transport
             .client
@@ -417,7 +459,7 @@ async fn upload_of(in_flight: &mut Option<InFlight>) -> Outcome {
 }
 
 /// Classifies an upload's response.
-async fn outcome(result: Result<reqwest::Response, reqwest::Error>) -> Outcome {
+pub(crate) async fn outcome(result: Result<reqwest::Response, reqwest::Error>) -> Outcome {
     let response = match result {
         Ok(response) => response,
         Err(error) => {

@@ -42,6 +42,7 @@ impl IntoResponse for AppError {
         match &self {
             AppError::Db(source) | AppError::Unavailable(source) => {
                 tracing::error!(error = %source, status = status.as_u16(), "request failed");
+                sightline_agent::capture_error(&self);
             }
             // Failing is this route's job; logging it at error level would
             // bury real errors under one line per simulated one.

@@ -40,6 +40,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             }
             Err(rejection) => {
                 tracing::debug!(%rejection, "invalid json body");
+                // A client sending bodies we cannot read is a bug on one side or the
+                // other: worth an error event with the request and the serde error.
+                sightline_agent::capture_error(&rejection);
                 Err(AppError::BadRequest("invalid json body"))
             }
         }

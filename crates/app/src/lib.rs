@@ -14,11 +14,16 @@
 //! - Some routes misbehave on purpose so the dashboard has something to show:
 //!   `GET /threads/{id}` is an N+1 query pattern, `GET /search` is slow,
 //!   `GET /threads/{id}/export` allocates a few MB, `GET /flaky` fails ~10 %
-//!   of the time.
+//!   of the time, `GET /games/{id}/replay` panics for a game without scores
+//!   (the agent turns the panic into a 500 and an error event), and a
+//!   malformed JSON body is reported to the agent with `capture_error`.
 //! - [`serve`] runs the router on a listener until the shutdown future
 //!   resolves, then drains in-flight requests.
 //! - [`load`] sends a bounded, realistic mix of requests to a *loopback*
 //!   instance and reports what came back.
+//! - [`load_errors`] sends gzip-compressed Sentry error envelopes to a
+//!   *loopback* collector, as fast as a bounded concurrency allows, and reads
+//!   back how many were stored.
 //!
 //! The `sightline-app` binary wires these together: `sightline-app serve`
 //! (optionally with `--dsn` to report to a collector) and `sightline-app load`.
@@ -33,8 +38,10 @@ use sqlx::SqlitePool;
 mod db;
 mod error;
 mod extract;
+pub mod features;
 mod games;
 pub mod load;
+pub mod load_errors;
 mod ops;
 mod threads;
 mod users;
@@ -53,6 +60,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/users/{id}"),
     ("GET", "/leaderboard"),
     ("POST", "/games/{id}/scores"),
+    ("GET", "/games/{id}/replay"),
     ("GET", "/flaky"),
     ("GET", "/healthz"),
 ];
@@ -75,9 +83,11 @@ pub fn router(db: SqlitePool) -> Router {
         .route("/users/{id}", get(users::show))
         .route("/leaderboard", get(games::leaderboard))
         .route("/games/{id}/scores", post(games::post_score))
+        .route("/games/{id}/replay", get(games::replay))
         .route("/flaky", get(ops::flaky))
         .route("/healthz", get(ops::healthz))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::Extension(features::LeaderboardCache::default()))
         .with_state(db)
 }
 

@@ -330,6 +330,7 @@ enum Kind {
     PostComment,
     Vote,
     PostScore,
+    Replay,
     Search,
     Export,
     Flaky,
@@ -338,8 +339,8 @@ enum Kind {
 
 /// The mix, by weight (out of 100): mostly reads, some writes, a few of the
 /// slow, heavy, failing and bad requests.
-const MIX: [(u32, Kind); 12] = [
-    (24, Kind::ShowThread),
+const MIX: [(u32, Kind); 13] = [
+    (22, Kind::ShowThread),
     (14, Kind::ListThreads),
     (14, Kind::ShowUser),
     (12, Kind::Leaderboard),
@@ -351,6 +352,7 @@ const MIX: [(u32, Kind); 12] = [
     (2, Kind::Export),
     (2, Kind::Health),
     (2, Kind::MissingThread),
+    (2, Kind::Replay),
 ];
 
 /// One request, drawn from the mix.
@@ -434,6 +436,12 @@ impl Planned {
             Kind::Export => get(
                 "GET /threads/{id}/export",
                 format!("/threads/{thread}/export"),
+            ),
+            // Only games that exist: an unknown game's replay panics, which an app
+            // served without the agent's layer answers by dropping the connection.
+            Kind::Replay => get(
+                "GET /games/{id}/replay",
+                format!("/games/{}/replay", rng.i64(1..=SEED_GAMES)),
             ),
             Kind::Flaky => get("GET /flaky", "/flaky".to_owned()),
             Kind::Health => get("GET /healthz", "/healthz".to_owned()),

@@ -10,10 +10,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, Row, SqlitePool};
+use tracing::Instrument;
 
 use crate::error::AppError;
 use crate::extract::{Id, JsonBody, Params};
+use crate::features::Features;
 use crate::{FNV_OFFSET, fnv1a, unix_now};
+
+/// Characters of the top comment a thread preview shows.
+const PREVIEW_CHARS: usize = 120;
 
 /// Longest comment body accepted, in characters.
 const MAX_COMMENT_CHARS: usize = 5_000;
@@ -168,6 +173,9 @@ pub(crate) async fn list(State(db): State<SqlitePool>) -> Result<Json<ThreadList
 pub(crate) struct ThreadDetail {
     thread: Thread,
     comments: Vec<Comment>,
+    /// The top-scored comment's opening, with switch `comments:rich_preview` on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preview: Option<String>,
 }
 
 async fn find_thread(db: &SqlitePool, id: i64) -> Result<Thread, AppError> {
@@ -184,6 +192,7 @@ async fn find_thread(db: &SqlitePool, id: i64) -> Result<Thread, AppError> {
 pub(crate) async fn show(
     State(db): State<SqlitePool>,
     Id(id): Id,
+    features: Features,
 ) -> Result<Json<ThreadDetail>, AppError> {
     let thread = find_thread(&db, id).await?;
     let rows = sqlx::query_as::<_, CommentRow>(
@@ -207,7 +216,16 @@ pub(crate) async fn show(
         .await?;
         comments.push(Comment::new(row, author));
     }
-    Ok(Json(ThreadDetail { thread, comments }))
+    let preview = features
+        .on(crate::features::RICH_PREVIEW)
+        .then(|| comments.iter().max_by_key(|c| (c.score, -c.id)))
+        .flatten()
+        .map(|top| top.body.chars().take(PREVIEW_CHARS).collect());
+    Ok(Json(ThreadDetail {
+        thread,
+        comments,
+        preview,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -422,7 +440,10 @@ pub(crate) async fn search(
     // Deliberately slow for the demo: this stands in for a remote search
     // backend, so the route shows up with a visibly higher latency
     // distribution. Never do this in a real handler.
-    tokio::time::sleep(search_delay(q)).await;
+    // The span shows up in the request's exemplar waterfall, after the two queries.
+    tokio::time::sleep(search_delay(q))
+        .instrument(tracing::info_span!("search.backend"))
+        .await;
     Ok(Json(SearchResults {
         query: q.to_owned(),
         total,

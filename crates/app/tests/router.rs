@@ -536,3 +536,39 @@ async fn healthz_is_ok() {
         (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
     );
 }
+
+#[tokio::test]
+async fn replays_list_scores_in_order_and_a_missing_one_panics_into_a_500() {
+    let mut app = app().await;
+    let (status, body) = app.get("/games/2/replay").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let frames = body["frames"].as_array().expect("frames");
+    let expected = app
+        .count("SELECT COUNT(id) FROM scores WHERE game_id = 2")
+        .await;
+    assert_eq!(frames.len() as i64, expected.min(500));
+    let times: Vec<i64> = frames
+        .iter()
+        .map(|f| f["created_at"].as_i64().expect("created_at"))
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]));
+    assert_eq!(body["opened_at"].as_i64(), times.first().copied());
+
+    // An unknown game has no frames and its replay panics: behind the agent's
+    // layer (reporting to a closed port) that is a 500 and the app goes on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dsn = format!("http://key@{}/1", closed.local_addr().expect("addr"));
+    drop(closed);
+    let (agent, _guard) = sightline_agent::Agent::builder(&dsn)
+        .expect("dsn")
+        .in_app_crates(["sightline_app"])
+        .start()
+        .expect("agent");
+    app.router = sightline_app::router(app.db.clone()).layer(agent.layer());
+    let (status, body) = app.get(&format!("/games/{}/replay", SEED_GAMES + 9)).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::INTERNAL_SERVER_ERROR, Value::Null)
+    );
+    assert_eq!(app.get("/games/1/replay").await.0, StatusCode::OK);
+}

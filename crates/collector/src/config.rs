@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::Error;
+use crate::syslog::SyslogConfig;
 
 /// Collector configuration; every field has a documented default and unknown keys are an
 /// error, so a typo in a config file does not go unnoticed.
@@ -21,6 +22,16 @@ pub struct Config {
     pub queue_capacity: usize,
     /// Largest accepted metrics request body, in bytes; default 1 MiB. Larger bodies get 413.
     pub max_body_bytes: usize,
+    /// Largest accepted Sentry envelope or `store` request body as sent (compressed or
+    /// not), in bytes; default 20 MiB, as Sentry's. Larger bodies get 413.
+    pub max_envelope_bytes: usize,
+    /// Largest envelope or `store` body after decompression, in bytes; default 20 MiB.
+    /// Decompression stops as soon as it is passed (413), so a bomb costs no more.
+    pub max_decompressed_bytes: usize,
+    /// Syslog listeners (off by default) and log-line retention.
+    pub syslog: SyslogConfig,
+    /// Retention of the rollup tiers (raw 24 h, 1-minute 7 days, 1-hour 90 days).
+    pub retention: crate::insight::RetentionConfig,
 }
 
 impl Default for Config {
@@ -30,6 +41,10 @@ impl Default for Config {
             admin_token: None,
             queue_capacity: 1024,
             max_body_bytes: 1024 * 1024,
+            max_envelope_bytes: 20 * 1024 * 1024,
+            max_decompressed_bytes: 20 * 1024 * 1024,
+            syslog: SyslogConfig::default(),
+            retention: crate::insight::RetentionConfig::default(),
         }
     }
 }
@@ -43,6 +58,13 @@ impl Config {
         if self.max_body_bytes == 0 {
             return Err(Error::Config("max_body_bytes must be at least 1"));
         }
+        if self.max_envelope_bytes == 0 || self.max_decompressed_bytes == 0 {
+            return Err(Error::Config(
+                "max_envelope_bytes and max_decompressed_bytes must be at least 1",
+            ));
+        }
+        self.syslog.check()?;
+        self.retention.check()?;
         if self.admin_token.as_deref() == Some("") {
             return Err(Error::Config("admin_token must not be empty"));
         }
@@ -66,6 +88,10 @@ impl std::fmt::Debug for Config {
             )
             .field("queue_capacity", &self.queue_capacity)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_envelope_bytes", &self.max_envelope_bytes)
+            .field("max_decompressed_bytes", &self.max_decompressed_bytes)
+            .field("syslog", &self.syslog)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -79,6 +105,8 @@ mod tests {
         let config: Config = serde_json::from_str(r#"{"queue_capacity": 8}"#).unwrap();
         assert_eq!(config.queue_capacity, 8);
         assert_eq!(config.max_body_bytes, 1024 * 1024);
+        assert_eq!(config.max_envelope_bytes, 20 * 1024 * 1024);
+        assert_eq!(config.max_decompressed_bytes, 20 * 1024 * 1024);
         assert_eq!(config.data_dir, PathBuf::from("./sightline-data"));
         assert_eq!(config.admin_token, None);
         assert!(config.check().is_ok());

@@ -8,6 +8,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use sightline_protocol::BatchError;
 
+use crate::sentry::decode::DecodeError;
+use crate::sentry::envelope::EnvelopeError;
+use crate::sentry::event::EventError;
+
 /// What a client is told to wait before retrying a refused ingest request, in seconds.
 const RETRY_AFTER_SECS: &str = "1";
 
@@ -27,6 +31,15 @@ pub enum Error {
     /// The metric batch failed `MetricBatch::validate`.
     #[error("invalid batch: {0}")]
     InvalidBatch(BatchError),
+    /// The request body cannot be decompressed, or is too large once decompressed.
+    #[error("{0}")]
+    Decode(DecodeError),
+    /// The Sentry envelope is malformed.
+    #[error("invalid envelope: {0}")]
+    InvalidEnvelope(EnvelopeError),
+    /// A Sentry event is malformed or too large.
+    #[error("invalid event: {0}")]
+    InvalidEvent(EventError),
     /// A path or query parameter is malformed or out of range.
     #[error("{0}")]
     BadRequest(String),
@@ -42,6 +55,13 @@ pub enum Error {
     /// No project has this id.
     #[error("project not found")]
     ProjectNotFound,
+    /// No issue (or event, or switch) has this id.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The change conflicts with the current state (a switch that exists already, or
+    /// one that moved past the version the client expected).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The request body is larger than the endpoint accepts.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -72,6 +92,9 @@ pub enum Error {
     /// The data directory could not be created.
     #[error("cannot create the data directory")]
     DataDir(#[source] std::io::Error),
+    /// A syslog listener could not bind its address.
+    #[error("cannot bind a syslog listener")]
+    Listen(#[source] std::io::Error),
 }
 
 #[derive(Serialize)]
@@ -87,9 +110,16 @@ impl Error {
             // The protocol promises 413 for oversized batches; every other invalid batch is 400.
             Error::InvalidBatch(BatchError::TooManyWindows(_)) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::InvalidBatch(_) => StatusCode::BAD_REQUEST,
+            Error::Decode(DecodeError::TooLarge(_)) | Error::InvalidEvent(EventError::TooLarge) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Error::Decode(_) | Error::InvalidEnvelope(_) | Error::InvalidEvent(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Error::MissingKey | Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::WrongKey => StatusCode::FORBIDDEN,
-            Error::ProjectNotFound => StatusCode::NOT_FOUND,
+            Error::ProjectNotFound | Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::QueueFull => StatusCode::TOO_MANY_REQUESTS,
             Error::ShuttingDown
@@ -97,7 +127,8 @@ impl Error {
             | Error::Migration { .. }
             | Error::SchemaTooNew(_)
             | Error::Config(_)
-            | Error::DataDir(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | Error::DataDir(_)
+            | Error::Listen(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -7,19 +7,28 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 
+use crate::sentry::envelope::ITEM_TYPES;
+use crate::store::WriteSummary;
+
 /// Ingest endpoints, each counted separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Endpoint {
     /// `POST /api/{project_id}/metrics`
     Metrics,
+    /// `POST /api/{project_id}/envelope/`
+    Envelope,
+    /// `POST /api/{project_id}/store/`
+    Store,
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 1] = [Endpoint::Metrics];
+    const ALL: [Endpoint; 3] = [Endpoint::Metrics, Endpoint::Envelope, Endpoint::Store];
 
     fn label(self) -> &'static str {
         match self {
             Endpoint::Metrics => "metrics",
+            Endpoint::Envelope => "envelope",
+            Endpoint::Store => "store",
         }
     }
 }
@@ -36,10 +45,16 @@ pub(crate) struct Metrics {
     /// Per endpoint, per status in [`STATUSES`].
     requests: [[AtomicU64; STATUSES.len()]; Endpoint::ALL.len()],
     windows_accepted: AtomicU64,
+    /// Envelope items accepted, per type in [`ITEM_TYPES`].
+    items: [AtomicU64; ITEM_TYPES.len()],
+    events_stored: AtomicU64,
+    events_duplicate: AtomicU64,
     queue_full: AtomicU64,
     store_write_failures: AtomicU64,
     store_write: LatencyHistogram,
     agent_dropped_windows: AtomicU64,
+    /// The syslog listeners' counters (shared with them).
+    pub(crate) syslog: std::sync::Arc<crate::syslog::SyslogMetrics>,
 }
 
 /// A Prometheus histogram: per-bucket counts (made cumulative when rendered), sum, count.
@@ -84,10 +99,24 @@ impl Metrics {
     }
 
     /// Records one group commit: how long it took, and what it stored.
-    pub(crate) fn record_write(&self, elapsed: Duration, windows: u64, agent_dropped: u64) {
+    pub(crate) fn record_write(&self, elapsed: Duration, summary: &WriteSummary) {
         self.store_write.observe(elapsed);
-        self.windows_accepted.fetch_add(windows, Relaxed);
-        self.agent_dropped_windows.fetch_add(agent_dropped, Relaxed);
+        self.windows_accepted.fetch_add(summary.windows, Relaxed);
+        self.agent_dropped_windows
+            .fetch_add(summary.agent_dropped, Relaxed);
+        self.events_stored.fetch_add(summary.events, Relaxed);
+        self.events_duplicate
+            .fetch_add(summary.duplicate_events, Relaxed);
+        self.syslog.committed(summary.log_lines);
+    }
+
+    /// Counts the items of one accepted envelope, by type (a name from [`ITEM_TYPES`]).
+    pub(crate) fn record_items(&self, items: &[(&'static str, u64)]) {
+        for &(item_type, n) in items {
+            if let Some(i) = ITEM_TYPES.iter().position(|&t| t == item_type) {
+                self.items[i].fetch_add(n, Relaxed);
+            }
+        }
     }
 
     /// Records a group commit that failed.
@@ -137,6 +166,31 @@ impl Metrics {
             "Route windows committed to the store.",
             self.windows_accepted.load(Relaxed),
         )?;
+        header(
+            out,
+            "sightline_envelope_items_total",
+            "counter",
+            "Envelope items accepted, by item type (unknown types as \"unknown\").",
+        )?;
+        for (item_type, n) in ITEM_TYPES.iter().zip(&self.items) {
+            writeln!(
+                out,
+                "sightline_envelope_items_total{{type=\"{item_type}\"}} {}",
+                n.load(Relaxed)
+            )?;
+        }
+        counter(
+            out,
+            "sightline_events_stored_total",
+            "Error events committed to the store.",
+            self.events_stored.load(Relaxed),
+        )?;
+        counter(
+            out,
+            "sightline_events_duplicate_total",
+            "Error events accepted but not stored again: their event_id was already stored.",
+            self.events_duplicate.load(Relaxed),
+        )?;
         counter(
             out,
             "sightline_ingest_queue_full_total",
@@ -185,7 +239,8 @@ impl Metrics {
             "sightline_agent_dropped_windows_total",
             "Windows agents reported dropping, as increases seen since this collector started.",
             self.agent_dropped_windows.load(Relaxed),
-        )
+        )?;
+        self.syslog.write_to(out)
     }
 }
 
@@ -214,8 +269,17 @@ mod tests {
         metrics.record_request(Endpoint::Metrics, StatusCode::OK);
         metrics.record_request(Endpoint::Metrics, StatusCode::TOO_MANY_REQUESTS);
         metrics.record_request(Endpoint::Metrics, StatusCode::IM_A_TEAPOT);
-        metrics.record_write(Duration::from_micros(800), 3, 2);
-        metrics.record_write(Duration::from_millis(30), 1, 0);
+        let summary = |windows, agent_dropped| WriteSummary {
+            windows,
+            agent_dropped,
+            events: 2,
+            duplicate_events: 1,
+            log_lines: 0,
+        };
+        metrics.record_write(Duration::from_micros(800), &summary(3, 2));
+        metrics.record_write(Duration::from_millis(30), &summary(1, 0));
+        metrics.record_items(&[("event", 2), ("session", 1), ("unknown", 4)]);
+        metrics.record_request(Endpoint::Envelope, StatusCode::PAYLOAD_TOO_LARGE);
         metrics.record_write_failure(Duration::from_secs(9));
         let text = metrics.render(&Gauges {
             queue_depth: 2,
@@ -238,6 +302,13 @@ mod tests {
             "sightline_store_write_seconds_count 3",
             "sightline_store_write_seconds_sum 9.0308",
             "sightline_agent_dropped_windows_total 2",
+            "sightline_envelope_items_total{type=\"event\"} 2",
+            "sightline_envelope_items_total{type=\"session\"} 1",
+            "sightline_envelope_items_total{type=\"unknown\"} 4",
+            "sightline_envelope_items_total{type=\"transaction\"} 0",
+            "sightline_events_stored_total 4",
+            "sightline_events_duplicate_total 2",
+            "sightline_ingest_requests_total{endpoint=\"envelope\",outcome=\"rejected\",status=\"413\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -1,14 +1,17 @@
 //! The read side: time ranges, and turning merged store aggregates into the
 //! [`RouteStats`] and [`SeriesPoint`] rows the query API and the UI show.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sightline_protocol::{RouteStats, SeriesPoint, quantile_of};
 
 use crate::Error;
-use crate::store::{Aggregates, Project, Steps, Store};
+use crate::store::{
+    Aggregates, Cursor, Issue, IssueFilter, IssueStatus, ItemCount, Project, Steps, Store,
+    StoredEvent, TagValue,
+};
 
 /// Most points one series may have; a longer range needs a larger step.
 pub const MAX_SERIES_POINTS: i64 = 1_500;
@@ -67,11 +70,20 @@ impl TimeRange {
 #[derive(Clone)]
 pub struct Query {
     store: Arc<dyn Store>,
+    /// Projects looked up recently: every ingest request authenticates against one, and
+    /// at tens of thousands of requests a second that must not be a store round trip.
+    projects: Arc<std::sync::Mutex<HashMap<u64, (Project, Instant)>>>,
 }
+
+/// How long a looked-up project (and so its key) is trusted before it is read again.
+const PROJECT_CACHE_TTL: Duration = Duration::from_secs(5);
 
 impl Query {
     pub(crate) fn new(store: Arc<dyn Store>) -> Query {
-        Query { store }
+        Query {
+            store,
+            projects: Arc::default(),
+        }
     }
 
     pub(crate) fn store(&self) -> &dyn Store {
@@ -85,7 +97,26 @@ impl Query {
 
     /// One project, `None` when the id is unknown.
     pub(crate) async fn project(&self, id: u64) -> Result<Option<Project>, Error> {
-        self.store.project(id).await
+        let cached = |projects: &HashMap<u64, (Project, Instant)>| {
+            projects
+                .get(&id)
+                .filter(|(_, at)| at.elapsed() < PROJECT_CACHE_TTL)
+                .map(|(project, _)| project.clone())
+        };
+        let lock = || {
+            self.projects
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(project) = cached(&lock()) {
+            return Ok(Some(project));
+        }
+        let project = self.store.project(id).await?;
+        if let Some(project) = &project {
+            // Unknown ids are not cached, so the map holds real projects only.
+            lock().insert(id, (project.clone(), Instant::now()));
+        }
+        Ok(project)
     }
 
     async fn require_project(&self, id: u64) -> Result<(), Error> {
@@ -155,6 +186,69 @@ impl Query {
                 merged.remove(&ts).unwrap_or_default().series_point(ts)
             })
             .collect())
+    }
+}
+
+/// Reads of error issues and events; limits are checked by the caller (the API).
+impl Query {
+    /// One page of a project's issues; 404 for an unknown project.
+    pub async fn issues(&self, project_id: u64, filter: &IssueFilter) -> Result<Vec<Issue>, Error> {
+        self.require_project(project_id).await?;
+        self.store.issues(project_id, filter).await
+    }
+
+    /// One issue, `None` when the id is unknown.
+    pub async fn issue(&self, issue_id: u64) -> Result<Option<Issue>, Error> {
+        self.store.issue(issue_id).await
+    }
+
+    /// Per tag key of an issue, its `top` most frequent values.
+    pub async fn issue_tags(&self, issue_id: u64, top: u32) -> Result<Vec<TagValue>, Error> {
+        self.store.issue_tags(issue_id, top).await
+    }
+
+    /// One page of an issue's events, newest first.
+    pub async fn issue_events(
+        &self,
+        issue_id: u64,
+        limit: u32,
+        cursor: Option<Cursor>,
+        full: bool,
+    ) -> Result<Vec<StoredEvent>, Error> {
+        self.store.issue_events(issue_id, limit, cursor, full).await
+    }
+
+    /// One event of a project, with its payload.
+    pub async fn event(
+        &self,
+        project_id: u64,
+        event_id: &str,
+    ) -> Result<Option<StoredEvent>, Error> {
+        self.store.event(project_id, event_id).await
+    }
+
+    /// Sets the status of issues (of one project, when given); returns the ids updated.
+    pub async fn set_issue_status(
+        &self,
+        project_id: Option<u64>,
+        ids: &[u64],
+        status: IssueStatus,
+    ) -> Result<Vec<u64>, Error> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.store
+            .set_issue_status(project_id, ids, status, now)
+            .await
+    }
+
+    /// Envelope items a project received per UTC day and type, the last `days` days.
+    pub async fn item_counts(&self, project_id: u64, days: u32) -> Result<Vec<ItemCount>, Error> {
+        self.require_project(project_id).await?;
+        let since = unix_now().saturating_sub(i64::from(days.saturating_sub(1)) * 86_400);
+        self.store
+            .item_counts(project_id, &crate::time::utc_day(since as f64))
+            .await
     }
 }
 

@@ -14,8 +14,12 @@ use crate::Error;
 use crate::metrics::Metrics;
 use crate::store::{Ingest, Store};
 
-/// Most queued batches one transaction takes.
-const MAX_OPS_PER_COMMIT: usize = 64;
+/// Most queued ops one transaction takes. Large, because a commit's fixed cost (the
+/// fsync, the WAL append of each touched page, one upsert per distinct issue and tag)
+/// is shared by everything in it: at thousands of error events a second, hundreds of
+/// requests wait together, and one commit should carry them all. `recv_many` takes only
+/// what is already queued, so a lone request is never held back to fill it.
+const MAX_OPS_PER_COMMIT: usize = 1024;
 
 /// Resolves once the batch is committed (or the commit failed).
 pub(crate) type Ack = oneshot::Receiver<Result<(), Error>>;
@@ -40,6 +44,27 @@ impl IngestQueue {
             Err(mpsc::error::TrySendError::Full(_)) => Err(Error::QueueFull),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::ShuttingDown),
         }
+    }
+
+    /// Enqueues without an ack, waiting for room: the syslog TCP listener stops reading
+    /// meanwhile, which is its backpressure. Syslog has no answer to wait for.
+    pub(crate) async fn send(&self, ingest: Ingest) -> Result<(), Error> {
+        let (ack, _) = oneshot::channel();
+        self.tx
+            .send(Op { ingest, ack })
+            .await
+            .map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Enqueues without an ack and without waiting; a full (or closed) queue hands the
+    /// ingest back, for the syslog UDP listener to hold in its bounded backlog.
+    pub(crate) fn offer(&self, ingest: Ingest) -> Result<(), Box<Ingest>> {
+        let (ack, _) = oneshot::channel();
+        self.tx.try_send(Op { ingest, ack }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(op) | mpsc::error::TrySendError::Closed(op) => {
+                Box::new(op.ingest)
+            }
+        })
     }
 
     /// Batches waiting in the queue (not counting the group being written).
@@ -120,7 +145,7 @@ async fn commit(store: &dyn Store, metrics: &Metrics, ops: &mut Vec<Op>) {
     let started = Instant::now();
     match store.write(&ingests).await {
         Ok(summary) => {
-            metrics.record_write(started.elapsed(), summary.windows, summary.agent_dropped);
+            metrics.record_write(started.elapsed(), &summary);
             for ack in acks {
                 // The client may have gone away; its data is stored all the same.
                 let _ = ack.send(Ok(()));

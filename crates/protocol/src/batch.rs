@@ -1,14 +1,19 @@
 //! The metric batch an agent sends to the collector.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::Histogram;
+use crate::{Histogram, MAX_SWITCH_KEY_LEN};
 
 /// Most windows one batch may carry; the collector rejects larger batches (413).
 pub const MAX_WINDOWS_PER_BATCH: usize = 10_000;
 
 /// Longest route template, method or instance label the collector accepts.
 pub const MAX_LABEL_LEN: usize = 512;
+
+/// Most switches one batch may report evaluation counts for.
+pub const MAX_SWITCH_EVALUATIONS: usize = 10_000;
 
 /// One upload from an agent: every window it closed since the last upload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +29,14 @@ pub struct MetricBatch {
     pub dropped_windows: u64,
     /// Closed windows.
     pub windows: Vec<RouteWindow>,
+    /// How often each feature switch was checked since the previous batch, by key
+    /// (feeds the stale-switch hints). Absent from agents that predate switches.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub switch_evaluations: BTreeMap<String, u64>,
+    /// Performance insight: query and allocation figures, N+1 suspects, exemplars and
+    /// heap samples. Absent from agents that predate it.
+    #[serde(default, skip_serializing_if = "crate::InsightBatch::is_empty")]
+    pub insight: crate::InsightBatch,
 }
 
 /// Identity of a reporting process.
@@ -80,6 +93,10 @@ pub enum BatchError {
     BadWindow,
     /// The histogram is internally inconsistent.
     BadHistogram(crate::HistogramError),
+    /// More than [`MAX_SWITCH_EVALUATIONS`] switch counts, or a key empty or too long.
+    BadSwitchEvaluations,
+    /// The insight section is invalid.
+    BadInsight(crate::InsightError),
 }
 
 impl std::fmt::Display for BatchError {
@@ -99,6 +116,11 @@ impl std::fmt::Display for BatchError {
                 f.write_str("window_secs must be 1 to 86400 and start a multiple of it")
             }
             BatchError::BadHistogram(e) => write!(f, "latency: {e}"),
+            BatchError::BadInsight(e) => e.fmt(f),
+            BatchError::BadSwitchEvaluations => write!(
+                f,
+                "switch_evaluations must have at most {MAX_SWITCH_EVALUATIONS} keys of 1 to {MAX_SWITCH_KEY_LEN} bytes"
+            ),
         }
     }
 }
@@ -134,6 +156,15 @@ impl MetricBatch {
             }
             w.latency.validate().map_err(BatchError::BadHistogram)?;
         }
+        if self.switch_evaluations.len() > MAX_SWITCH_EVALUATIONS
+            || self
+                .switch_evaluations
+                .keys()
+                .any(|k| k.is_empty() || k.len() > MAX_SWITCH_KEY_LEN)
+        {
+            return Err(BatchError::BadSwitchEvaluations);
+        }
+        self.insight.validate().map_err(BatchError::BadInsight)?;
         Ok(())
     }
 }
@@ -167,6 +198,8 @@ mod tests {
             sent_at_ms: 0,
             dropped_windows: 0,
             windows: vec![window()],
+            switch_evaluations: BTreeMap::new(),
+            insight: Default::default(),
         }
     }
 
@@ -193,6 +226,28 @@ mod tests {
         let mut b = batch();
         b.windows[0].latency.count = 9;
         assert!(matches!(b.validate(), Err(BatchError::BadHistogram(_))));
+        let mut b = batch();
+        b.switch_evaluations.insert(String::new(), 1);
+        assert_eq!(b.validate(), Err(BatchError::BadSwitchEvaluations));
+        let mut b = batch();
+        b.switch_evaluations = (0..=MAX_SWITCH_EVALUATIONS)
+            .map(|i| (format!("s{i}"), 1))
+            .collect();
+        assert_eq!(b.validate(), Err(BatchError::BadSwitchEvaluations));
+    }
+
+    #[test]
+    fn switch_evaluations_are_optional_on_the_wire() {
+        let plain = serde_json::to_value(batch()).expect("serialise");
+        assert!(plain.get("switch_evaluations").is_none());
+        let mut b = batch();
+        b.switch_evaluations
+            .insert("comments:new_editor".into(), 42);
+        assert_eq!(b.validate(), Ok(()));
+        let json = serde_json::to_value(&b).expect("serialise");
+        assert_eq!(json["switch_evaluations"]["comments:new_editor"], 42);
+        let back: MetricBatch = serde_json::from_value(json).expect("deserialise");
+        assert_eq!(back, b);
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //! Sensitive headers (`Authorization`, `Cookie`, `Set-Cookie`, …), any field whose name
 //! looks like a credential (password, secret, token, api_key, …) and credit-card-shaped
 //! numbers anywhere in a string become `[Filtered]`. The agent applies the same function
-//! before sending, so secrets never leave the app.
+//! before sending, so secrets never leave the app; the collector applies it again to
+//! whatever any other SDK sent.
+//!
+//! It runs on every string of every event at ingest, so each check starts with a cheap
+//! byte scan and only then runs a regex.
 
 use std::sync::LazyLock;
 
@@ -28,13 +32,38 @@ const SENSITIVE_KEYS: &[&str] = &[
 
 /// Substrings that make a field name sensitive.
 const SENSITIVE_PARTS: &[&str] = &[
-    "password", "passwd", "secret", "token", "api_key", "apikey", "private_key", "credentials", "session_id",
-    "sessionid", "csrf",
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "private_key",
+    "credentials",
+    "session_id",
+    "sessionid",
+    "csrf",
 ];
 
+/// One byte of a field name as compared: ASCII lowercase, `-` read as `_`.
+fn fold(b: u8) -> u8 {
+    if b == b'-' {
+        b'_'
+    } else {
+        b.to_ascii_lowercase()
+    }
+}
+
+/// Compares without allocating: this runs for every key of every event.
 fn is_sensitive_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase().replace('-', "_");
-    SENSITIVE_KEYS.contains(&key.as_str()) || SENSITIVE_PARTS.iter().any(|p| key.contains(p))
+    let key = key.as_bytes();
+    let equals =
+        |word: &str| word.len() == key.len() && word.bytes().zip(key).all(|(w, &k)| w == fold(k));
+    let contains = |part: &str| {
+        key.windows(part.len())
+            .any(|window| part.bytes().zip(window).all(|(p, &k)| p == fold(k)))
+    };
+    SENSITIVE_KEYS.iter().any(|k| equals(k)) || SENSITIVE_PARTS.iter().any(|p| contains(p))
 }
 
 /// Scrubs a whole event in place.
@@ -52,9 +81,7 @@ fn scrub_value(value: &mut Value, depth: usize) {
     match value {
         Value::Object(map) => {
             for (key, v) in map.iter_mut() {
-                if is_sensitive_key(key) && !v.is_null() {
-                    *v = Value::String(FILTERED.to_owned());
-                } else if key == "cookies" && !v.is_null() {
+                if (is_sensitive_key(key) || key == "cookies") && !v.is_null() {
                     *v = Value::String(FILTERED.to_owned());
                 } else {
                     scrub_value(v, depth + 1);
@@ -90,12 +117,20 @@ pub fn scrub_text(text: &str) -> Option<String> {
     static CARD: LazyLock<Regex> =
         LazyLock::new(|| Regex::new(r"\b(?:\d[ -]?){12,18}\d\b").expect("static regex"));
     static QUERY_SECRET: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"(?i)\b((?:password|passwd|secret|token|api_key|apikey|access_token|auth)=)[^&\s]+")
-            .expect("static regex")
+        Regex::new(
+            r"(?i)\b((?:password|passwd|secret|token|api_key|apikey|access_token|auth)=)[^&\s]+",
+        )
+        .expect("static regex")
     });
+    let digits = text.bytes().filter(u8::is_ascii_digit).count();
+    let has_card = digits >= 13 && CARD.is_match(text);
+    let has_secret = text.contains('=') && QUERY_SECRET.is_match(text);
+    if !has_card && !has_secret {
+        return None;
+    }
     let mut changed = false;
     let mut out = text.to_owned();
-    if out.len() >= 13 && CARD.is_match(&out) {
+    if has_card {
         let replaced = CARD.replace_all(&out, |c: &regex::Captures<'_>| {
             if luhn(&c[0]) {
                 changed = true;
@@ -106,8 +141,10 @@ pub fn scrub_text(text: &str) -> Option<String> {
         });
         out = replaced.into_owned();
     }
-    if out.contains('=') && QUERY_SECRET.is_match(&out) {
-        out = QUERY_SECRET.replace_all(&out, format!("${{1}}{FILTERED}")).into_owned();
+    if has_secret {
+        out = QUERY_SECRET
+            .replace_all(&out, format!("${{1}}{FILTERED}"))
+            .into_owned();
         changed = true;
     }
     changed.then_some(out)
@@ -122,9 +159,15 @@ fn luhn(candidate: &str) -> bool {
         .iter()
         .rev()
         .enumerate()
-        .map(|(i, &d)| if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d })
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                if d * 2 > 9 { d * 2 - 9 } else { d * 2 }
+            } else {
+                d
+            }
+        })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 #[cfg(test)]
@@ -160,7 +203,10 @@ mod tests {
         assert_eq!(event["extra"]["Set-Cookie"], FILTERED);
         // Not Luhn-valid: an order number, kept.
         assert_eq!(event["extra"]["order"], "4111111111111112");
-        assert_eq!(event["breadcrumbs"]["values"][0]["message"], "charged [Filtered] ok");
+        assert_eq!(
+            event["breadcrumbs"]["values"][0]["message"],
+            "charged [Filtered] ok"
+        );
         assert_eq!(event["contexts"]["headers"][0][1], FILTERED);
         assert_eq!(event["contexts"]["headers"][1][1], "example.com");
     }
@@ -169,5 +215,23 @@ mod tests {
     fn ordinary_text_is_untouched() {
         assert_eq!(scrub_text("user 1234 not found"), None);
         assert_eq!(scrub_text("a=b&c=d"), None);
+        assert_eq!(scrub_text("order 4111111111111112"), None);
+        assert_eq!(scrub_text("oauth=x"), None);
+    }
+
+    #[test]
+    fn key_names_match_whatever_their_case_and_separator() {
+        for key in [
+            "Authorization",
+            "X-API-KEY",
+            "db_password",
+            "AccessToken",
+            "Set-Cookie",
+        ] {
+            assert!(is_sensitive_key(key), "{key}");
+        }
+        for key in ["author", "user", "cookie_jar_size", "sessions", ""] {
+            assert!(!is_sensitive_key(key), "{key}");
+        }
     }
 }

@@ -1,30 +1,42 @@
-//! A small time-series chart rendered as inline SVG: grid, axes with labels, an area under a
-//! line that breaks where there is no value, and one hover target per point carrying the
-//! exact value in `data-ts`/`data-value` (and a `<title>` tooltip), so tests and a later
-//! hydrated version can read the numbers without parsing coordinates.
+//! A time-series chart rendered as inline SVG on the server: grid, axes with labels, and
+//! one line (with the area under it for a single series) per series, breaking where there
+//! is no value. Every step gets a hover column `<g class="pt" data-ts=…>` holding one
+//! `<circle data-series=… data-value=…>` per series with the exact value (and a `<title>`
+//! tooltip), so tests and the hydrated [`ChartFrame`](crate::islands::ChartFrame) read the
+//! numbers without parsing coordinates. Optional markers draw events (switch flips) as
+//! vertical lines on the time axis.
 
 use leptos::prelude::*;
 
 use crate::format;
+use crate::islands::geometry::{BOTTOM, HEIGHT, LEFT, RIGHT, TOP, WIDTH};
+use crate::islands::{ChartFrame, ChartMeta};
 
-/// Size of the SVG's user space. The SVG scales to its container's width; CSS enlarges the
-/// labels on narrow screens so they stay readable.
-const WIDTH: f64 = 600.0;
-const HEIGHT: f64 = 220.0;
-/// Plot-area margins: room for y labels on the left and x labels below.
-const LEFT: f64 = 60.0;
-const RIGHT: f64 = 14.0;
-const TOP: f64 = 14.0;
-const BOTTOM: f64 = 30.0;
 /// At most this many labelled x ticks.
 const MAX_X_TICKS: i64 = 8;
 
-/// One step of a series; `value` is `None` where nothing was measured (drawn as a gap).
+/// One step of a single series; `value` is `None` where nothing was measured (a gap).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct ChartPoint {
     /// Step start, unix seconds.
     pub(crate) ts: i64,
     pub(crate) value: Option<f64>,
+}
+
+/// A named line; `values[i]` belongs to the chart's `ts[i]`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Series {
+    /// Shown in the legend and tooltips (`p95`); empty for a chart's only series.
+    pub(crate) name: &'static str,
+    pub(crate) values: Vec<Option<f64>>,
+}
+
+/// Something that happened at a moment, drawn as a vertical line (a switch flip).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Marker {
+    pub(crate) ts: i64,
+    /// The `<title>` of the line: what happened.
+    pub(crate) label: String,
 }
 
 /// Maps data to SVG user-space coordinates.
@@ -61,14 +73,17 @@ impl Decimal {
 impl Scale {
     /// A scale from the first to the last point, and from zero to a round number above the
     /// largest value (or to 1 when there is no positive value).
+    #[cfg(test)]
     pub(crate) fn new(points: &[ChartPoint]) -> Scale {
-        let t0 = points.first().map_or(0, |p| p.ts);
-        let t1 = points.last().map_or(0, |p| p.ts);
-        let max = points
-            .iter()
-            .filter_map(|p| p.value)
-            .filter(|v| v.is_finite())
-            .fold(0.0_f64, f64::max);
+        let ts: Vec<i64> = points.iter().map(|p| p.ts).collect();
+        Scale::over(&ts, points.iter().filter_map(|p| p.value))
+    }
+
+    /// A scale over the timestamps `ts` and every value of every series.
+    fn over(ts: &[i64], values: impl Iterator<Item = f64>) -> Scale {
+        let t0 = ts.first().copied().unwrap_or(0);
+        let t1 = ts.last().copied().unwrap_or(0);
+        let max = values.filter(|v| v.is_finite()).fold(0.0_f64, f64::max);
         let max = if max > 0.0 { max } else { 1.0 };
         // four grid intervals at most: y_step ≥ max / 4
         let y_step = nice_step(max / 4.0);
@@ -178,11 +193,9 @@ fn paths(points: &[ChartPoint], scale: &Scale) -> (String, String) {
     (line, area)
 }
 
-/// A time-series chart.
-///
-/// `points` are evenly spaced, oldest first. Every point with a value gets a
-/// `<g class="pt" data-ts=… data-value=…>` holding a full-height hover target, a marker
-/// circle and a `<title>` tooltip with the exact value.
+/// A single-series chart: `points` evenly spaced, oldest first. (Pages use [`MultiChart`]
+/// directly; this is the shorthand the chart's own tests draw with.)
+#[cfg(test)]
 #[component]
 pub(crate) fn Chart(
     /// What is plotted ("Requests per minute"); the chart's caption and accessible name.
@@ -192,11 +205,42 @@ pub(crate) fn Chart(
     unit: &'static str,
     /// One point per step, oldest first.
     points: Vec<ChartPoint>,
+    /// Events drawn on the time axis.
+    #[prop(optional)]
+    markers: Vec<Marker>,
 ) -> impl IntoView {
-    let scale = Scale::new(&points);
-    let (line, area) = paths(&points, &scale);
+    let ts = points.iter().map(|p| p.ts).collect();
+    let series = vec![Series {
+        name: "",
+        values: points.iter().map(|p| p.value).collect(),
+    }];
+    view! { <MultiChart title=title unit=unit ts=ts series=series markers=markers/> }
+}
+
+/// A chart of one or more series over the same steps.
+///
+/// Every step with a value gets a `<g class="pt" data-ts=…>` holding a full-height hover
+/// target, a `<title>` tooltip with the exact values, and per series a marker circle with
+/// `data-series`/`data-value`. The group's own `data-value` is the first series' value.
+#[component]
+pub(crate) fn MultiChart(
+    #[prop(into)] title: String,
+    unit: &'static str,
+    /// Step starts, oldest first, evenly spaced.
+    ts: Vec<i64>,
+    /// At most three series (the palette has three colours).
+    series: Vec<Series>,
+    #[prop(optional)] markers: Vec<Marker>,
+) -> impl IntoView {
+    let scale = Scale::over(
+        &ts,
+        series
+            .iter()
+            .flat_map(|s| s.values.iter().flatten().copied()),
+    );
     let right = WIDTH - RIGHT;
     let bottom = HEIGHT - BOTTOM;
+    let single = series.len() == 1;
 
     let grid = scale
         .y_ticks()
@@ -215,12 +259,12 @@ pub(crate) fn Chart(
     let (x_ticks, whole_days) = scale.x_ticks();
     let x_axis = x_ticks
         .into_iter()
-        .map(|ts| {
-            let x = scale.x(ts);
+        .map(|t| {
+            let x = scale.x(t);
             let label = if whole_days {
-                format::day(ts)
+                format::day(t)
             } else {
-                format::clock(ts)
+                format::clock(t)
             };
             view! {
                 <line class="tick" x1=coord(x) x2=coord(x) y1=coord(bottom) y2=coord(bottom + 4.0)></line>
@@ -231,51 +275,118 @@ pub(crate) fn Chart(
         })
         .collect_view();
 
-    // hover targets: a column per point, as wide as the distance between points
-    let column = if points.len() > 1 {
-        (WIDTH - LEFT - RIGHT) / (points.len() - 1) as f64
-    } else {
-        WIDTH - LEFT - RIGHT
-    };
-    let lone = |i: usize| {
-        let before = i.checked_sub(1).and_then(|j| points.get(j));
-        let after = points.get(i + 1);
-        before.is_none_or(|p| p.value.is_none()) && after.is_none_or(|p| p.value.is_none())
-    };
-    let markers = points
+    let lines = series
         .iter()
         .enumerate()
-        .filter_map(|(i, p)| p.value.map(|v| (i, p.ts, v)))
-        .map(|(i, ts, v)| {
-            let x = scale.x(ts);
-            let left = (x - column / 2.0).max(LEFT);
-            let width = (x + column / 2.0).min(right) - left;
-            let tip = format!("{} — {} {unit}", format::date_time(ts), format::compact(v));
-            let class = if lone(i) { "pt lone" } else { "pt" };
+        .map(|(i, s)| {
+            let points: Vec<ChartPoint> = ts
+                .iter()
+                .zip(&s.values)
+                .map(|(&ts, &value)| ChartPoint { ts, value })
+                .collect();
+            let (line, area) = paths(&points, &scale);
+            let area = single.then(|| view! { <path class="area" d=area></path> });
             view! {
-                <g class=class data-ts=ts data-value=format::exact(v)>
-                    <title>{tip}</title>
-                    <rect class="hit" x=coord(left) y=coord(TOP) width=coord(width) height=coord(bottom - TOP)></rect>
-                    <circle cx=coord(x) cy=coord(scale.y(v)) r="3"></circle>
+                {area}
+                <path class=format!("line s{i}") d=line></path>
+            }
+        })
+        .collect_view();
+
+    let flips = markers
+        .into_iter()
+        .filter(|m| {
+            ts.first().is_some_and(|&t0| m.ts >= t0) && ts.last().is_some_and(|&t1| m.ts <= t1)
+        })
+        .map(|m| {
+            let x = coord(scale.x(m.ts));
+            view! {
+                <g class="marker" data-ts=m.ts>
+                    <title>{format!("{} — {}", format::date_time(m.ts), m.label)}</title>
+                    <line x1=x.clone() x2=x.clone() y1=coord(TOP) y2=coord(bottom)></line>
+                    <path d=format!("M{x} {TOP}l-4 -6h8z")></path>
                 </g>
             }
         })
         .collect_view();
 
-    let peak = points
+    // hover targets: a column per step, as wide as the distance between steps
+    let column = if ts.len() > 1 {
+        (WIDTH - LEFT - RIGHT) / (ts.len() - 1) as f64
+    } else {
+        WIDTH - LEFT - RIGHT
+    };
+    let lone = |s: &Series, i: usize| {
+        let before = i
+            .checked_sub(1)
+            .and_then(|j| s.values.get(j))
+            .copied()
+            .flatten();
+        let after = s.values.get(i + 1).copied().flatten();
+        before.is_none() && after.is_none()
+    };
+    let columns = ts
         .iter()
-        .filter_map(|p| p.value.map(|v| (p.ts, v)))
-        .max_by(|a, b| a.1.total_cmp(&b.1));
-    let description = match (points.first(), points.last(), peak) {
-        (Some(first), Some(last), Some((peak_ts, peak))) => format!(
-            "{} points from {} to {}; peak {} {unit} at {}.",
-            points.len(),
-            format::date_time(first.ts),
-            format::date_time(last.ts),
-            format::compact(peak),
-            format::date_time(peak_ts),
-        ),
-        _ => "No data.".to_owned(),
+        .enumerate()
+        .filter(|(i, _)| series.iter().any(|s| s.values.get(*i).copied().flatten().is_some()))
+        .map(|(i, &t)| {
+            let x = scale.x(t);
+            let left = (x - column / 2.0).max(LEFT);
+            let width = (x + column / 2.0).min(right) - left;
+            let values: Vec<(usize, &Series, f64)> = series
+                .iter()
+                .enumerate()
+                .filter_map(|(k, s)| Some((k, s, s.values.get(i).copied().flatten()?)))
+                .collect();
+            let tip = values
+                .iter()
+                .map(|(_, s, v)| {
+                    let v = format!("{} {unit}", format::compact(*v));
+                    if s.name.is_empty() { v } else { format!("{} {v}", s.name) }
+                })
+                .collect::<Vec<_>>()
+                .join(" · ");
+            let tip = format!("{} — {tip}", format::date_time(t));
+            let first = values.first().map(|(_, _, v)| format::exact(*v));
+            let any_lone = values.iter().any(|(_, s, _)| lone(s, i));
+            let circles = values
+                .iter()
+                .map(|(k, s, v)| {
+                    view! {
+                        <circle
+                            class=format!("s{k}")
+                            cx=coord(x)
+                            cy=coord(scale.y(*v))
+                            r="3"
+                            data-series=s.name
+                            data-value=format::exact(*v)
+                        ></circle>
+                    }
+                })
+                .collect_view();
+            view! {
+                <g class=if any_lone { "pt lone" } else { "pt" } data-ts=t data-value=first>
+                    <title>{tip}</title>
+                    <rect class="hit" x=coord(left) y=coord(TOP) width=coord(width) height=coord(bottom - TOP)></rect>
+                    {circles}
+                </g>
+            }
+        })
+        .collect_view();
+
+    let description = describe(&ts, &series, unit);
+    let legend = (!single).then(|| {
+        series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| view! { <span class=format!("key s{i}")>{s.name}</span> })
+            .collect_view()
+    });
+    let meta = ChartMeta {
+        t0: ts.first().copied().unwrap_or(0),
+        t1: ts.last().copied().unwrap_or(0),
+        unit: unit.to_owned(),
+        zoom: ts.len() > 1,
     };
 
     let label = title.clone();
@@ -284,28 +395,69 @@ pub(crate) fn Chart(
         <figure class="chart">
             <figcaption>
                 <span class="chart-title">{caption}</span>
+                <span class="legend">{legend}</span>
                 <span class="chart-unit">{format!("{unit}, UTC")}</span>
             </figcaption>
-            <svg
-                viewBox=format!("0 0 {WIDTH} {HEIGHT}")
-                role="img"
-                aria-label=label
-                data-unit=unit
-                data-y-max=format::exact(scale.y_max())
-            >
-                <title>{title}</title>
-                <desc>{description}</desc>
-                <g class="grid">{grid}</g>
-                <g class="axis">
-                    <line class="baseline" x1=coord(LEFT) x2=coord(right) y1=coord(bottom) y2=coord(bottom)></line>
-                    {x_axis}
-                </g>
-                <path class="area" d=area></path>
-                <path class="line" d=line></path>
-                <g class="points">{markers}</g>
-            </svg>
+            <ChartFrame meta=meta>
+                <svg
+                    viewBox=format!("0 0 {WIDTH} {HEIGHT}")
+                    role="img"
+                    aria-label=label
+                    data-unit=unit
+                    data-y-max=format::exact(scale.y_max())
+                >
+                    <title>{title}</title>
+                    <desc>{description}</desc>
+                    <g class="grid">{grid}</g>
+                    <g class="axis">
+                        <line class="baseline" x1=coord(LEFT) x2=coord(right) y1=coord(bottom) y2=coord(bottom)></line>
+                        {x_axis}
+                    </g>
+                    {lines}
+                    <g class="markers">{flips}</g>
+                    <g class="points">{columns}</g>
+                </svg>
+            </ChartFrame>
         </figure>
     }
+}
+
+/// The chart's `<desc>`: its span and each series' peak, for screen readers.
+fn describe(ts: &[i64], series: &[Series], unit: &str) -> String {
+    let (Some(first), Some(last)) = (ts.first(), ts.last()) else {
+        return "No data.".to_owned();
+    };
+    let peaks: Vec<String> = series
+        .iter()
+        .filter_map(|s| {
+            let (i, peak) = s
+                .values
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.map(|v| (i, v)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))?;
+            let name = if s.name.is_empty() {
+                String::new()
+            } else {
+                format!("{} ", s.name)
+            };
+            Some(format!(
+                "{name}peak {} {unit} at {}",
+                format::compact(peak),
+                format::date_time(ts[i])
+            ))
+        })
+        .collect();
+    if peaks.is_empty() {
+        return "No data.".to_owned();
+    }
+    format!(
+        "{} points from {} to {}; {}.",
+        ts.len(),
+        format::date_time(*first),
+        format::date_time(*last),
+        peaks.join("; ")
+    )
 }
 
 #[cfg(test)]
@@ -324,7 +476,9 @@ mod tests {
     }
 
     fn render(title: &str, points: Vec<ChartPoint>) -> String {
-        view! { <Chart title=title.to_owned() unit="ms" points=points/> }.to_html()
+        crate::pages::to_html(
+            move || view! { <Chart title=title.to_owned() unit="ms" points=points/> },
+        )
     }
 
     /// `(data-ts, data-value, cx, cy)` of every point marker, in document order.
@@ -405,11 +559,9 @@ mod tests {
         assert!(html.contains(r#"data-y-max="40""#));
         assert!(html.contains("<title>2023-11-14 22:14 UTC — 12.5 ms</title>"));
         // the line skips the missing step: two runs
-        assert!(
-            html.contains(
-                r#"<path d="M60.0 135.0M323.0 189.6L454.5 14.0L586.0 188.5" class="line">"#
-            )
-        );
+        assert!(html.contains(
+            r#"<path d="M60.0 135.0M323.0 189.6L454.5 14.0L586.0 188.5" class="line s0">"#
+        ));
     }
 
     #[test]

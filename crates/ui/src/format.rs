@@ -1,10 +1,23 @@
 //! Number and time formatting for people (tables, axis labels, tooltips).
 //!
 //! Exact values for machines go into `data-*` attributes with [`exact`].
+//!
+//! Compiled on both sides: the hydrated chart tooltips format with the same functions the
+//! server labels with, so a value reads the same in a table and under the pointer.
 
 /// An `f64` in its shortest round-trip form (`1.5`, `0.1`, `42`), for `data-*` attributes.
 pub(crate) fn exact(value: f64) -> String {
     format!("{value}")
+}
+
+/// A value for a tooltip: up to three decimals, trailing zeros dropped (`12.5`, `0.333`).
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+pub(crate) fn precise(value: f64) -> String {
+    if !value.is_finite() {
+        return "–".to_owned();
+    }
+    let text = format!("{value:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 /// `12345` → `12,345`.
@@ -111,6 +124,53 @@ pub(crate) fn span(since: i64, until: i64) -> String {
     }
 }
 
+/// `YYYY-MM-DDTHH:MM` (UTC): the value format of `<input type="datetime-local">`.
+pub(crate) fn datetime_local(ts: i64) -> String {
+    format!("{}T{}", date(ts), clock(ts))
+}
+
+/// Parses a time as the dashboard's URLs and forms carry it: unix seconds, or
+/// `YYYY-MM-DDTHH:MM[:SS]` (what a `datetime-local` input submits), read as UTC.
+pub(crate) fn parse_time(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<i64>() {
+        return Some(secs);
+    }
+    let (date, time) = text.split_once('T')?;
+    let mut ymd = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (ymd.next()??, ymd.next()??, ymd.next()??);
+    let mut hms = time.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hour, minute) = (hms.next()??, hms.next()??);
+    let second = hms.next().flatten().unwrap_or(0);
+    let valid = (1970..=9999).contains(&year)
+        && (1..=12).contains(&month)
+        && (1..=31).contains(&day)
+        && (0..24).contains(&hour)
+        && (0..60).contains(&minute)
+        && (0..60).contains(&second);
+    if !valid {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    // 31 February and the like: refuse rather than roll over into March
+    if civil_from_days(days) != (year, month, day) {
+        return None;
+    }
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// (year, month 1‥12, day 1‥31) → days since 1970-01-01; the inverse of
+/// [`civil_from_days`] (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 → (year, month 1‥12, day 1‥31) in the proleptic Gregorian
 /// calendar (Howard Hinnant's `civil_from_days`); saves a date-time dependency for one label.
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
@@ -178,5 +238,37 @@ mod tests {
         );
         // leap day
         assert_eq!(day(951_782_400), "Feb 29");
+    }
+
+    #[test]
+    fn times_parse_from_urls_and_forms() {
+        let ts = 1_700_000_000;
+        assert_eq!(parse_time("1700000000"), Some(ts));
+        assert_eq!(datetime_local(ts), "2023-11-14T22:13");
+        assert_eq!(parse_time("2023-11-14T22:13"), Some(ts - 20));
+        assert_eq!(parse_time("2023-11-14T22:13:20"), Some(ts));
+        assert_eq!(parse_time("2000-02-29T00:00"), Some(951_782_400));
+        for bad in [
+            "",
+            "soon",
+            "2023-02-31T00:00",
+            "2023-13-01T00:00",
+            "2023-11-14T24:00",
+            "2023-11-14",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+        for days in [-1, 0, 59, 10_957, 19_000, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+
+    #[test]
+    fn precise_values_for_tooltips() {
+        assert_eq!(precise(12.5), "12.5");
+        assert_eq!(precise(1.0 / 3.0), "0.333");
+        assert_eq!(precise(40.0), "40");
+        assert_eq!(precise(f64::INFINITY), "–");
     }
 }

@@ -1,5 +1,6 @@
 //! The dashboard router against a real collector on a temporary directory, called with
 //! `oneshot`.
+#![cfg(feature = "ssr")]
 
 use axum::{
     Router,
@@ -205,6 +206,8 @@ async fn ingested_requests_show_up_in_charts_and_table_escaped() {
         },
         sent_at_ms: unix_now() * 1000,
         dropped_windows: 0,
+        switch_evaluations: Default::default(),
+        insight: Default::default(),
         windows: vec![window(script, "GET", 2), window(img, "POST", 1)],
     };
     let ingest = collector
@@ -234,15 +237,48 @@ async fn ingested_requests_show_up_in_charts_and_table_escaped() {
         html.contains(&format!(r#"data-ts="{minute}" data-value="3""#)),
         "{html}"
     );
-    assert_eq!(html.matches(&format!(r#"data-ts="{minute}""#)).count(), 2);
+    // throughput, error rate, latency
+    assert_eq!(html.matches(&format!(r#"data-ts="{minute}""#)).count(), 3);
+
     // route names shown, as text and in attributes, never as markup
     assert!(
         html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
         "{html}"
     );
     assert!(html.contains(r#"title="&quot;&gt;&lt;img src=x onerror=alert(1)&gt;""#));
-    assert!(!html.contains("<script"));
+    assert!(!html.contains("<script>"));
     assert!(!html.contains("<img"));
+    // the routes page lists both, and links each to its own page, which charts it alone
+    let html = text(
+        get(
+            &ui,
+            &format!(
+                "/projects/{}/routes?statsPeriod=15m&sort=p95&dir=asc",
+                project.id
+            ),
+        )
+        .await,
+    )
+    .await;
+    assert!(html.contains(r#"aria-sort="ascending""#), "{html}");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!html.contains("<script>"));
+    let route_page = format!(
+        "/projects/{}/route?method=GET&route=%3Cscript%3Ealert(1)%3C%2Fscript%3E&statsPeriod=15m",
+        project.id
+    );
+    let response = get(&ui, &route_page).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let html = text(response).await;
+    assert!(
+        html.contains(&format!(r#"data-ts="{minute}" data-value="2""#)),
+        "{html}"
+    );
+    assert!(
+        html.contains("<h1>&lt;script&gt;alert(1)&lt;/script&gt;</h1>"),
+        "{html}"
+    );
+    assert!(!html.contains("<script>"));
     collector.shutdown().await;
 }
 
@@ -264,4 +300,161 @@ async fn store_failure_is_a_503_page_without_internals() {
             "{internal}: {html}"
         );
     }
+}
+
+#[tokio::test]
+async fn pages_refuse_bad_filters_with_400_pages() {
+    let (collector, _dir) = collector().await;
+    let ui = sightline_ui::routes(collector.query());
+    for uri in [
+        "/projects/1?since=2000&until=1000",
+        "/projects/1?since=yesterday",
+        "/projects/1/routes?sort=nope",
+        "/projects/1/routes?dir=sideways",
+        "/projects/1/route?route=/x",
+    ] {
+        let response = get(&ui, uri).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{uri}");
+        assert_html(&response);
+    }
+    // a custom range as the form submits it
+    let response = get(
+        &ui,
+        "/projects/1?since=2024-01-01T00%3A00&until=2024-01-02T00%3A00",
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let html = text(response).await;
+    assert!(html.contains("Custom range"), "{html}");
+    assert!(html.contains(r#"value="2024-01-01T00:00""#), "{html}");
+    collector.shutdown().await;
+}
+
+#[tokio::test]
+async fn theme_form_sets_a_cookie_and_never_redirects_off_site() {
+    let (collector, _dir) = collector().await;
+    let ui = sightline_ui::routes(collector.query());
+    let post = |body: &'static str| {
+        ui.clone().oneshot(
+            Request::post("/theme")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(body))
+                .expect("request"),
+        )
+    };
+    let response = post("theme=dark&back=%2Fprojects%2F1%3Flive%3D1")
+        .await
+        .expect("infallible");
+    assert!(response.status().is_redirection());
+    assert_eq!(response.headers()[header::LOCATION], "/projects/1?live=1");
+    let cookie = response.headers()[header::SET_COOKIE]
+        .to_str()
+        .expect("ascii");
+    assert!(cookie.starts_with("sightline_theme=dark;"), "{cookie}");
+    for evil in [
+        "theme=dark&back=%2F%2Fevil.example",
+        "theme=dark&back=https%3A%2F%2Fevil.example",
+    ] {
+        let response = post(evil).await.expect("infallible");
+        assert_eq!(response.headers()[header::LOCATION], "/", "{evil}");
+    }
+
+    let response = ui
+        .clone()
+        .oneshot(
+            Request::get("/projects/1")
+                .header(header::COOKIE, "sightline_theme=dark")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert!(
+        text(response)
+            .await
+            .contains(r#"<html lang="en" data-theme="dark">"#)
+    );
+    collector.shutdown().await;
+}
+
+#[tokio::test]
+async fn bundle_is_served_precompressed_and_loaded_by_pages() {
+    let (collector, _dir) = collector().await;
+    let site = tempfile::tempdir().expect("tempdir");
+    let pkg = site.path().join("pkg");
+    std::fs::create_dir_all(&pkg).expect("mkdir");
+    std::fs::write(pkg.join("sightline_ui.js"), "export default async () => {}").expect("js");
+    std::fs::write(pkg.join("sightline_ui_bg.wasm"), b"\0asm\x01\0\0\0").expect("wasm");
+    std::fs::write(pkg.join("sightline_ui_bg.wasm.br"), b"brotli!").expect("br");
+    let ui = sightline_ui::routes_with_site(
+        collector.query(),
+        sightline_ui::Site::from_dir(site.path()),
+    );
+
+    let response = get(&ui, "/projects/1").await;
+    let csp = response.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self' 'wasm-unsafe-eval'"),
+        "{csp}"
+    );
+    let html = text(response).await;
+    let start = html.find(r#"data-wasm=""#).expect("bundle script") + 11;
+    let wasm_url = &html[start..start + html[start..].find('"').expect("quote")];
+    assert!(
+        wasm_url.starts_with("/pkg/sightline_ui_bg.wasm?v="),
+        "{wasm_url}"
+    );
+
+    let response = ui
+        .clone()
+        .oneshot(
+            Request::get(wasm_url)
+                .header(header::ACCEPT_ENCODING, "gzip, deflate, br")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/wasm");
+    assert_eq!(response.headers()[header::CONTENT_ENCODING], "br");
+    assert!(
+        response.headers()[header::CACHE_CONTROL]
+            .to_str()
+            .expect("ascii")
+            .contains("immutable")
+    );
+    assert_eq!(text(response).await, "brotli!");
+
+    // no brotli accepted: the plain file
+    let response = get(&ui, "/pkg/sightline_ui_bg.wasm").await;
+    assert!(!response.headers().contains_key(header::CONTENT_ENCODING));
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-cache");
+    for missing in ["/pkg/other.js", "/pkg/..%2FCargo.toml"] {
+        assert_eq!(
+            get(&ui, missing).await.status(),
+            StatusCode::NOT_FOUND,
+            "{missing}"
+        );
+    }
+    let boot = get(&ui, "/assets/boot.js").await;
+    assert_eq!(boot.status(), StatusCode::OK);
+    assert!(text(boot).await.contains("hydrate"));
+
+    // without a bundle pages carry no script at all
+    let plain =
+        sightline_ui::routes_with_site(collector.query(), sightline_ui::Site::without_bundle());
+    assert!(
+        !text(get(&plain, "/projects/1").await)
+            .await
+            .contains("<script")
+    );
+    assert_eq!(
+        get(&plain, "/pkg/sightline_ui_bg.wasm").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    collector.shutdown().await;
 }

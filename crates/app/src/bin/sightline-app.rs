@@ -3,6 +3,7 @@
 //! ```text
 //! sightline-app serve --listen 127.0.0.1:8080 --db ./demo.db [--dsn http://key@host:port/1]
 //! sightline-app load --target http://127.0.0.1:8080 [--rate 50] [--concurrency 8] [--requests 1000] [--duration 30s]
+//! sightline-app load-errors --dsn http://key@127.0.0.1:7070/1 [--events 100000] [--concurrency 64] [--duration 120s]
 //! ```
 
 use std::net::SocketAddr;
@@ -12,7 +13,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sightline_app::load::{self, LoadConfig};
+use sightline_app::load_errors::{self, ErrorLoadConfig};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
 
 /// How long the agent may take to send its last windows on shutdown.
 const AGENT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,15 +66,44 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Send gzip Sentry error envelopes (~2 KB events, a few hundred distinct issues) to a
+    /// collector on this machine, then print accepted/s and what the query API counts.
+    LoadErrors {
+        /// The project's DSN (http://<key>@<loopback host>:<port>/<project>).
+        #[arg(long, env = "SIGHTLINE_DSN")]
+        dsn: String,
+        /// Events to send, one envelope each (built before the clock starts).
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Requests in flight at most.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Stop after this long in any case (e.g. 120s, 2m).
+        #[arg(long, default_value = "120s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Seed for the events.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
+
+/// Counts allocations per request for the agent's allocation insight.
+#[global_allocator]
+static ALLOC: sightline_agent::CountingAllocator = sightline_agent::CountingAllocator::new();
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    // The log filter is per layer, so the agent's tracing layer still sees sqlx's
+    // query events (DEBUG) whatever the log level.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
         )
-        .with_writer(std::io::stderr)
+        .with(sightline_agent::tracing_layer())
+        .with(sightline_agent::breadcrumbs_layer())
         .init();
     match Cli::parse().command {
         Command::Serve { listen, db, dsn } => serve(listen, db, dsn).await,
@@ -95,6 +127,24 @@ async fn main() -> anyhow::Result<()> {
             print!("{report}");
             Ok(())
         }
+        Command::LoadErrors {
+            dsn,
+            events,
+            concurrency,
+            duration,
+            seed,
+        } => {
+            let report = load_errors::run(ErrorLoadConfig {
+                dsn,
+                events,
+                concurrency,
+                duration,
+                seed,
+            })
+            .await?;
+            print!("{report}");
+            Ok(())
+        }
     }
 }
 
@@ -109,6 +159,7 @@ async fn serve(listen: SocketAddr, db: PathBuf, dsn: Option<String>) -> anyhow::
         Some(dsn) => {
             let (agent, guard) = sightline_agent::Agent::builder(&dsn)?
                 .service("comments")
+                .in_app_crates(["sightline_app"])
                 .start()?;
             let served =
                 sightline_app::serve(listener, router.layer(agent.layer()), shutdown_signal())
@@ -221,7 +272,24 @@ mod tests {
                 assert_eq!(duration, Duration::from_secs(2));
                 assert_eq!(concurrency, 8);
             }
-            Command::Serve { .. } => panic!("parsed as serve"),
+            _ => panic!("parsed as another command"),
+        }
+        let cli = Cli::try_parse_from([
+            "sightline-app",
+            "load-errors",
+            "--dsn",
+            "http://k@127.0.0.1:7070/1",
+            "--events",
+            "500",
+        ])
+        .expect("parse");
+        match cli.command {
+            Command::LoadErrors {
+                events,
+                concurrency,
+                ..
+            } => assert_eq!((events, concurrency), (500, 64)),
+            _ => panic!("parsed as another command"),
         }
     }
 }

@@ -1,4 +1,5 @@
 //! The `/api/0/` query API: JSON over the read side, named as Sentry's API names things.
+//! Request metrics live here; issues and events in [`super::issues`].
 
 use std::sync::Arc;
 
@@ -25,7 +26,8 @@ const MAX_PERIOD_SECS: i64 = 90 * 86_400;
 /// Default series step, seconds.
 const DEFAULT_INTERVAL: i64 = 60;
 
-/// The query API reads no bodies today; this bounds what a client can make it buffer.
+/// The query API reads only small bodies (issue status changes); this bounds what a
+/// client can make it buffer.
 const BODY_LIMIT: usize = 64 * 1024;
 
 /// Every `/api/0/` route, behind the admin token when one is configured.
@@ -38,6 +40,9 @@ pub(crate) fn routes(state: AppState) -> Router {
     let token = state.admin_token.clone();
     endpoints
         .into_iter()
+        .chain(super::issues::endpoints())
+        .chain(super::logs::endpoints())
+        .chain(crate::insight::api::endpoints())
         // Sentry's paths end in a slash; scripts often leave it out, so both are served.
         .fold(Router::new(), |router, (path, endpoint)| {
             router
@@ -72,7 +77,7 @@ async fn require_admin(
 
 /// `?since=&until=` (unix seconds) or `?statsPeriod=15m|1h|24h|7d|30d` (default 1h).
 #[derive(Debug, Default, Deserialize)]
-struct RangeParams {
+pub(crate) struct RangeParams {
     since: Option<i64>,
     until: Option<i64>,
     #[serde(rename = "statsPeriod")]
@@ -80,7 +85,7 @@ struct RangeParams {
 }
 
 impl RangeParams {
-    fn resolve(&self, now: i64) -> Result<TimeRange, Error> {
+    pub(crate) fn resolve(&self, now: i64) -> Result<TimeRange, Error> {
         match (self.since, self.until, self.stats_period.as_deref()) {
             (None, None, period) => {
                 let secs = parse_period(period.unwrap_or(DEFAULT_PERIOD))?;

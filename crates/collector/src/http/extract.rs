@@ -74,6 +74,59 @@ impl<S: Send + Sync> FromRequestParts<S> for ProjectId {
     }
 }
 
+/// The addressed project and the key the request's headers or query string carry, if
+/// any, before deciding whether that key (or one found later in the body) is right.
+///
+/// Sentry envelopes may carry their key only in the envelope header's `dsn`, which is
+/// known once the body is read: [`ClaimedProject::authorize`] takes that late key. A
+/// request that does carry a key in its headers is refused at once when it is wrong,
+/// before its body is read. 404 for an unknown project.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimedProject {
+    project: Project,
+    key: Option<String>,
+}
+
+impl<S> FromRequestParts<S> for ClaimedProject
+where
+    S: Send + Sync,
+    Query: FromRef<S>,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        let key = key_from_headers(&parts.headers).or_else(|| key_from_query(&parts.uri));
+        let ProjectId(id) = ProjectId::from_request_parts(parts, state).await?;
+        let project = Query::from_ref(state)
+            .project(id)
+            .await?
+            .ok_or(Error::ProjectNotFound)?;
+        let claimed = ClaimedProject { project, key };
+        if let Some(key) = &claimed.key {
+            claimed.check(key)?;
+        }
+        Ok(claimed)
+    }
+}
+
+impl ClaimedProject {
+    /// The project, when the request's own key is right or, lacking one, `late_key` is:
+    /// 401 without any key, 403 for another project's key.
+    pub(crate) fn authorize(self, late_key: Option<&str>) -> Result<Project, Error> {
+        let key = self.key.as_deref().or(late_key).ok_or(Error::MissingKey)?;
+        self.check(key)?;
+        Ok(self.project)
+    }
+
+    fn check(&self, key: &str) -> Result<(), Error> {
+        if constant_time_eq(self.project.public_key.as_bytes(), key.as_bytes()) {
+            Ok(())
+        } else {
+            Err(Error::WrongKey)
+        }
+    }
+}
+
 /// The addressed project, after checking the request's [`SentryKey`] belongs to it:
 /// 401 without a key, 404 for an unknown project, 403 for another project's key.
 #[derive(Debug, Clone)]
@@ -87,16 +140,10 @@ where
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
-        let SentryKey(key) = SentryKey::from_request_parts(parts, state).await?;
-        let ProjectId(id) = ProjectId::from_request_parts(parts, state).await?;
-        let project = Query::from_ref(state)
-            .project(id)
-            .await?
-            .ok_or(Error::ProjectNotFound)?;
-        if !constant_time_eq(project.public_key.as_bytes(), key.as_bytes()) {
-            return Err(Error::WrongKey);
-        }
-        Ok(AuthedProject(project))
+        // A missing key is reported before an unknown project, as it always was.
+        SentryKey::from_request_parts(parts, state).await?;
+        let claimed = ClaimedProject::from_request_parts(parts, state).await?;
+        claimed.authorize(None).map(AuthedProject)
     }
 }
 

@@ -1,9 +1,11 @@
 //! The HTTP surface, one router per audience: ingest (agents and SDKs), the `/api/0/`
 //! query API (the UI and scripts), and ops (`/health`, `/metrics` for whoever runs it).
 
-mod api;
-mod extract;
+pub(crate) mod api;
+pub(crate) mod extract;
 mod ingest;
+mod issues;
+mod logs;
 mod ops;
 #[cfg(test)]
 mod tests;
@@ -29,6 +31,9 @@ pub(crate) struct AppState {
     /// `Some` makes every `/api/0/` route require `Authorization: Bearer <token>`.
     pub admin_token: Option<Arc<str>>,
     pub max_body_bytes: usize,
+    pub max_envelope_bytes: usize,
+    pub max_decompressed_bytes: usize,
+    pub switches: crate::switches::Switches,
 }
 
 impl FromRef<AppState> for Query {
@@ -56,6 +61,7 @@ pub(crate) fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(ingest::routes(state.clone()))
         .merge(api::routes(state.clone()))
+        .merge(crate::switches::routes(state.clone()))
         .merge(ops::routes(state));
     middleware_stack(routes)
 }

@@ -19,7 +19,13 @@ use tokio::sync::{Mutex, Semaphore};
 use tower::ServiceExt;
 
 use crate::store::{Aggregates, Ingest, SqliteStore, Steps, Store, WriteSummary};
-use crate::{Collector, Config, Error, Project, TimeRange};
+use crate::{
+    Collector, Config, Cursor, Error, Issue, IssueFilter, IssueStatus, ItemCount, Project,
+    StoredEvent, TagValue, TimeRange,
+};
+
+/// Sentry ingest, issue grouping and the issue API.
+mod sentry;
 
 /// A window start aligned to 10 s and 60 s.
 const T0: i64 = 1_700_000_040;
@@ -87,6 +93,8 @@ fn batch(instance: &str, windows: Vec<RouteWindow>) -> MetricBatch {
         },
         sent_at_ms: T0 * 1000,
         dropped_windows: 0,
+        switch_evaluations: Default::default(),
+        insight: Default::default(),
         windows,
     }
 }
@@ -892,6 +900,41 @@ impl Store for GatedStore {
         self.inner
             .series_aggregates(project_id, range, steps, route)
             .await
+    }
+    async fn issues(&self, project_id: u64, filter: &IssueFilter) -> Result<Vec<Issue>, Error> {
+        self.inner.issues(project_id, filter).await
+    }
+    async fn issue(&self, issue_id: u64) -> Result<Option<Issue>, Error> {
+        self.inner.issue(issue_id).await
+    }
+    async fn issue_tags(&self, issue_id: u64, top: u32) -> Result<Vec<TagValue>, Error> {
+        self.inner.issue_tags(issue_id, top).await
+    }
+    async fn issue_events(
+        &self,
+        issue_id: u64,
+        limit: u32,
+        cursor: Option<Cursor>,
+        full: bool,
+    ) -> Result<Vec<StoredEvent>, Error> {
+        self.inner.issue_events(issue_id, limit, cursor, full).await
+    }
+    async fn event(&self, project_id: u64, event_id: &str) -> Result<Option<StoredEvent>, Error> {
+        self.inner.event(project_id, event_id).await
+    }
+    async fn set_issue_status(
+        &self,
+        project_id: Option<u64>,
+        ids: &[u64],
+        status: IssueStatus,
+        now: f64,
+    ) -> Result<Vec<u64>, Error> {
+        self.inner
+            .set_issue_status(project_id, ids, status, now)
+            .await
+    }
+    async fn item_counts(&self, project_id: u64, since_day: &str) -> Result<Vec<ItemCount>, Error> {
+        self.inner.item_counts(project_id, since_day).await
     }
     async fn close(&self) {
         self.inner.close().await;

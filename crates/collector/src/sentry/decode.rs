@@ -65,17 +65,29 @@ pub fn decode(body: &[u8], encoding: Encoding, max_decoded: usize) -> Result<Vec
             }
             Ok(body.to_vec())
         }
-        Encoding::Gzip => read_capped(flate2::read::MultiGzDecoder::new(body), encoding, max_decoded),
+        Encoding::Gzip => read_capped(
+            flate2::read::MultiGzDecoder::new(body),
+            encoding,
+            max_decoded,
+        ),
         Encoding::Deflate => {
             // HTTP's "deflate" is zlib-wrapped, but some clients send raw deflate.
-            read_capped(flate2::read::ZlibDecoder::new(body), encoding, max_decoded).or_else(|e| match e {
-                DecodeError::Corrupt(_) => {
-                    read_capped(flate2::read::DeflateDecoder::new(body), encoding, max_decoded)
+            read_capped(flate2::read::ZlibDecoder::new(body), encoding, max_decoded).or_else(|e| {
+                match e {
+                    DecodeError::Corrupt(_) => read_capped(
+                        flate2::read::DeflateDecoder::new(body),
+                        encoding,
+                        max_decoded,
+                    ),
+                    other => Err(other),
                 }
-                other => Err(other),
             })
         }
-        Encoding::Brotli => read_capped(brotli_decompressor::Decompressor::new(body, 4096), encoding, max_decoded),
+        Encoding::Brotli => read_capped(
+            brotli_decompressor::Decompressor::new(body, 4096),
+            encoding,
+            max_decoded,
+        ),
         Encoding::Zstd => {
             let decoder = ruzstd::decoding::StreamingDecoder::new(body)
                 .map_err(|_| DecodeError::Corrupt(encoding.name()))?;
@@ -114,22 +126,38 @@ mod tests {
         assert_eq!(Encoding::from_header(None), Ok(Encoding::Identity));
         assert_eq!(Encoding::from_header(Some("UTF-8")), Ok(Encoding::Identity));
         assert_eq!(Encoding::from_header(Some(" GZIP ")), Ok(Encoding::Gzip));
-        assert!(matches!(Encoding::from_header(Some("compress")), Err(DecodeError::Unsupported(_))));
+        assert!(matches!(
+            Encoding::from_header(Some("compress")),
+            Err(DecodeError::Unsupported(_))
+        ));
     }
 
     #[test]
     fn every_encoding_round_trips() {
         let data = b"{\"message\":\"hello\"}".repeat(100);
-        assert_eq!(decode(&gzip(&data), Encoding::Gzip, 1 << 20), Ok(data.clone()));
+        assert_eq!(
+            decode(&gzip(&data), Encoding::Gzip, 1 << 20),
+            Ok(data.clone())
+        );
 
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(&data).expect("write");
-        assert_eq!(decode(&z.finish().expect("zlib"), Encoding::Deflate, 1 << 20), Ok(data.clone()));
-        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        assert_eq!(
+            decode(&z.finish().expect("zlib"), Encoding::Deflate, 1 << 20),
+            Ok(data.clone())
+        );
+        let mut raw =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
         raw.write_all(&data).expect("write");
-        assert_eq!(decode(&raw.finish().expect("deflate"), Encoding::Deflate, 1 << 20), Ok(data.clone()));
+        assert_eq!(
+            decode(&raw.finish().expect("deflate"), Encoding::Deflate, 1 << 20),
+            Ok(data.clone())
+        );
 
-        let zst = ruzstd::encoding::compress_to_vec(&data[..], ruzstd::encoding::CompressionLevel::Fastest);
+        let zst = ruzstd::encoding::compress_to_vec(
+            &data[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
         assert_eq!(decode(&zst, Encoding::Zstd, 1 << 20), Ok(data.clone()));
     }
 
@@ -137,14 +165,28 @@ mod tests {
     fn bombs_are_cut_off() {
         let bomb = gzip(&vec![b'a'; 10 << 20]);
         assert!(bomb.len() < 64 << 10);
-        assert_eq!(decode(&bomb, Encoding::Gzip, 1 << 20), Err(DecodeError::TooLarge(1 << 20)));
-        assert_eq!(decode(&[0u8; 10], Encoding::Identity, 5), Err(DecodeError::TooLarge(5)));
+        assert_eq!(
+            decode(&bomb, Encoding::Gzip, 1 << 20),
+            Err(DecodeError::TooLarge(1 << 20))
+        );
+        assert_eq!(
+            decode(&[0u8; 10], Encoding::Identity, 5),
+            Err(DecodeError::TooLarge(5))
+        );
     }
 
     #[test]
     fn garbage_is_corrupt_not_a_panic() {
-        for enc in [Encoding::Gzip, Encoding::Deflate, Encoding::Brotli, Encoding::Zstd] {
-            assert!(decode(b"\x00\x01definitely not compressed", enc, 1 << 20).is_err(), "{enc:?}");
+        for enc in [
+            Encoding::Gzip,
+            Encoding::Deflate,
+            Encoding::Brotli,
+            Encoding::Zstd,
+        ] {
+            assert!(
+                decode(b"\x00\x01definitely not compressed", enc, 1 << 20).is_err(),
+                "{enc:?}"
+            );
         }
     }
 }

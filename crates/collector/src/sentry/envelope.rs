@@ -6,6 +6,57 @@ use serde_json::{Map, Value};
 /// Most items one envelope may hold.
 pub const MAX_ITEMS: usize = 1_000;
 
+/// Item types counted under their own name; any other type counts as `unknown`, so
+/// clients cannot grow the counters' label set.
+pub const ITEM_TYPES: [&str; 27] = [
+    "event",
+    "transaction",
+    "session",
+    "sessions",
+    "client_report",
+    "attachment",
+    "check_in",
+    "feedback",
+    "user_report",
+    "log",
+    "otel_log",
+    "span",
+    "otel_span",
+    "profile",
+    "profile_chunk",
+    "replay_event",
+    "replay_recording",
+    "replay_video",
+    "statsd",
+    "metric_buckets",
+    "security",
+    "raw_security",
+    "nel",
+    "form_data",
+    "unreal_report",
+    "trace_metric",
+    "unknown",
+];
+
+/// The counted name of an item type: itself when listed in [`ITEM_TYPES`], else
+/// `unknown`.
+pub fn counted_type(ty: &str) -> &'static str {
+    ITEM_TYPES
+        .iter()
+        .find(|&&known| known == ty)
+        .copied()
+        .unwrap_or("unknown")
+}
+
+/// The public key in an envelope header's `dsn` (`scheme://public[:secret]@host/…`).
+pub fn dsn_public_key(headers: &Map<String, Value>) -> Option<&str> {
+    let dsn = headers.get("dsn")?.as_str()?;
+    let (_, rest) = dsn.split_once("://")?;
+    let (userinfo, _) = rest.split_once('@')?;
+    let key = userinfo.split(':').next()?;
+    (!key.is_empty()).then_some(key)
+}
+
 /// A parsed envelope borrowing its payloads from the request body.
 #[derive(Debug)]
 pub struct Envelope<'a> {
@@ -19,7 +70,6 @@ pub struct Envelope<'a> {
 pub struct Item<'a> {
     /// `event`, `transaction`, `session`, `attachment`, … (`""` if absent).
     pub ty: String,
-    pub headers: Map<String, Value>,
     pub payload: &'a [u8],
 }
 
@@ -74,7 +124,10 @@ pub fn parse(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
     let mut items = Vec::new();
     loop {
         // Blank lines between items are tolerated, as relay does.
-        while let Some(stripped) = rest.strip_prefix(b"\n").or_else(|| rest.strip_prefix(b"\r\n")) {
+        while let Some(stripped) = rest
+            .strip_prefix(b"\n")
+            .or_else(|| rest.strip_prefix(b"\r\n"))
+        {
             rest = stripped;
         }
         if rest.is_empty() {
@@ -107,8 +160,12 @@ pub fn parse(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
                 (payload, tail)
             }
         };
-        let ty = item_headers.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
-        items.push(Item { ty, headers: item_headers, payload });
+        let ty = item_headers
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        items.push(Item { ty, payload });
         rest = after_payload;
     }
     Ok(Envelope { headers, items })
@@ -128,10 +185,18 @@ mod tests {
 {\"type\":\"session\",\"length\":0}\n\n";
         let env = parse(body).expect("valid");
         assert_eq!(env.headers["event_id"], "9ec79c33ec9942ab8353589fcb2e04dc");
-        let items: Vec<(&str, &[u8])> = env.items.iter().map(|i| (i.ty.as_str(), i.payload)).collect();
+        let items: Vec<(&str, &[u8])> = env
+            .items
+            .iter()
+            .map(|i| (i.ty.as_str(), i.payload))
+            .collect();
         assert_eq!(
             items,
-            vec![("attachment", &b"helloworld"[..]), ("event", &b"{\"message\":\"hi\"}"[..]), ("session", &b""[..])]
+            vec![
+                ("attachment", &b"helloworld"[..]),
+                ("event", &b"{\"message\":\"hi\"}"[..]),
+                ("session", &b""[..])
+            ]
         );
     }
 
@@ -143,13 +208,42 @@ mod tests {
     }
 
     #[test]
+    fn types_and_dsn_keys() {
+        assert_eq!(counted_type("replay_recording"), "replay_recording");
+        assert_eq!(counted_type("something_new"), "unknown");
+        let env = parse(b"{\"dsn\":\"https://abc:def@o1.example.com/42\"}\n").expect("valid");
+        assert_eq!(dsn_public_key(&env.headers), Some("abc"));
+        for header in [
+            &b"{\"dsn\":\"https://o1.example.com/42\"}"[..],
+            b"{\"dsn\":\"https://@o1.example.com/42\"}",
+            b"{\"dsn\":42}",
+            b"{}",
+        ] {
+            let env = parse(header).expect("valid");
+            assert_eq!(dsn_public_key(&env.headers), None);
+        }
+    }
+
+    #[test]
     fn broken_envelopes_are_named() {
         assert_eq!(parse(b"").err(), Some(EnvelopeError::Empty));
         assert_eq!(parse(b"[1]\n").err(), Some(EnvelopeError::BadHeader));
-        assert_eq!(parse(b"{}\nnot json\n").err(), Some(EnvelopeError::BadItemHeader(0)));
-        assert_eq!(parse(b"{}\n{\"length\":99}\nabc").err(), Some(EnvelopeError::BadLength(0)));
-        assert_eq!(parse(b"{}\n{\"length\":-1}\nabc").err(), Some(EnvelopeError::BadLength(0)));
-        assert_eq!(parse(b"{}\n{\"length\":1}\nabc").err(), Some(EnvelopeError::MissingNewline(0)));
+        assert_eq!(
+            parse(b"{}\nnot json\n").err(),
+            Some(EnvelopeError::BadItemHeader(0))
+        );
+        assert_eq!(
+            parse(b"{}\n{\"length\":99}\nabc").err(),
+            Some(EnvelopeError::BadLength(0))
+        );
+        assert_eq!(
+            parse(b"{}\n{\"length\":-1}\nabc").err(),
+            Some(EnvelopeError::BadLength(0))
+        );
+        assert_eq!(
+            parse(b"{}\n{\"length\":1}\nabc").err(),
+            Some(EnvelopeError::MissingNewline(0))
+        );
     }
 
     proptest! {

@@ -4,8 +4,10 @@
 
 use serde_json::Value;
 
+use sightline_protocol::scrub;
+
 use super::grouping::{self, Grouping};
-use super::scrub;
+use crate::time::days_from_civil;
 
 /// Largest event payload accepted, as Sentry's.
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
@@ -31,7 +33,6 @@ pub struct Event {
     pub release: Option<String>,
     /// `id:…`, `email:…`, `username:…` or `ip:…` — whichever the SDK sent first.
     pub user: Option<String>,
-    pub transaction: Option<String>,
     pub tags: Vec<(String, String)>,
     pub grouping: Grouping,
     /// The whole event after scrubbing, as stored and served back.
@@ -69,32 +70,48 @@ pub fn read(payload: &[u8], fallback_id: &str, now: f64) -> Result<Event, EventE
     };
     scrub::scrub_event(&mut value);
     let grouping = grouping::group(&value);
-    let timestamp = value.get("timestamp").and_then(parse_timestamp).unwrap_or(now);
-    let text = |key: &str| value.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(|s| truncate(s, 200));
+    let timestamp = value
+        .get("timestamp")
+        .and_then(parse_timestamp)
+        .unwrap_or(now);
+    let text = |key: &str| {
+        value
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(|s| truncate(s, 200))
+    };
+    let level = level(value.get("level").and_then(Value::as_str));
     let event = Event {
         event_id: event_id.clone(),
         timestamp,
-        level: level(value.get("level").and_then(Value::as_str)),
+        level,
         title: title(&value),
         culprit: culprit(&value),
         platform: text("platform").unwrap_or_else(|| "other".to_owned()),
         environment: text("environment"),
         release: text("release"),
         user: user(&value),
-        transaction: text("transaction"),
-        tags: tags(&value),
+        tags: tags(&value, level),
         grouping,
         payload: Value::Null,
     };
     if let Some(obj) = value.as_object_mut() {
         obj.insert("event_id".to_owned(), Value::String(event_id));
     }
-    Ok(Event { payload: value, ..event })
+    Ok(Event {
+        payload: value,
+        ..event
+    })
 }
 
 /// `550e8400-e29b-…` or `550e8400e29b…` → 32 lowercase hex characters.
 pub fn normalize_uuid(id: &str) -> Option<String> {
-    let hex: String = id.chars().filter(|&c| c != '-').collect::<String>().to_ascii_lowercase();
+    let hex: String = id
+        .chars()
+        .filter(|&c| c != '-')
+        .collect::<String>()
+        .to_ascii_lowercase();
     (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
 }
 
@@ -124,8 +141,16 @@ fn title(event: &Value) -> String {
     let exceptions = grouping::exceptions(event);
     if let Some(exc) = exceptions.last() {
         let ty = exc.get("type").and_then(Value::as_str).unwrap_or("Error");
-        let value = exc.get("value").and_then(Value::as_str).and_then(|v| v.lines().next()).unwrap_or("");
-        let title = if value.is_empty() { ty.to_owned() } else { format!("{ty}: {value}") };
+        let value = exc
+            .get("value")
+            .and_then(Value::as_str)
+            .and_then(|v| v.lines().next())
+            .unwrap_or("");
+        let title = if value.is_empty() {
+            ty.to_owned()
+        } else {
+            format!("{ty}: {value}")
+        };
         return truncate(&title, MAX_TITLE);
     }
     let formatted = event
@@ -144,7 +169,11 @@ fn title(event: &Value) -> String {
 /// in-app frame.
 fn culprit(event: &Value) -> String {
     for key in ["culprit", "transaction"] {
-        if let Some(c) = event.get(key).and_then(Value::as_str).filter(|c| !c.is_empty()) {
+        if let Some(c) = event
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty())
+        {
             return truncate(c, 200);
         }
     }
@@ -162,22 +191,42 @@ fn culprit(event: &Value) -> String {
         .rev()
         .find(|f| f.get("in_app") == Some(&Value::Bool(true)))
         .or_else(|| frames.last());
-    let Some(frame) = frame else { return String::new() };
+    let Some(frame) = frame else {
+        return String::new();
+    };
     let location = ["module", "filename"]
         .iter()
-        .find_map(|k| frame.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()))
+        .find_map(|k| {
+            frame
+                .get(*k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        })
         .unwrap_or("?");
+    // Without cache-busting query strings and build-specific symbol hashes: the culprit
+    // names a place in the code, the same in every build.
+    let location = location.split(['?', '#']).next().unwrap_or(location);
     match frame.get("function").and_then(Value::as_str) {
-        Some(function) => truncate(&format!("{function} in {location}"), 200),
+        Some(function) => {
+            let function = grouping::normalize_function(function);
+            truncate(&format!("{function} in {location}"), 200)
+        }
         None => truncate(location, 200),
     }
 }
 
 fn user(event: &Value) -> Option<String> {
     let user = event.get("user")?;
-    for (key, prefix) in [("id", "id"), ("email", "email"), ("username", "username"), ("ip_address", "ip")] {
+    for (key, prefix) in [
+        ("id", "id"),
+        ("email", "email"),
+        ("username", "username"),
+        ("ip_address", "ip"),
+    ] {
         match user.get(key) {
-            Some(Value::String(s)) if !s.is_empty() => return Some(format!("{prefix}:{}", truncate(s, 128))),
+            Some(Value::String(s)) if !s.is_empty() => {
+                return Some(format!("{prefix}:{}", truncate(s, 128)));
+            }
             Some(Value::Number(n)) => return Some(format!("{prefix}:{n}")),
             _ => {}
         }
@@ -187,7 +236,7 @@ fn user(event: &Value) -> Option<String> {
 
 /// Tags from a map or a list of pairs, plus level/environment/release as Sentry shows
 /// them, bounded in count and length.
-fn tags(event: &Value) -> Vec<(String, String)> {
+fn tags(event: &Value, level: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut push = |k: &str, v: &Value| {
         let v = match v {
@@ -196,7 +245,11 @@ fn tags(event: &Value) -> Vec<(String, String)> {
             other => other.to_string(),
         };
         let k = k.trim();
-        if k.is_empty() || k.len() > MAX_TAG_KEY || out.len() >= MAX_TAGS || out.iter().any(|(ek, _)| ek == k) {
+        if k.is_empty()
+            || k.len() > MAX_TAG_KEY
+            || out.len() >= MAX_TAGS
+            || out.iter().any(|(ek, _)| ek == k)
+        {
             return;
         }
         out.push((k.to_owned(), truncate(&v, MAX_TAG_VALUE)));
@@ -217,6 +270,7 @@ fn tags(event: &Value) -> Vec<(String, String)> {
             push(key, v);
         }
     }
+    push("level", &Value::String(level.to_owned()));
     out.sort();
     out
 }
@@ -235,14 +289,27 @@ fn parse_rfc3339(s: &str) -> Option<f64> {
     let b = s.as_bytes();
     let num = |range: std::ops::Range<usize>| -> Option<i64> {
         let part = s.get(range)?;
-        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
     };
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     let mut rest = &s[19..];
@@ -274,16 +341,6 @@ fn parse_rfc3339(s: &str) -> Option<f64> {
     Some((days * 86_400 + hour * 3600 + minute * 60 + second - offset) as f64 + frac)
 }
 
-/// Days since 1970-01-01 (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -291,7 +348,12 @@ mod tests {
     use super::*;
 
     fn read_json(v: Value) -> Event {
-        read(v.to_string().as_bytes(), "0123456789abcdef0123456789abcdef", 1_000.0).expect("valid event")
+        read(
+            v.to_string().as_bytes(),
+            "0123456789abcdef0123456789abcdef",
+            1_000.0,
+        )
+        .expect("valid event")
     }
 
     #[test]
@@ -323,7 +385,8 @@ mod tests {
             vec![
                 ("a".into(), "1".into()),
                 ("browser".into(), "Firefox".into()),
-                ("environment".into(), "production".into())
+                ("environment".into(), "production".into()),
+                ("level".into(), "warning".into())
             ]
         );
         assert_eq!(e.payload["event_id"], "9ec79c33ec9942ab8353589fcb2e04dc");
@@ -331,7 +394,9 @@ mod tests {
 
     #[test]
     fn message_event_and_defaults() {
-        let e = read_json(json!({"message": {"formatted": "disk full on /var"}, "timestamp": 1700000000.5}));
+        let e = read_json(
+            json!({"message": {"formatted": "disk full on /var"}, "timestamp": 1700000000.5}),
+        );
         assert_eq!(e.title, "disk full on /var");
         assert_eq!(e.level, "error");
         assert_eq!(e.timestamp, 1_700_000_000.5);
@@ -342,16 +407,28 @@ mod tests {
 
     #[test]
     fn bad_events() {
-        assert_eq!(read(b"[1,2]", "x", 0.0).err(), Some(EventError::NotAnObject));
-        assert_eq!(read(b"{\"event_id\":\"nope\"}", "x", 0.0).err(), Some(EventError::BadEventId));
+        assert_eq!(
+            read(b"[1,2]", "x", 0.0).err(),
+            Some(EventError::NotAnObject)
+        );
+        assert_eq!(
+            read(b"{\"event_id\":\"nope\"}", "x", 0.0).err(),
+            Some(EventError::BadEventId)
+        );
         let big = format!("{{\"message\":\"{}\"}}", "a".repeat(MAX_EVENT_BYTES));
-        assert_eq!(read(big.as_bytes(), "x", 0.0).err(), Some(EventError::TooLarge));
+        assert_eq!(
+            read(big.as_bytes(), "x", 0.0).err(),
+            Some(EventError::TooLarge)
+        );
     }
 
     #[test]
     fn timestamps() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0.0));
-        assert_eq!(parse_rfc3339("2000-02-29T00:00:00+01:00"), Some(951_778_800.0));
+        assert_eq!(
+            parse_rfc3339("2000-02-29T00:00:00+01:00"),
+            Some(951_778_800.0)
+        );
         assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
         assert_eq!(parse_rfc3339("garbage"), None);
         assert_eq!(parse_timestamp(&json!("1700000000")), Some(1_700_000_000.0));

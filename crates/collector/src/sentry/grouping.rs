@@ -57,7 +57,11 @@ pub struct Grouping {
 /// Decides the group of a (normalised) Sentry event.
 pub fn group(event: &Value) -> Grouping {
     let default = default_grouping(event);
-    let Some(fingerprint) = event.get("fingerprint").and_then(Value::as_array).filter(|f| !f.is_empty()) else {
+    let Some(fingerprint) = event
+        .get("fingerprint")
+        .and_then(Value::as_array)
+        .filter(|f| !f.is_empty())
+    else {
         return default;
     };
     let mut values = Vec::new();
@@ -72,7 +76,11 @@ pub fn group(event: &Value) -> Grouping {
             values.push(text);
         }
     }
-    Grouping { hash: hash(GroupedBy::Fingerprint, &values), grouped_by: GroupedBy::Fingerprint, values }
+    Grouping {
+        hash: hash(GroupedBy::Fingerprint, &values),
+        grouped_by: GroupedBy::Fingerprint,
+        values,
+    }
 }
 
 fn is_default_marker(s: &str) -> bool {
@@ -108,24 +116,44 @@ fn default_grouping(event: &Value) -> Grouping {
         }
     }
     if any_frames {
-        return Grouping { hash: hash(GroupedBy::Stacktrace, &values), grouped_by: GroupedBy::Stacktrace, values };
+        return Grouping {
+            hash: hash(GroupedBy::Stacktrace, &values),
+            grouped_by: GroupedBy::Stacktrace,
+            values,
+        };
     }
     if !exceptions.is_empty() {
         let values: Vec<String> = exceptions
             .iter()
             .flat_map(|exc| {
-                let value = exc.get("value").and_then(Value::as_str).map(parameterize).unwrap_or_default();
+                let value = exc
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .map(parameterize)
+                    .unwrap_or_default();
                 [exception_type(exc), value]
             })
             .collect();
-        return Grouping { hash: hash(GroupedBy::Exception, &values), grouped_by: GroupedBy::Exception, values };
+        return Grouping {
+            hash: hash(GroupedBy::Exception, &values),
+            grouped_by: GroupedBy::Exception,
+            values,
+        };
     }
     if let Some(message) = message_template(event) {
         let values = vec![parameterize(&message)];
-        return Grouping { hash: hash(GroupedBy::Message, &values), grouped_by: GroupedBy::Message, values };
+        return Grouping {
+            hash: hash(GroupedBy::Message, &values),
+            grouped_by: GroupedBy::Message,
+            values,
+        };
     }
     let values = vec!["<no exception, stack trace or message>".to_owned()];
-    Grouping { hash: hash(GroupedBy::Fallback, &values), grouped_by: GroupedBy::Fallback, values }
+    Grouping {
+        hash: hash(GroupedBy::Fallback, &values),
+        grouped_by: GroupedBy::Fallback,
+        values,
+    }
 }
 
 /// The exception chain: `exception.values` (or a bare array), oldest first.
@@ -134,7 +162,9 @@ pub fn exceptions(event: &Value) -> Vec<&Value> {
         Some(Value::Object(o)) => o.get("values"),
         other => other,
     };
-    exc.and_then(Value::as_array).map(|a| a.iter().filter(|v| v.is_object()).collect()).unwrap_or_default()
+    exc.and_then(Value::as_array)
+        .map(|a| a.iter().filter(|v| v.is_object()).collect())
+        .unwrap_or_default()
 }
 
 fn exception_type(exc: &Value) -> String {
@@ -153,7 +183,11 @@ fn frames(exc: &Value) -> Vec<&Value> {
         .and_then(Value::as_array)
         .map(|f| f.iter().filter(|v| v.is_object()).collect())
         .unwrap_or_default();
-    let in_app: Vec<&Value> = all.iter().copied().filter(|f| f.get("in_app") == Some(&Value::Bool(true))).collect();
+    let in_app: Vec<&Value> = all
+        .iter()
+        .copied()
+        .filter(|f| f.get("in_app") == Some(&Value::Bool(true)))
+        .collect();
     if in_app.is_empty() { all } else { in_app }
 }
 
@@ -164,27 +198,38 @@ fn frame_key(frame: &Value) -> String {
         .and_then(Value::as_str)
         .filter(|m| !m.is_empty())
         .map(str::to_owned)
-        .or_else(|| frame.get("filename").and_then(Value::as_str).map(normalize_filename))
+        .or_else(|| {
+            frame
+                .get("filename")
+                .and_then(Value::as_str)
+                .map(normalize_filename)
+        })
         .unwrap_or_else(|| "?".to_owned());
-    let function = frame.get("function").and_then(Value::as_str).map(normalize_function).unwrap_or_default();
+    let function = frame
+        .get("function")
+        .and_then(Value::as_str)
+        .map(normalize_function)
+        .unwrap_or_default();
     format!("{location}:{function}")
 }
 
 fn normalize_filename(path: &str) -> String {
     // Strip query strings and cache-busting hashes of bundled JavaScript.
     let path = path.split(['?', '#']).next().unwrap_or(path);
-    static HASHED: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"[.-][0-9a-f]{8,}(\.[a-z]+)$").expect("static regex")
-    });
+    static HASHED: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"[.-][0-9a-f]{8,}(\.[a-z]+)$").expect("static regex"));
     HASHED.replace(path, "$1").into_owned()
 }
 
-fn normalize_function(function: &str) -> String {
+pub(crate) fn normalize_function(function: &str) -> String {
     // Rust symbol hashes (`::h0123456789abcdef`), closure numbering and anonymous
     // lambda addresses change between builds without changing the code path.
-    static RUST_HASH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"::h[0-9a-f]{16}$").expect("static regex"));
-    static CLOSURE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\{\{closure\}\}#?\d*").expect("static regex"));
-    static LAMBDA: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"lambda\$\d+|\$\$Lambda\$[0-9/x]+").expect("static regex"));
+    static RUST_HASH: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"::h[0-9a-f]{16}$").expect("static regex"));
+    static CLOSURE: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"\{\{closure\}\}#?\d*").expect("static regex"));
+    static LAMBDA: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"lambda\$\d+|\$\$Lambda\$[0-9/x]+").expect("static regex"));
     let f = RUST_HASH.replace(function, "");
     let f = CLOSURE.replace_all(&f, "{{closure}}");
     LAMBDA.replace_all(&f, "lambda").into_owned()
@@ -192,16 +237,30 @@ fn normalize_function(function: &str) -> String {
 
 /// The message to group by: the unformatted template when the SDK sent one.
 pub fn message_template(event: &Value) -> Option<String> {
-    let logentry = event.get("logentry").or_else(|| event.get("message").filter(|m| m.is_object()));
+    let logentry = event
+        .get("logentry")
+        .or_else(|| event.get("message").filter(|m| m.is_object()));
     if let Some(entry) = logentry {
-        if let Some(m) = entry.get("message").and_then(Value::as_str).filter(|m| !m.is_empty()) {
+        if let Some(m) = entry
+            .get("message")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+        {
             return Some(m.to_owned());
         }
-        if let Some(m) = entry.get("formatted").and_then(Value::as_str).filter(|m| !m.is_empty()) {
+        if let Some(m) = entry
+            .get("formatted")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+        {
             return Some(m.to_owned());
         }
     }
-    event.get("message").and_then(Value::as_str).filter(|m| !m.is_empty()).map(str::to_owned)
+    event
+        .get("message")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned)
 }
 
 /// One parameterisation rule: a pattern and what its matches become.
@@ -228,8 +287,16 @@ pub fn parameterize(text: &str) -> String {
         };
         vec![
             rule(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s'\x22<>]+", "<url>", None),
-            rule(r"(?i)\b[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}\b", "<email>", None),
-            rule(r"(?i)\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", "<uuid>", None),
+            rule(
+                r"(?i)\b[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}\b",
+                "<email>",
+                None,
+            ),
+            rule(
+                r"(?i)\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b",
+                "<uuid>",
+                None,
+            ),
             rule(
                 r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b",
                 "<date>",
@@ -238,9 +305,17 @@ pub fn parameterize(text: &str) -> String {
             rule(r"\b\d{1,2}:\d{2}:\d{2}(?:\.\d+)?\b", "<time>", None),
             rule(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b", "<ip>", None),
             // At least three groups, so `std::io` or `a::b` in a message stay as they are.
-            rule(r"(?i)\b[0-9a-f]{1,4}(?::[0-9a-f]{0,4}){3,7}\b", "<ip>", None),
+            rule(
+                r"(?i)\b[0-9a-f]{1,4}(?::[0-9a-f]{0,4}){3,7}\b",
+                "<ip>",
+                None,
+            ),
             rule(r"(?i)\b0x[0-9a-f]+\b", "<hex>", None),
-            rule(r"(?i)\b[0-9a-f]{8,}\b", "<hex>", Some(mixes_digits_and_letters)),
+            rule(
+                r"(?i)\b[0-9a-f]{8,}\b",
+                "<hex>",
+                Some(mixes_digits_and_letters),
+            ),
             rule(
                 r"(?i)\b\d+(?:\.\d+)?\s?(?:ns|us|µs|ms|s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?|d|days?)\b",
                 "<duration>",
@@ -281,12 +356,27 @@ mod tests {
         let cases = [
             ("user 1234 not found", "user <int> not found"),
             ("user 98 not found", "user <int> not found"),
-            ("timeout after 30ms talking to 10.0.0.12:5432", "timeout after <duration> talking to <ip>"),
-            ("row 550e8400-e29b-41d4-a716-446655440000 locked", "row <uuid> locked"),
+            (
+                "timeout after 30ms talking to 10.0.0.12:5432",
+                "timeout after <duration> talking to <ip>",
+            ),
+            (
+                "row 550e8400-e29b-41d4-a716-446655440000 locked",
+                "row <uuid> locked",
+            ),
             ("mail to bob@example.com bounced", "mail to <email> bounced"),
-            ("GET https://api.example.com/v1/users/7?x=1 failed", "GET <url> failed"),
-            ("at 2024-03-01T12:00:00Z and 12:30:01", "at <date> and <time>"),
-            ("pointer 0xdeadbeef, sha 9f86d081884c7d65", "pointer <hex>, sha <hex>"),
+            (
+                "GET https://api.example.com/v1/users/7?x=1 failed",
+                "GET <url> failed",
+            ),
+            (
+                "at 2024-03-01T12:00:00Z and 12:30:01",
+                "at <date> and <time>",
+            ),
+            (
+                "pointer 0xdeadbeef, sha 9f86d081884c7d65",
+                "pointer <hex>, sha <hex>",
+            ),
             ("took 1.5 s", "took <duration>"),
             ("ipv6 fe80::1ff:fe23:4567:890a down", "ipv6 <ip> down"),
         ];
@@ -310,10 +400,10 @@ mod tests {
     fn stack_frames_decide_and_line_numbers_do_not_matter() {
         let ev = |line: u32, function: &str| {
             json!({"exception": {"values": [{"type": "ValueError", "value": format!("bad {line}"),
-                "stacktrace": {"frames": [
-                    {"module": "django.core", "function": "dispatch", "lineno": 1, "in_app": false},
-                    {"module": "app.views", "function": function, "lineno": line, "in_app": true},
-                ]}}]}})
+            "stacktrace": {"frames": [
+                {"module": "django.core", "function": "dispatch", "lineno": 1, "in_app": false},
+                {"module": "app.views", "function": function, "lineno": line, "in_app": true},
+            ]}}]}})
         };
         let a = group(&ev(10, "show_user"));
         let b = group(&ev(99, "show_user"));
@@ -340,7 +430,10 @@ mod tests {
                 {"type": "RequestError", "stacktrace": {"frames": [{"module": "app", "function": "handle", "in_app": true}]}},
             ]}})
         };
-        assert_ne!(group(&chain("Timeout")).hash, group(&chain("Deadlock")).hash);
+        assert_ne!(
+            group(&chain("Timeout")).hash,
+            group(&chain("Deadlock")).hash
+        );
     }
 
     #[test]
@@ -364,7 +457,10 @@ mod tests {
         let b = json!({"logentry": {"message": "user %s not found", "formatted": "user bob not found", "params": ["bob"]}});
         assert_eq!(group(&a).hash, group(&b).hash);
         assert_eq!(group(&a).grouped_by, GroupedBy::Message);
-        assert_eq!(group(&json!({"message": "disk 91% full"})).values, vec!["disk <int>% full"]);
+        assert_eq!(
+            group(&json!({"message": "disk 91% full"})).values,
+            vec!["disk <int>% full"]
+        );
         assert_eq!(group(&json!({})).grouped_by, GroupedBy::Fallback);
     }
 

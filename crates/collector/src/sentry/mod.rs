@@ -4,5 +4,6 @@
 pub mod decode;
 pub mod envelope;
 pub mod event;
+#[cfg(test)]
+mod fixtures;
 pub mod grouping;
-pub mod scrub;

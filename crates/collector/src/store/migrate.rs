@@ -14,10 +14,28 @@ pub(crate) struct Migration {
 }
 
 /// The SQLite schema, oldest first.
-pub(crate) const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("../../../../migrations/sqlite/0001_init.sql"),
-}];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("../../../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("../../../../migrations/sqlite/0002_errors.sql"),
+    },
+    Migration {
+        version: 3,
+        sql: include_str!("../../../../migrations/sqlite/0003_switches.sql"),
+    },
+    Migration {
+        version: 4,
+        sql: include_str!("../../../../migrations/sqlite/0004_insight.sql"),
+    },
+    Migration {
+        version: 5,
+        sql: include_str!("../../../../migrations/sqlite/0005_logs.sql"),
+    },
+];
 
 /// Migrations of `all` not yet in `applied`, in order. Refuses a store that has a version
 /// this build does not know: it was migrated by a newer build, and writing to it could

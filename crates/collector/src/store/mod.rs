@@ -1,9 +1,12 @@
 //! Storage behind one trait: the writer task writes group commits through it, the query
-//! API reads merged aggregates from it. SQLite is the embedded backend; a scaled-out
-//! backend implements the same trait.
+//! API reads merged aggregates, issues and events from it. SQLite is the embedded
+//! backend; a scaled-out backend implements the same trait.
 
+mod issues;
+mod logs;
 mod migrate;
 mod sqlite;
+mod sqlite_issues;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -11,6 +14,12 @@ use sightline_protocol::MetricBatch;
 
 use crate::{Error, TimeRange};
 
+pub use issues::{
+    Cursor, Issue, IssueFilter, IssueSort, IssueStatus, ItemCount, StoredEvent, TagValue,
+};
+pub(crate) use issues::{EnvelopeIngest, EventRecord};
+pub(crate) use logs::NewLogLine;
+pub use logs::{LogFilter, LogLine, MAX_LOG_LIMIT};
 pub(crate) use sqlite::SqliteStore;
 
 /// A project: the unit of ingest authentication and of every query.
@@ -24,9 +33,24 @@ pub struct Project {
     pub public_key: String,
 }
 
-/// One accepted batch on its way to the store.
+/// One queued op: everything one ingest request adds to the store, written in one
+/// group commit with the ops queued next to it.
 #[derive(Debug, Clone)]
-pub(crate) struct Ingest {
+// Unboxed on purpose: ops live only in the bounded queue (at most `queue_capacity` of
+// them, so a few hundred KiB at worst), and boxing would allocate once more per request.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Ingest {
+    /// An agent's metric batch.
+    Metrics(MetricsIngest),
+    /// A Sentry envelope or `store` event.
+    Envelope(EnvelopeIngest),
+    /// Log lines from the syslog listeners (one read's worth).
+    Logs(Vec<NewLogLine>),
+}
+
+/// One accepted metric batch on its way to the store.
+#[derive(Debug, Clone)]
+pub(crate) struct MetricsIngest {
     /// Project the batch was authenticated for.
     pub project_id: u64,
     /// When the collector accepted it, unix seconds (the agent's `last_seen`).
@@ -42,6 +66,12 @@ pub(crate) struct WriteSummary {
     pub windows: u64,
     /// Increase of the dropped-window totals agents reported, summed over agents.
     pub agent_dropped: u64,
+    /// Error events stored (duplicates not counted).
+    pub events: u64,
+    /// Error events skipped because their `event_id` was already stored.
+    pub duplicate_events: u64,
+    /// Syslog log lines stored.
+    pub log_lines: u64,
 }
 
 /// Per group key and status class: request count and latency sum/min/max, merged over
@@ -108,8 +138,74 @@ pub(crate) trait Store: Send + Sync + 'static {
         route: Option<(&str, &str)>,
     ) -> Result<Aggregates<i64>, Error>;
 
+    /// Issues of a project matching `filter`, in its order, one page.
+    async fn issues(&self, project_id: u64, filter: &IssueFilter) -> Result<Vec<Issue>, Error>;
+
+    /// One issue, `None` when the id is unknown.
+    async fn issue(&self, issue_id: u64) -> Result<Option<Issue>, Error>;
+
+    /// Per tag key of an issue, its `top` most frequent values with the key's totals,
+    /// keys in name order.
+    async fn issue_tags(&self, issue_id: u64, top: u32) -> Result<Vec<TagValue>, Error>;
+
+    /// An issue's events, newest first, one page; payloads only when `full`.
+    async fn issue_events(
+        &self,
+        issue_id: u64,
+        limit: u32,
+        cursor: Option<Cursor>,
+        full: bool,
+    ) -> Result<Vec<StoredEvent>, Error>;
+
+    /// One event of a project with its payload, `None` when unknown.
+    async fn event(&self, project_id: u64, event_id: &str) -> Result<Option<StoredEvent>, Error>;
+
+    /// Sets the status of the issues `ids` (of `project_id` only, when given); returns the
+    /// ids that exist and were updated.
+    async fn set_issue_status(
+        &self,
+        project_id: Option<u64>,
+        ids: &[u64],
+        status: IssueStatus,
+        now: f64,
+    ) -> Result<Vec<u64>, Error>;
+
+    /// Envelope items a project received per day and type, from `since_day` (`YYYY-MM-DD`).
+    async fn item_counts(&self, project_id: u64, since_day: &str) -> Result<Vec<ItemCount>, Error>;
+
     /// Closes every connection; later calls fail.
     async fn close(&self);
+
+    /// The feature-switch tables, when this backend keeps them.
+    fn switches(&self) -> Option<&dyn crate::switches::SwitchStore> {
+        None
+    }
+
+    /// The performance-insight tables, when this backend keeps them.
+    fn insight(&self) -> Option<&dyn crate::insight::InsightStore> {
+        None
+    }
+
+    // ---- log lines (syslog); written through `write` as `Ingest::Logs` ----
+
+    /// Log lines of a project matching `filter`, newest first.
+    async fn logs(&self, _project_id: u64, _filter: &LogFilter) -> Result<Vec<LogLine>, Error> {
+        Err(no_log_lines())
+    }
+
+    /// Deletes the oldest log lines beyond `max_lines` and those received before
+    /// `received_before_ms`, a bounded number per call; returns how many.
+    async fn prune_logs(&self, _max_lines: u64, _received_before_ms: i64) -> Result<u64, Error> {
+        Err(no_log_lines())
+    }
+}
+
+/// What a backend without log-line tables answers.
+fn no_log_lines() -> Error {
+    Error::Store(std::sync::Arc::new(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "this store keeps no log lines",
+    )))
 }
 
 /// Store integers are signed 64-bit: larger counts saturate rather than wrap.

@@ -1,5 +1,9 @@
 //! The embedded SQLite backend (sqlx): one file under the data directory.
 
+mod insight;
+mod logs;
+mod switches;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +17,11 @@ use sqlx::sqlite::{
 };
 
 use super::migrate::{self, Migration};
-use super::{Aggregates, ClassTotals, Ingest, Project, Steps, Store, WriteSummary, to_i64, to_u64};
+use super::sqlite_issues;
+use super::{
+    Aggregates, ClassTotals, Cursor, Ingest, Issue, IssueFilter, IssueStatus, ItemCount,
+    MetricsIngest, Project, Steps, Store, StoredEvent, TagValue, WriteSummary, to_i64, to_u64,
+};
 use crate::{Error, TimeRange, query::unix_now};
 
 /// Connections in the pool: the writer task plus a few concurrent query-API readers.
@@ -34,9 +42,25 @@ fn db(e: sqlx::Error) -> Error {
 /// SQLite through a sqlx connection pool.
 pub(crate) struct SqliteStore {
     pool: SqlitePool,
+    /// Tier retention: decides which rollup tier a range query reads.
+    retention: crate::insight::RetentionConfig,
 }
 
 impl SqliteStore {
+    /// Keeps tiers for `retention` (and reads the tier that fits each range).
+    pub(crate) fn with_retention(mut self, retention: crate::insight::RetentionConfig) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    fn tier_for(&self, range: TimeRange) -> crate::insight::Tier {
+        crate::insight::tier_for(range, unix_now(), &self.retention)
+    }
+
+    fn tier_for_series(&self, range: TimeRange, step_secs: i64) -> crate::insight::Tier {
+        crate::insight::tier_for_series(range, step_secs, unix_now(), &self.retention)
+    }
+
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub(crate) async fn open(path: &Path) -> Result<SqliteStore, Error> {
         let options = SqliteConnectOptions::new()
@@ -58,7 +82,10 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(db)?;
-        let store = SqliteStore { pool };
+        let store = SqliteStore {
+            pool,
+            retention: crate::insight::RetentionConfig::default(),
+        };
         store.migrate(migrate::SQLITE).await?;
         Ok(store)
     }
@@ -127,7 +154,10 @@ fn class_totals<K>(row: &SqliteRow, key: K, at: usize) -> Result<ClassTotals<K>,
 }
 
 /// Merges one batch's agent row and returns how much its dropped-window total grew.
-async fn upsert_agent(conn: &mut SqliteConnection, ingest: &Ingest) -> Result<u64, sqlx::Error> {
+async fn upsert_agent(
+    conn: &mut SqliteConnection,
+    ingest: &MetricsIngest,
+) -> Result<u64, sqlx::Error> {
     let agent = &ingest.batch.agent;
     let project_id = to_i64(ingest.project_id);
     let previous: Option<i64> = sqlx::query(
@@ -225,6 +255,14 @@ async fn upsert_window(
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn switches(&self) -> Option<&dyn crate::switches::SwitchStore> {
+        Some(self)
+    }
+
+    fn insight(&self) -> Option<&dyn crate::insight::InsightStore> {
+        Some(self)
+    }
+
     async fn ping(&self) -> Result<(), Error> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
@@ -279,8 +317,24 @@ impl Store for SqliteStore {
         // read to write can fail with SQLITE_BUSY without waiting out busy_timeout.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         let mut summary = WriteSummary::default();
+        let mut envelopes = Vec::new();
         for ingest in batches {
+            let ingest = match ingest {
+                Ingest::Metrics(metrics) => metrics,
+                Ingest::Envelope(envelope) => {
+                    envelopes.push(envelope);
+                    continue;
+                }
+                Ingest::Logs(lines) => {
+                    logs::insert_logs(&mut tx, lines).await.map_err(db)?;
+                    summary.log_lines += lines.len() as u64;
+                    continue;
+                }
+            };
             let dropped = upsert_agent(&mut tx, ingest).await.map_err(db)?;
+            switches::record_evaluations(&mut tx, &ingest.batch, ingest.received_at)
+                .await
+                .map_err(db)?;
             summary.agent_dropped = summary.agent_dropped.saturating_add(dropped);
             let project_id = to_i64(ingest.project_id);
             for window in &ingest.batch.windows {
@@ -289,9 +343,22 @@ impl Store for SqliteStore {
                     upsert_window(&mut tx, project_id, window)
                         .await
                         .map_err(db)?;
+                    insight::rollup_route_window(&mut tx, project_id, window)
+                        .await
+                        .map_err(db)?;
                 }
             }
             summary.windows += ingest.batch.windows.len() as u64;
+            insight::write_insight(&mut tx, project_id, &ingest.batch, ingest.received_at)
+                .await
+                .map_err(db)?;
+        }
+        if !envelopes.is_empty() {
+            let stored = sqlite_issues::write_envelopes(&mut tx, &envelopes)
+                .await
+                .map_err(db)?;
+            summary.events = stored.events;
+            summary.duplicate_events = stored.duplicates;
         }
         tx.commit().await.map_err(db)?;
         Ok(summary)
@@ -302,15 +369,21 @@ impl Store for SqliteStore {
         project_id: u64,
         range: TimeRange,
     ) -> Result<Aggregates<(String, String)>, Error> {
+        let tier = self.tier_for(range);
+        let suffix = tier.route_suffix();
+        let range = TimeRange {
+            since: crate::insight::aligned_since(tier, range.since),
+            ..range
+        };
         // Both reads in one transaction: one WAL snapshot, so counts and buckets agree.
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let classes = sqlx::query(
+        let classes = sqlx::query(&format!(
             "SELECT route, method, status_class, SUM(count), TOTAL(sum_us), MIN(min_us),
                     MAX(max_us)
-             FROM route_windows
+             FROM route_windows{suffix}
              WHERE project_id = ?1 AND window_start >= ?2 AND window_start < ?3
-             GROUP BY route, method, status_class",
-        )
+             GROUP BY route, method, status_class"
+        ))
         .bind(to_i64(project_id))
         .bind(range.since)
         .bind(range.until)
@@ -321,13 +394,13 @@ impl Store for SqliteStore {
         .map(|row| class_totals(row, (row.try_get(0)?, row.try_get(1)?), 2))
         .collect::<Result<_, _>>()
         .map_err(db)?;
-        let buckets = sqlx::query(
+        let buckets = sqlx::query(&format!(
             "SELECT route, method, bucket, SUM(count)
-             FROM route_buckets
+             FROM route_buckets{suffix}
              WHERE project_id = ?1 AND window_start >= ?2 AND window_start < ?3
              GROUP BY route, method, bucket
-             ORDER BY route, method, bucket",
-        )
+             ORDER BY route, method, bucket"
+        ))
         .bind(to_i64(project_id))
         .bind(range.since)
         .bind(range.until)
@@ -358,16 +431,18 @@ impl Store for SqliteStore {
         // ?4 is the first step's start (≤ every window_start in range), ?5 the step length:
         // integer division assigns each window to the step its start falls in.
         // ?6/?7 filter one route × method, or nothing when NULL.
+        let tier = self.tier_for_series(range, steps.step_secs);
+        let suffix = tier.route_suffix();
         let (route, method) = route.unzip();
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let classes = sqlx::query(
+        let classes = sqlx::query(&format!(
             "SELECT ?4 + ((window_start - ?4) / ?5) * ?5 AS step, status_class, SUM(count),
                     TOTAL(sum_us), MIN(min_us), MAX(max_us)
-             FROM route_windows
+             FROM route_windows{suffix}
              WHERE project_id = ?1 AND window_start >= ?2 AND window_start < ?3
                AND (?6 IS NULL OR (route = ?6 AND method = ?7))
-             GROUP BY step, status_class",
-        )
+             GROUP BY step, status_class"
+        ))
         .bind(to_i64(project_id))
         .bind(range.since)
         .bind(range.until)
@@ -382,14 +457,14 @@ impl Store for SqliteStore {
         .map(|row| class_totals(row, row.try_get(0)?, 1))
         .collect::<Result<_, _>>()
         .map_err(db)?;
-        let buckets = sqlx::query(
+        let buckets = sqlx::query(&format!(
             "SELECT ?4 + ((window_start - ?4) / ?5) * ?5 AS step, bucket, SUM(count)
-             FROM route_buckets
+             FROM route_buckets{suffix}
              WHERE project_id = ?1 AND window_start >= ?2 AND window_start < ?3
                AND (?6 IS NULL OR (route = ?6 AND method = ?7))
              GROUP BY step, bucket
-             ORDER BY step, bucket",
-        )
+             ORDER BY step, bucket"
+        ))
         .bind(to_i64(project_id))
         .bind(range.since)
         .bind(range.until)
@@ -408,8 +483,84 @@ impl Store for SqliteStore {
         Ok(Aggregates { classes, buckets })
     }
 
+    async fn issues(&self, project_id: u64, filter: &IssueFilter) -> Result<Vec<Issue>, Error> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        sqlite_issues::issues(&mut conn, project_id, filter)
+            .await
+            .map_err(db)
+    }
+
+    async fn issue(&self, issue_id: u64) -> Result<Option<Issue>, Error> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        sqlite_issues::issue_by_id(&mut conn, issue_id)
+            .await
+            .map_err(db)
+    }
+
+    async fn issue_tags(&self, issue_id: u64, top: u32) -> Result<Vec<TagValue>, Error> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        sqlite_issues::issue_tags(&mut conn, issue_id, top)
+            .await
+            .map_err(db)
+    }
+
+    async fn issue_events(
+        &self,
+        issue_id: u64,
+        limit: u32,
+        cursor: Option<Cursor>,
+        full: bool,
+    ) -> Result<Vec<StoredEvent>, Error> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        sqlite_issues::issue_events(&mut conn, issue_id, limit, cursor, full)
+            .await
+            .map_err(db)
+    }
+
+    async fn event(&self, project_id: u64, event_id: &str) -> Result<Option<StoredEvent>, Error> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        sqlite_issues::event_by_id(&mut conn, project_id, event_id)
+            .await
+            .map_err(db)
+    }
+
+    async fn set_issue_status(
+        &self,
+        project_id: Option<u64>,
+        ids: &[u64],
+        status: IssueStatus,
+        now: f64,
+    ) -> Result<Vec<u64>, Error> {
+        // IMMEDIATE, as for ingest: this transaction writes.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let updated = sqlite_issues::set_issue_status(&mut tx, project_id, ids, status, now)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(updated)
+    }
+
+    async fn item_counts(&self, project_id: u64, since_day: &str) -> Result<Vec<ItemCount>, Error> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        sqlite_issues::item_counts(&mut conn, project_id, since_day)
+            .await
+            .map_err(db)
+    }
+
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    async fn logs(
+        &self,
+        project_id: u64,
+        filter: &super::LogFilter,
+    ) -> Result<Vec<super::LogLine>, Error> {
+        self.search_logs(project_id, filter).await
+    }
+
+    async fn prune_logs(&self, max_lines: u64, received_before_ms: i64) -> Result<u64, Error> {
+        self.prune_log_lines(max_lines, received_before_ms).await
     }
 }
 
@@ -432,7 +583,7 @@ mod tests {
         let mut latency = Histogram::new();
         latency.record_n(1_000, count);
         latency.sum = sum;
-        Ingest {
+        Ingest::Metrics(MetricsIngest {
             project_id,
             received_at: 1_700_000_100,
             batch: MetricBatch {
@@ -445,6 +596,8 @@ mod tests {
                 },
                 sent_at_ms: 0,
                 dropped_windows: 0,
+                switch_evaluations: Default::default(),
+                insight: Default::default(),
                 windows: vec![RouteWindow {
                     start: 1_700_000_000,
                     window_secs: 10,
@@ -454,7 +607,7 @@ mod tests {
                     latency,
                 }],
             },
-        }
+        })
     }
 
     const RANGE: TimeRange = TimeRange {

@@ -2,9 +2,6 @@
 
 use leptos::prelude::*;
 
-use super::TopBar;
-use crate::period::Period;
-
 /// A page that only says something.
 #[component]
 pub(crate) fn Message(
@@ -15,7 +12,9 @@ pub(crate) fn Message(
     detail: String,
 ) -> impl IntoView {
     view! {
-        <TopBar projects=Vec::new() current=None period=Period::default()/>
+        <header class="bar">
+            <a class="brand" href="/">"Sightline"</a>
+        </header>
         <main class="page">
             <section class="message">
                 <h1>{heading}</h1>

@@ -1,93 +1,31 @@
-//! `/projects/{id}`: a project's requests per minute and p95 latency over a period, and its
-//! routes by total time spent.
+//! `/projects/{id}`: a project's throughput, error rate and latency over the range, its
+//! totals, and the routes taking the largest share of server time.
 
 use leptos::prelude::*;
-use sightline_protocol::{RouteStats, SeriesPoint};
+use sightline_protocol::RouteStats;
 
-use super::{ProjectLink, TopBar, project_href};
-use crate::{
-    chart::{Chart, ChartPoint},
-    format,
-    period::Period,
-};
+use super::routes::RoutesTable;
+use super::series::{TrafficCharts, fill};
+use super::{Chrome, PageHead, TopBar};
+use crate::format;
+use crate::range::Window;
+
+/// Routes shown on the overview; the routes page has them all.
+const TOP_ROUTES: usize = 10;
 
 /// Everything the overview shows, fetched by the handler.
 #[derive(Debug, Clone)]
 pub(crate) struct Overview {
-    pub(crate) project: ProjectLink,
-    /// All projects, for the top bar.
-    pub(crate) projects: Vec<ProjectLink>,
-    pub(crate) period: Period,
-    /// `[since, until)`, unix seconds, multiples of the period's step.
-    pub(crate) since: i64,
-    pub(crate) until: i64,
+    pub(crate) chrome: Chrome,
+    pub(crate) project_name: String,
+    /// What was read: step-aligned `[since, until)` and the chart step.
+    pub(crate) window: Window,
     /// When the data was read: the step containing it is still filling.
     pub(crate) now: i64,
     pub(crate) routes: Vec<RouteStats>,
-    pub(crate) series: Vec<SeriesPoint>,
+    pub(crate) series: Vec<sightline_protocol::SeriesPoint>,
     /// The DSN to instrument an app with, shown while there is no data.
     pub(crate) dsn: String,
-}
-
-/// One chart step after filling gaps.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Step {
-    ts: i64,
-    requests: u64,
-    p95_ms: Option<f64>,
-}
-
-/// One step per `step` seconds over `[since, until)`, whether or not the series has a point
-/// for it: the collector may leave out empty steps.
-fn steps(series: &[SeriesPoint], since: i64, until: i64, step: i64) -> Vec<Step> {
-    let step = step.max(1);
-    let mut steps: Vec<Step> = (since..until)
-        .step_by(step as usize)
-        .map(|ts| Step {
-            ts,
-            requests: 0,
-            p95_ms: None,
-        })
-        .collect();
-    for point in series {
-        let Some(slot) = usize::try_from((point.ts - since).div_euclid(step))
-            .ok()
-            .and_then(|i| steps.get_mut(i))
-        else {
-            continue;
-        };
-        // Normally one point per slot. Should two land in one, add the counts and keep the
-        // worse p95: percentiles cannot be averaged.
-        slot.requests += point.requests;
-        slot.p95_ms = match (slot.p95_ms, point.p95_ms) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-    }
-    steps
-}
-
-/// Requests per minute per step. The step still in progress has no rate yet (its count is
-/// partial, and would show as a false drop at the right edge), so it is left out.
-fn rpm_points(steps: &[Step], step: i64, now: i64) -> Vec<ChartPoint> {
-    let per_minute = 60.0 / step as f64;
-    steps
-        .iter()
-        .map(|s| ChartPoint {
-            ts: s.ts,
-            value: (s.ts + step <= now).then_some(s.requests as f64 * per_minute),
-        })
-        .collect()
-}
-
-fn p95_points(steps: &[Step]) -> Vec<ChartPoint> {
-    steps
-        .iter()
-        .map(|s| ChartPoint {
-            ts: s.ts,
-            value: s.p95_ms,
-        })
-        .collect()
 }
 
 /// Routes by total time spent, most first, ties by name: the query API's order, enforced
@@ -106,64 +44,50 @@ fn by_total_time(mut routes: Vec<RouteStats>) -> Vec<RouteStats> {
 #[component]
 pub(crate) fn OverviewPage(data: Overview) -> impl IntoView {
     let Overview {
-        project,
-        projects,
-        period,
-        since,
-        until,
+        chrome,
+        project_name,
+        window,
         now,
         routes,
         series,
         dsn,
     } = data;
-    let range = format!("{} · {}", period.long_name(), format::span(since, until));
-    let picker = Period::ALL
-        .into_iter()
-        .map(|p| {
-            let here = (p == period).then_some("page");
-            view! {
-                <a href=project_href(project.id, p) aria-current=here title=p.long_name()>
-                    {p.as_str()}
-                </a>
-            }
-        })
-        .collect_view();
-
-    let steps = steps(&series, since, until, period.step_secs());
+    let ctx = chrome.ctx.clone();
+    let steps = fill(&series, window);
     let empty = routes.is_empty() && steps.iter().all(|s| s.requests == 0);
     let body = if empty {
         view! { <EmptyState dsn=dsn/> }.into_any()
     } else {
-        view! {
+        let total_ms: f64 = routes.iter().map(|r| r.total_ms).sum();
+        let count = routes.len();
+        let summary = view! {
             <Summary
                 requests=routes.iter().map(|r| r.requests).sum()
                 errors=routes.iter().map(|r| r.errors).sum()
                 throughput=routes.iter().map(|r| r.throughput).sum()
-                routes=routes.len()
+                routes=count
             />
-            <section class="charts" aria-label="Charts">
-                <Chart
-                    title="Requests per minute"
-                    unit="req/min"
-                    points=rpm_points(&steps, period.step_secs(), now)
-                />
-                <Chart title="p95 latency" unit="ms" points=p95_points(&steps)/>
+        };
+        let top: Vec<RouteStats> = by_total_time(routes).into_iter().take(TOP_ROUTES).collect();
+        let all = (count > TOP_ROUTES).then(|| {
+            view! { <p class="more"><a href=ctx.link("/routes", &[])>{format!("All {count} routes →")}</a></p> }
+        });
+        view! {
+            {summary}
+            <TrafficCharts steps=steps step=window.step now=now/>
+            <section aria-labelledby="routes-heading">
+                <h2 id="routes-heading">"Top routes by share of time"</h2>
+                <RoutesTable ctx=ctx.clone() routes=top total_ms=total_ms sort=None/>
+                {all}
             </section>
-            <RoutesTable routes=by_total_time(routes)/>
         }
         .into_any()
     };
 
     view! {
-        <TopBar projects=projects current=Some(project.id) period=period/>
+        <TopBar chrome=chrome/>
         <main class="page">
-            <div class="page-head">
-                <div>
-                    <h1>{project.name}</h1>
-                    <p class="sub">{range}</p>
-                </div>
-                <nav class="periods" aria-label="Time range">{picker}</nav>
-            </div>
+            <PageHead title=project_name ctx=ctx window=window/>
             {body}
         </main>
     }
@@ -197,75 +121,6 @@ fn Summary(
     }
 }
 
-/// The routes table, in the order given.
-#[component]
-fn RoutesTable(routes: Vec<RouteStats>) -> impl IntoView {
-    let total_ms: f64 = routes.iter().map(|r| r.total_ms).sum();
-    let rows = routes
-        .into_iter()
-        .map(|r| {
-            let share = if total_ms > 0.0 {
-                r.total_ms / total_ms
-            } else {
-                0.0
-            };
-            // an error rate worth a look; a few errors in many requests are not
-            let rate_class = if r.error_rate >= 0.01 {
-                "num bad"
-            } else {
-                "num"
-            };
-            let full_name = r.route.clone();
-            view! {
-                <tr>
-                    <td class="route" title=full_name><code>{r.route}</code></td>
-                    <td><span class="method">{r.method}</span></td>
-                    <td class="num">{format::count(r.requests)}</td>
-                    <td class="num opt">{format::count(r.errors)}</td>
-                    <td class=rate_class>{format::percent(r.error_rate)}</td>
-                    <td class="num opt">{format::ms(r.p50_ms)}</td>
-                    <td class="num">{format::ms(r.p95_ms)}</td>
-                    <td class="num opt">{format::ms(r.p99_ms)}</td>
-                    <td class="num opt">{format!("{}/min", format::compact(r.throughput * 60.0))}</td>
-                    <td>
-                        <div class="share">
-                            <svg viewBox="0 0 100 6" preserveAspectRatio="none" aria-hidden="true">
-                                <rect class="track" width="100" height="6"></rect>
-                                <rect class="fill" width=format!("{:.1}", share * 100.0) height="6"></rect>
-                            </svg>
-                            <span>{format::percent(share)}</span>
-                        </div>
-                    </td>
-                </tr>
-            }
-        })
-        .collect_view();
-    view! {
-        <section aria-labelledby="routes-heading">
-            <h2 id="routes-heading">"Routes"</h2>
-            <div class="table-wrap">
-                <table>
-                    <thead>
-                        <tr>
-                            <th scope="col">"Route"</th>
-                            <th scope="col">"Method"</th>
-                            <th scope="col" class="num">"Requests"</th>
-                            <th scope="col" class="num opt">"Errors"</th>
-                            <th scope="col" class="num">"Error rate"</th>
-                            <th scope="col" class="num opt">"p50 ms"</th>
-                            <th scope="col" class="num">"p95 ms"</th>
-                            <th scope="col" class="num opt">"p99 ms"</th>
-                            <th scope="col" class="num opt">"Throughput"</th>
-                            <th scope="col">"Share of time"</th>
-                        </tr>
-                    </thead>
-                    <tbody>{rows}</tbody>
-                </table>
-            </div>
-        </section>
-    }
-}
-
 /// Shown while the project has no requests in the period.
 #[component]
 fn EmptyState(dsn: String) -> impl IntoView {
@@ -293,11 +148,13 @@ fn EmptyState(dsn: String) -> impl IntoView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pages::document;
+    use crate::pages::{Ctx, ProjectLink, Section, document};
+    use crate::range::{Period, Range};
+    use sightline_protocol::SeriesPoint;
 
     const NOW: i64 = 1_700_000_000; // 2023-11-14 22:13:20 UTC
 
-    fn route(name: &str, method: &str, requests: u64, total_ms: f64) -> RouteStats {
+    pub(crate) fn route(name: &str, method: &str, requests: u64, total_ms: f64) -> RouteStats {
         RouteStats {
             route: name.to_owned(),
             method: method.to_owned(),
@@ -314,21 +171,31 @@ mod tests {
         }
     }
 
-    fn overview(name: &str, routes: Vec<RouteStats>, series: Vec<SeriesPoint>) -> Overview {
-        let period = Period::Hour1;
-        let (since, until) = period.range_at(NOW);
-        Overview {
-            project: ProjectLink {
-                id: 7,
-                name: name.to_owned(),
+    fn chrome(name: &str) -> Chrome {
+        Chrome {
+            ctx: Ctx {
+                path: "/projects/7".to_owned(),
+                project: 7,
+                range: Range::Preset(Period::Hour1),
+                live: false,
+                keep: Vec::new(),
             },
             projects: vec![ProjectLink {
                 id: 7,
                 name: name.to_owned(),
             }],
-            period,
-            since,
-            until,
+            section: Section::Overview,
+            section_suffix: "",
+            theme: None,
+            bundle: None,
+        }
+    }
+
+    fn overview(name: &str, routes: Vec<RouteStats>, series: Vec<SeriesPoint>) -> Overview {
+        Overview {
+            chrome: chrome(name),
+            project_name: name.to_owned(),
+            window: Range::Preset(Period::Hour1).resolve(NOW),
             now: NOW,
             routes,
             series,
@@ -337,7 +204,7 @@ mod tests {
     }
 
     fn render(data: Overview) -> String {
-        document(view! { <OverviewPage data=data/> })
+        document(None, None, move || view! { <OverviewPage data=data/> })
     }
 
     fn point(ts: i64, requests: u64, p95: Option<f64>) -> SeriesPoint {
@@ -349,51 +216,6 @@ mod tests {
             p95_ms: p95,
             p99_ms: p95,
         }
-    }
-
-    #[test]
-    fn steps_fill_gaps_and_ignore_points_outside_the_range() {
-        let (since, until) = Period::Hour1.range_at(NOW);
-        let series = vec![
-            point(since, 5, Some(2.0)),
-            point(since + 120, 7, Some(9.0)),
-            point(since + 130, 1, Some(4.0)), // same step: counts add, worse p95 wins
-            point(since - 60, 99, Some(1.0)),
-            point(until, 99, Some(1.0)),
-        ];
-        let steps = steps(&series, since, until, 60);
-        assert_eq!(steps.len(), 60);
-        assert_eq!(steps[0].requests, 5);
-        assert_eq!(
-            steps[1],
-            Step {
-                ts: since + 60,
-                requests: 0,
-                p95_ms: None
-            }
-        );
-        assert_eq!(steps[2].requests, 8);
-        assert_eq!(steps[2].p95_ms, Some(9.0));
-        assert_eq!(steps.iter().map(|s| s.requests).sum::<u64>(), 13);
-    }
-
-    #[test]
-    fn rates_are_per_minute_and_skip_the_unfinished_step() {
-        let steps = [
-            Step {
-                ts: 0,
-                requests: 30,
-                p95_ms: None,
-            },
-            Step {
-                ts: 900,
-                requests: 45,
-                p95_ms: None,
-            },
-        ];
-        let points = rpm_points(&steps, 900, 1000);
-        assert_eq!(points[0].value, Some(2.0));
-        assert_eq!(points[1].value, None);
     }
 
     #[test]
@@ -426,11 +248,13 @@ mod tests {
         assert!(html.contains("<code class=\"dsn\">http://abc123@localhost:7070/7</code>"));
         assert!(!html.contains("<table"));
         assert!(!html.contains("<svg"));
+        // no bundle: no script at all
+        assert!(!html.contains("<script"));
     }
 
     #[test]
     fn full_page_has_picker_charts_and_table() {
-        let (since, _) = Period::Hour1.range_at(NOW);
+        let since = Range::Preset(Period::Hour1).resolve(NOW).since;
         let routes = vec![
             route("/api/comments", "GET", 1200, 6000.0),
             route("/api/leaderboard", "GET", 100, 9000.0),
@@ -442,21 +266,27 @@ mod tests {
         let html = render(overview("backend", routes, series));
 
         // period picker: plain links, the current one marked
-        for p in Period::ALL {
-            assert!(html.contains(&format!("statsPeriod={}", p.as_str())) || p == Period::Hour1);
-        }
         assert!(
             html.contains(r#"<a href="/projects/7" aria-current="page" title="Last hour">1h</a>"#),
             "{html}"
         );
         assert!(
-            html.contains(r#"<a href="/projects/7?statsPeriod=7d" title="Last 7 days">7d</a>"#)
+            html.contains(r#"<a href="/projects/7?statsPeriod=30d" title="Last 30 days">30d</a>"#)
         );
+        // custom range: a GET form back to this page
+        assert!(html.contains(r#"<form method="get" action="/projects/7">"#));
+        assert!(html.contains(r#"type="datetime-local" name="since""#));
 
-        // both charts, with the exact values of the first step
-        assert_eq!(html.matches("<figure class=\"chart\">").count(), 2);
+        // three charts, with the exact values of the first step, each an island
+        assert_eq!(html.matches("<figure class=\"chart\">").count(), 3);
+        assert_eq!(
+            html.matches("<leptos-island").count(),
+            3 + 1,
+            "3 charts + live"
+        );
         assert!(html.contains(&format!(r#"data-ts="{since}" data-value="600""#)));
-        assert!(html.contains(&format!(r#"data-ts="{since}" data-value="11""#)));
+        assert!(html.contains(r#"data-series="p95" data-value="11""#));
+        assert!(html.contains(r#"data-series="p99" data-value="12.5""#));
 
         // table sorted by total time: leaderboard (9 s) before comments (6 s)
         let leaderboard = html
@@ -467,6 +297,22 @@ mod tests {
         assert!(html.contains("1,200"));
         assert!(html.contains("60.0%"), "share of total time: {html}");
         assert!(!html.contains("no requests recorded"));
+    }
+
+    #[test]
+    fn bundle_is_loaded_when_there_is_one() {
+        let mut data = overview("backend", vec![], vec![]);
+        data.chrome.bundle = Some("abc".to_owned());
+        let html = document(
+            None,
+            Some("abc".to_owned()),
+            move || view! { <OverviewPage data=data/> },
+        );
+        assert!(
+            html.contains(r#"<script type="module" src="/assets/boot.js?v="#),
+            "{html}"
+        );
+        assert!(html.contains(r#"data-wasm="/pkg/sightline_ui_bg.wasm?v=abc""#));
     }
 
     #[test]

@@ -1,0 +1,1130 @@
+//! Performance insight: what each request did inside — queries, spans, allocations — and
+//! what that adds up to per route and per statement shape.
+//!
+//! The request layer opens a [`RequestCtx`] per request and makes it *current* while the
+//! request's future is polled (a thread-local, set and restored around every poll, so it
+//! follows the request across `.await` points and worker threads) and enters a
+//! `sightline_agent::request` tracing span, which database drivers such as sqlx carry to
+//! their own threads. The tracing layer ([`crate::tracing_layer`]) and
+//! [`record_query`](crate::record_query) add queries and spans to the current request; the
+//! poll wrapper adds the allocations the [`CountingAllocator`](crate::CountingAllocator)
+//! counted on this thread during the poll.
+//!
+//! When the request finishes its figures go into the [`Hub`]: per-window aggregates in
+//! mutex shards (one per thread group, like the route windows), N+1 flags, and — for slow,
+//! erroring, N+1 or sampled requests — an exemplar with the whole waterfall.
+
+mod config;
+mod exemplar;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::extract::MatchedPath;
+use sightline_protocol::{
+    EntryKind, Exemplar, HeapSample, Histogram, InsightBatch, NPlusOne, QueryWindow, RouteInsight,
+};
+
+use crate::aggregate::{MethodLabel, Recorder, UNMATCHED, unix_now_ms, window_start};
+use crate::{alloc, sql};
+
+pub(crate) use config::InsightConfig;
+
+/// Target of the span the request layer enters while polling a request.
+pub(crate) const REQUEST_TARGET: &str = "sightline_agent::request";
+
+/// Distinct fingerprints kept per window; the rest are not aggregated (still counted per
+/// request).
+const MAX_FINGERPRINTS: usize = 2_000;
+/// Distinct route × method keys per window.
+const MAX_ROUTES: usize = 2_000;
+/// Distinct fingerprints tracked per request for N+1 detection.
+const MAX_REQUEST_FINGERPRINTS: usize = 256;
+/// Heap samples kept between uploads.
+const MAX_HEAP_SAMPLES: usize = 10_000;
+/// Normalised statements cached per thread.
+const CACHE_ENTRIES: usize = 1_024;
+
+/// Keys that are hashes already (fingerprints, statement hashes) need no SipHash.
+#[derive(Default, Clone, Copy)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type HashedMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<PassThrough>>;
+
+/// Hashes route templates (short, chosen by the app, never by the client: unmatched
+/// requests are all `<unmatched>`) without SipHash's cost, 8 bytes at a time.
+#[derive(Default, Clone, Copy)]
+struct RouteHasher(u64);
+
+impl std::hash::Hasher for RouteHasher {
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 31)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.0 ^ 0x9e37_79b9_7f4a_7c15;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            h = (h ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x0100_0000_01b3_0001)
+                .rotate_left(29);
+        }
+        for &b in chunks.remainder() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3_0001);
+        }
+        self.0 = h;
+    }
+}
+
+type RouteMap<V> = HashMap<Box<str>, V, std::hash::BuildHasherDefault<RouteHasher>>;
+
+/// A normalised statement: its fingerprint and text.
+#[derive(Clone, Debug)]
+pub(crate) struct Normalized {
+    pub(crate) fingerprint: u64,
+    pub(crate) sql: Arc<str>,
+}
+
+thread_local! {
+    /// The request whose future this thread is polling.
+    static CURRENT: Cell<Option<Arc<RequestCtx>>> = const { Cell::new(None) };
+    /// Raw statement hash → normalised statement. Drivers send the same few statement
+    /// strings over and over; normalising is done once per thread and statement.
+    static CACHE: RefCell<HashedMap<Normalized>> = RefCell::new(HashedMap::default());
+}
+
+/// The request being polled on this thread, if any.
+pub(crate) fn current() -> Option<Arc<RequestCtx>> {
+    CURRENT
+        .try_with(|cell| {
+            let ctx = cell.take();
+            let copy = ctx.clone();
+            cell.set(ctx);
+            copy
+        })
+        .ok()
+        .flatten()
+}
+
+/// Runs `f` with the request being polled on this thread, without touching its reference
+/// count (the per-event path of the tracing layer). While `f` runs, nothing is current.
+pub(crate) fn with_current<R>(f: impl FnOnce(Option<&RequestCtx>) -> R) -> R {
+    /// Puts the request back even if `f` unwinds.
+    struct Restore(Option<Arc<RequestCtx>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(ctx) = self.0.take() {
+                let _ = CURRENT.try_with(|cell| cell.set(Some(ctx)));
+            }
+        }
+    }
+    let taken = Restore(CURRENT.try_with(Cell::take).ok().flatten());
+    f(taken.0.as_deref())
+}
+
+/// Makes `ctx` current until dropped, then restores what was current before.
+struct Current {
+    previous: Option<Arc<RequestCtx>>,
+}
+
+impl Current {
+    fn set(ctx: &Arc<RequestCtx>) -> Current {
+        let previous = CURRENT
+            .try_with(|cell| cell.replace(Some(ctx.clone())))
+            .ok()
+            .flatten();
+        Current { previous }
+    }
+}
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        // During thread teardown the slot is gone; nothing to restore then.
+        let _ = CURRENT.try_with(|cell| cell.set(previous));
+    }
+}
+
+/// A fast non-cryptographic hash of the raw statement, 8 bytes at a time: only a cache
+/// key, never shipped.
+fn quick_hash(text: &str) -> u64 {
+    let bytes = text.as_bytes();
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(word))
+            .wrapping_mul(0x0100_0000_01b3_0001)
+            .rotate_left(29);
+    }
+    for &b in chunks.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3_0001);
+    }
+    h ^ (h >> 31)
+}
+
+/// Normalises `raw`, from this thread's cache when it has been seen before.
+pub(crate) fn normalized(raw: &str) -> Normalized {
+    let key = quick_hash(raw);
+    let cached = CACHE
+        .try_with(|cache| cache.borrow().get(&key).cloned())
+        .ok()
+        .flatten();
+    if let Some(hit) = cached {
+        return hit;
+    }
+    let text = sql::normalize(raw);
+    let entry = Normalized {
+        fingerprint: sql::fnv1a(text.as_bytes()),
+        sql: Arc::from(text),
+    };
+    let _ = CACHE.try_with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key, entry.clone());
+    });
+    entry
+}
+
+/// Records a query that the current request ran (for drivers that do not emit sqlx's
+/// tracing events). `sql` is normalised; `duration` is how long it took, ending now.
+/// Outside a request (no instrumented request is being polled on this thread) it does
+/// nothing.
+pub fn record_query(sql: &str, duration: Duration) {
+    with_current(|ctx| {
+        if let Some(ctx) = ctx {
+            ctx.record_query(&normalized(sql), Instant::now(), duration);
+        }
+    });
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Name of an exemplar entry.
+#[derive(Clone, Debug)]
+enum Name {
+    Static(&'static str),
+    Shared(Arc<str>),
+    /// The statement of `Trace::by_fingerprint[i]` (no reference count per query).
+    Statement(u32),
+}
+
+#[derive(Clone, Debug)]
+struct RawEntry {
+    kind: EntryKind,
+    name: Name,
+    fingerprint: Option<u64>,
+    offset_us: u64,
+    duration_us: u64,
+}
+
+/// One statement shape within a request: how often it ran and how long each run took.
+/// Folded into the hub's per-fingerprint statistics once, when the request ends, so a
+/// query event costs no shard lock and no `BTreeMap` insert.
+#[derive(Debug)]
+struct FpStats {
+    fingerprint: u64,
+    sql: Arc<str>,
+    count: u64,
+    sum_us: u64,
+    min_us: u64,
+    max_us: u64,
+    /// `(bucket, runs)`: a statement's latencies in one request fall in few buckets.
+    buckets: Vec<(i32, u64)>,
+    /// The last latency and its bucket: a repeated value skips the logarithm.
+    last: (u64, i32),
+}
+
+impl FpStats {
+    fn new(q: &Normalized) -> FpStats {
+        FpStats {
+            fingerprint: q.fingerprint,
+            sql: q.sql.clone(),
+            count: 0,
+            sum_us: 0,
+            min_us: 0,
+            max_us: 0,
+            buckets: Vec::new(),
+            last: (0, 0),
+        }
+    }
+
+    fn record(&mut self, us: u64) {
+        let bucket = if self.count > 0 && self.last.0 == us {
+            self.last.1
+        } else {
+            sightline_protocol::bucket_index(us)
+        };
+        self.last = (us, bucket);
+        if self.count == 0 {
+            (self.min_us, self.max_us) = (us, us);
+        } else {
+            self.min_us = self.min_us.min(us);
+            self.max_us = self.max_us.max(us);
+        }
+        self.count += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+        match self.buckets.iter_mut().rev().find(|(b, _)| *b == bucket) {
+            Some((_, n)) => *n += 1,
+            None => self.buckets.push((bucket, 1)),
+        }
+    }
+
+    /// Adds these runs to `h`, as `Histogram::merge` would.
+    fn fold_into(&self, h: &mut Histogram) {
+        if self.count == 0 {
+            return;
+        }
+        if h.count == 0 {
+            (h.min, h.max) = (self.min_us, self.max_us);
+        } else {
+            h.min = h.min.min(self.min_us);
+            h.max = h.max.max(self.max_us);
+        }
+        h.count = h.count.saturating_add(self.count);
+        h.sum = h.sum.saturating_add(self.sum_us);
+        for &(bucket, n) in &self.buckets {
+            let slot = h.buckets.entry(bucket).or_insert(0);
+            *slot = slot.saturating_add(n);
+        }
+    }
+}
+
+/// What one request did so far.
+#[derive(Default, Debug)]
+struct Trace {
+    finished: bool,
+    queries: u64,
+    query_us: u64,
+    by_fingerprint: Vec<FpStats>,
+    /// Index in `by_fingerprint` of the last statement run: N+1 loops repeat it.
+    last_fingerprint: usize,
+    entries: Vec<RawEntry>,
+    dropped: u64,
+}
+
+/// One request in flight.
+pub(crate) struct RequestCtx {
+    hub: Arc<Hub>,
+    start: Instant,
+    route: Option<MatchedPath>,
+    method: MethodLabel,
+    sampled: bool,
+    allocs: AtomicU64,
+    alloc_bytes: AtomicU64,
+    trace: Mutex<Trace>,
+}
+
+impl RequestCtx {
+    fn route(&self) -> &str {
+        self.route.as_ref().map_or(UNMATCHED, MatchedPath::as_str)
+    }
+
+    fn offset(&self, at: Instant) -> u64 {
+        micros(at.saturating_duration_since(self.start))
+    }
+
+    fn push(&self, trace: &mut Trace, entry: RawEntry) {
+        if trace.entries.len() < self.hub.config.max_entries {
+            trace.entries.push(entry);
+        } else {
+            trace.dropped += 1;
+        }
+    }
+
+    /// A query that ended at `end` after running for `duration`.
+    pub(crate) fn record_query(&self, q: &Normalized, end: Instant, duration: Duration) {
+        let duration_us = micros(duration);
+        let mut trace = lock(&self.trace);
+        if trace.finished {
+            return;
+        }
+        trace.queries += 1;
+        trace.query_us = trace.query_us.saturating_add(duration_us);
+        let last = trace.last_fingerprint;
+        let slot = if trace
+            .by_fingerprint
+            .get(last)
+            .is_some_and(|f| f.fingerprint == q.fingerprint)
+        {
+            Some(last)
+        } else if let Some(i) = trace
+            .by_fingerprint
+            .iter()
+            .position(|f| f.fingerprint == q.fingerprint)
+        {
+            Some(i)
+        } else if trace.by_fingerprint.len() < MAX_REQUEST_FINGERPRINTS {
+            trace.by_fingerprint.push(FpStats::new(q));
+            Some(trace.by_fingerprint.len() - 1)
+        } else {
+            None
+        };
+        let name = match slot {
+            Some(i) => {
+                trace.last_fingerprint = i;
+                trace.by_fingerprint[i].record(duration_us);
+                Name::Statement(u32::try_from(i).unwrap_or(u32::MAX))
+            }
+            None => Name::Shared(q.sql.clone()),
+        };
+        let start = end.checked_sub(duration).unwrap_or(self.start);
+        let entry = RawEntry {
+            kind: EntryKind::Query,
+            name,
+            fingerprint: Some(q.fingerprint),
+            offset_us: self.offset(start),
+            duration_us,
+        };
+        self.push(&mut trace, entry);
+        drop(trace);
+        if slot.is_none() {
+            // Past the per-request bound of statement shapes: straight into the hub.
+            self.hub
+                .record_query(self.route(), self.method, q, duration_us, end);
+        }
+    }
+
+    /// A span the app opened at `start` and closed at `end`.
+    pub(crate) fn record_span(&self, name: &'static str, start: Instant, end: Instant) {
+        let mut trace = lock(&self.trace);
+        if trace.finished {
+            return;
+        }
+        let entry = RawEntry {
+            kind: EntryKind::Span,
+            name: Name::Static(name),
+            fingerprint: None,
+            offset_us: self.offset(start),
+            duration_us: micros(end.saturating_duration_since(start)),
+        };
+        self.push(&mut trace, entry);
+    }
+
+    fn add_allocs(&self, allocs: u64, bytes: u64) {
+        self.allocs.fetch_add(allocs, Ordering::Relaxed);
+        self.alloc_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The request is done: fold it into the hub.
+    fn finish(&self, status: u16, end: Instant) {
+        let trace = {
+            let mut trace = lock(&self.trace);
+            if trace.finished {
+                return;
+            }
+            trace.finished = true;
+            std::mem::take(&mut *trace)
+        };
+        let hub = &self.hub;
+        let duration = end.saturating_duration_since(self.start);
+        let allocs = self.allocs.load(Ordering::Relaxed);
+        let alloc_bytes = self.alloc_bytes.load(Ordering::Relaxed);
+        let threshold = hub.config.n_plus_one_threshold;
+        // No per-request `Vec`: the flagged fingerprints are filtered where used.
+        let n_plus_one = trace.by_fingerprint.iter().any(|f| f.count >= threshold);
+        let now_ms = hub.recorder.unix_ms_at(end);
+        let start = window_start(now_ms.div_euclid(1000), hub.recorder.window_secs());
+        hub.record_request(
+            start,
+            self.route(),
+            self.method,
+            &trace,
+            (allocs, alloc_bytes),
+            n_plus_one.then_some(threshold),
+        );
+        let mut reasons = 0;
+        if duration >= hub.config.slow {
+            reasons |= sightline_protocol::reason::SLOW;
+        }
+        if status >= 500 {
+            reasons |= sightline_protocol::reason::ERROR;
+        }
+        if n_plus_one {
+            reasons |= sightline_protocol::reason::N_PLUS_ONE;
+        }
+        if self.sampled {
+            reasons |= sightline_protocol::reason::SAMPLED;
+        }
+        if reasons != 0 && hub.exemplar_slot(start) {
+            let exemplar = exemplar::build(
+                exemplar::Request {
+                    route: self.route(),
+                    method: self.method.as_str(),
+                    status,
+                    start_ms: hub.recorder.unix_ms_at(self.start),
+                    duration_us: micros(duration),
+                    reasons,
+                    allocs,
+                    alloc_bytes,
+                },
+                trace,
+            );
+            hub.push_exemplar(exemplar);
+        }
+    }
+}
+
+impl Drop for RequestCtx {
+    /// A request dropped before it finished (the client went away) counts for no route,
+    /// but the statements it ran still count for their fingerprints.
+    fn drop(&mut self) {
+        let trace = std::mem::take(self.trace.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if trace.finished || trace.by_fingerprint.is_empty() {
+            return;
+        }
+        let hub = &self.hub;
+        let now_ms = hub.recorder.unix_ms_at(Instant::now());
+        let start = window_start(now_ms.div_euclid(1000), hub.recorder.window_secs());
+        hub.with_window(start, |w| {
+            w.fold_statements(self.route(), self.method, &trace);
+        });
+    }
+}
+
+/// The per-request handle the request layer keeps in its response future.
+pub(crate) struct Active {
+    ctx: Arc<RequestCtx>,
+    span: tracing::Span,
+}
+
+impl Active {
+    /// Runs `f` (a poll of the request's future, or the inner `call`) with the request
+    /// current, its span entered, and the allocations made meanwhile on this thread
+    /// added to the request.
+    pub(crate) fn scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _current = Current::set(&self.ctx);
+        let _entered = self.span.enter();
+        let before = alloc::thread_totals();
+        let out = f();
+        if let (Some(before), Some(after)) = (before, alloc::thread_totals()) {
+            self.ctx.add_allocs(
+                after.0.wrapping_sub(before.0),
+                after.1.wrapping_sub(before.1),
+            );
+        }
+        out
+    }
+
+    /// The request finished with `status` at `end`.
+    pub(crate) fn finish(self, status: u16, end: Instant) {
+        self.ctx.finish(status, end);
+    }
+}
+
+/// Aggregates of one route × method in one window.
+#[derive(Default, Debug)]
+struct RouteAgg {
+    queries: Histogram,
+    query_us: Histogram,
+    allocs: Histogram,
+    alloc_bytes: Histogram,
+    n_plus_one: u64,
+}
+
+impl RouteAgg {
+    fn merge(&mut self, other: &RouteAgg) {
+        self.queries.merge(&other.queries);
+        self.query_us.merge(&other.query_us);
+        self.allocs.merge(&other.allocs);
+        self.alloc_bytes.merge(&other.alloc_bytes);
+        self.n_plus_one += other.n_plus_one;
+    }
+}
+
+#[derive(Debug)]
+struct QueryAgg {
+    sql: Arc<str>,
+    latency: Histogram,
+    routes: Vec<(Box<str>, MethodLabel, u64)>,
+}
+
+#[derive(Default, Debug, Clone, Copy)]
+struct NAgg {
+    requests: u64,
+    total: u64,
+    max: u64,
+}
+
+impl NAgg {
+    fn merge(&mut self, other: NAgg) {
+        self.requests += other.requests;
+        self.total = self.total.saturating_add(other.total);
+        self.max = self.max.max(other.max);
+    }
+}
+
+/// One window of one shard.
+#[derive(Debug)]
+struct HubWindow {
+    start: i64,
+    routes: RouteMap<Vec<(MethodLabel, RouteAgg)>>,
+    route_keys: usize,
+    queries: HashedMap<QueryAgg>,
+    n_plus_one: Vec<(Box<str>, MethodLabel, u64, NAgg)>,
+}
+
+impl HubWindow {
+    /// Adds the statements a request ran to the per-fingerprint statistics.
+    fn fold_statements(&mut self, route: &str, method: MethodLabel, trace: &Trace) {
+        for f in &trace.by_fingerprint {
+            if !self.queries.contains_key(&f.fingerprint) && self.queries.len() >= MAX_FINGERPRINTS
+            {
+                continue;
+            }
+            let agg = self
+                .queries
+                .entry(f.fingerprint)
+                .or_insert_with(|| QueryAgg {
+                    sql: f.sql.clone(),
+                    latency: Histogram::new(),
+                    routes: Vec::new(),
+                });
+            f.fold_into(&mut agg.latency);
+            let known = agg.routes.len();
+            match agg
+                .routes
+                .iter_mut()
+                .find(|(r, m, _)| &**r == route && *m == method)
+            {
+                Some((_, _, n)) => *n += f.count,
+                None if known < sightline_protocol::MAX_QUERY_ROUTES => {
+                    agg.routes.push((route.into(), method, f.count));
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn new(start: i64) -> HubWindow {
+        HubWindow {
+            start,
+            routes: RouteMap::default(),
+            route_keys: 0,
+            queries: HashedMap::default(),
+            n_plus_one: Vec::new(),
+        }
+    }
+
+    fn route(&mut self, route: &str, method: MethodLabel) -> Option<&mut RouteAgg> {
+        if !self.routes.contains_key(route) {
+            if self.route_keys >= MAX_ROUTES {
+                return None;
+            }
+            self.routes.insert(route.into(), Vec::with_capacity(1));
+        }
+        let slots = self.routes.get_mut(route)?;
+        match slots.iter().position(|(m, _)| *m == method) {
+            Some(i) => slots.get_mut(i).map(|(_, agg)| agg),
+            None if self.route_keys < MAX_ROUTES => {
+                self.route_keys += 1;
+                slots.push((method, RouteAgg::default()));
+                slots.last_mut().map(|(_, agg)| agg)
+            }
+            None => None,
+        }
+    }
+}
+
+#[derive(Default, Debug)]
+struct ExemplarQueue {
+    items: Vec<Exemplar>,
+    per_window: Vec<(i64, usize)>,
+}
+
+#[derive(Default, Debug)]
+struct HeapState {
+    samples: Vec<HeapSample>,
+    peak: u64,
+}
+
+/// Where finished requests go until the agent thread drains them.
+pub(crate) struct Hub {
+    recorder: Arc<Recorder>,
+    config: InsightConfig,
+    shards: Box<[Mutex<Vec<HubWindow>>]>,
+    exemplars: Mutex<ExemplarQueue>,
+    heap: Mutex<HeapState>,
+    closed: AtomicBool,
+}
+
+/// Hands out shard numbers to threads.
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+fn this_thread_shard() -> usize {
+    SHARD
+        .try_with(|cell| {
+            let mut index = cell.get();
+            if index == usize::MAX {
+                index = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
+                cell.set(index);
+            }
+            index
+        })
+        .unwrap_or(0)
+}
+
+impl Hub {
+    pub(crate) fn new(recorder: Arc<Recorder>, config: InsightConfig) -> Hub {
+        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let shards = (cores * 2).next_power_of_two().clamp(4, 64);
+        Hub {
+            recorder,
+            config,
+            shards: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
+            exemplars: Mutex::new(ExemplarQueue::default()),
+            heap: Mutex::new(HeapState::default()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Opens the context of a request that started at `start`; `None` once the agent
+    /// has stopped.
+    pub(crate) fn begin(
+        self: &Arc<Self>,
+        route: Option<MatchedPath>,
+        method: MethodLabel,
+        start: Instant,
+    ) -> Option<Active> {
+        if self.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let sampled = self.config.sample_rate > 0.0 && fastrand::f64() < self.config.sample_rate;
+        let ctx = Arc::new(RequestCtx {
+            hub: self.clone(),
+            start,
+            route,
+            method,
+            sampled,
+            allocs: AtomicU64::new(0),
+            alloc_bytes: AtomicU64::new(0),
+            trace: Mutex::new(Trace::default()),
+        });
+        // Created while the request is current, so the tracing layer ties the span (and
+        // every span and event under it, on any thread) to this request.
+        // No subscriber wants INFO spans (e.g. none is installed): skip making the
+        // request current just to create a disabled span.
+        let span = if tracing::level_filters::LevelFilter::current()
+            >= tracing::level_filters::LevelFilter::INFO
+        {
+            let _current = Current::set(&ctx);
+            tracing::info_span!(target: REQUEST_TARGET, "request")
+        } else {
+            tracing::Span::none()
+        };
+        Some(Active { ctx, span })
+    }
+
+    /// Stops taking requests (the agent is shutting down).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        for shard in self.shards.iter() {
+            drop(lock(shard));
+        }
+    }
+
+    fn with_window<R>(&self, start: i64, f: impl FnOnce(&mut HubWindow) -> R) -> Option<R> {
+        let shard = &self.shards[this_thread_shard() % self.shards.len()];
+        let mut windows = lock(shard);
+        if self.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let index = match windows.iter().rposition(|w| w.start == start) {
+            Some(i) => i,
+            None => {
+                windows.push(HubWindow::new(start));
+                windows.len() - 1
+            }
+        };
+        windows.get_mut(index).map(f)
+    }
+
+    fn record_query(
+        &self,
+        route: &str,
+        method: MethodLabel,
+        q: &Normalized,
+        duration_us: u64,
+        end: Instant,
+    ) {
+        let now_ms = self.recorder.unix_ms_at(end);
+        let start = window_start(now_ms.div_euclid(1000), self.recorder.window_secs());
+        self.with_window(start, |w| {
+            if !w.queries.contains_key(&q.fingerprint) && w.queries.len() >= MAX_FINGERPRINTS {
+                return;
+            }
+            let agg = w.queries.entry(q.fingerprint).or_insert_with(|| QueryAgg {
+                sql: q.sql.clone(),
+                latency: Histogram::new(),
+                routes: Vec::new(),
+            });
+            agg.latency.record(duration_us);
+            let known = agg.routes.len();
+            match agg
+                .routes
+                .iter_mut()
+                .find(|(r, m, _)| &**r == route && *m == method)
+            {
+                Some((_, _, n)) => *n += 1,
+                None if known < sightline_protocol::MAX_QUERY_ROUTES => {
+                    agg.routes.push((route.into(), method, 1));
+                }
+                None => {}
+            }
+        });
+    }
+
+    fn record_request(
+        &self,
+        start: i64,
+        route: &str,
+        method: MethodLabel,
+        trace: &Trace,
+        (allocs, alloc_bytes): (u64, u64),
+        // `Some(threshold)` when some fingerprint repeated at least `threshold` times.
+        n_plus_one: Option<u64>,
+    ) {
+        let counted = alloc::installed();
+        self.with_window(start, |w| {
+            w.fold_statements(route, method, trace);
+            if let Some(agg) = w.route(route, method) {
+                agg.queries.record(trace.queries);
+                agg.query_us.record(trace.query_us);
+                if counted {
+                    agg.allocs.record(allocs);
+                    agg.alloc_bytes.record(alloc_bytes);
+                }
+                if n_plus_one.is_some() {
+                    agg.n_plus_one += 1;
+                }
+            }
+            let Some(threshold) = n_plus_one else {
+                return;
+            };
+            for f in trace.by_fingerprint.iter().filter(|f| f.count >= threshold) {
+                let one = NAgg {
+                    requests: 1,
+                    total: f.count,
+                    max: f.count,
+                };
+                let known = w.n_plus_one.len();
+                match w
+                    .n_plus_one
+                    .iter_mut()
+                    .find(|(r, m, fp, _)| &**r == route && *m == method && *fp == f.fingerprint)
+                {
+                    Some((_, _, _, agg)) => agg.merge(one),
+                    None if known < MAX_ROUTES => {
+                        w.n_plus_one
+                            .push((route.into(), method, f.fingerprint, one));
+                    }
+                    None => {}
+                }
+            }
+        });
+    }
+
+    /// Reserves an exemplar slot in window `start`; false when it is full.
+    fn exemplar_slot(&self, start: i64) -> bool {
+        let mut queue = lock(&self.exemplars);
+        let max = self.config.max_exemplars;
+        match queue.per_window.iter_mut().find(|(s, _)| *s == start) {
+            Some((_, n)) if *n < max => {
+                *n += 1;
+                true
+            }
+            Some(_) => false,
+            None if max > 0 => {
+                queue.per_window.push((start, 1));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn push_exemplar(&self, exemplar: Exemplar) {
+        lock(&self.exemplars).items.push(exemplar);
+    }
+
+    /// Samples the live heap (when the counting allocator is installed).
+    pub(crate) fn sample_heap(&self) {
+        if !alloc::installed() {
+            return;
+        }
+        let live = alloc::heap_stats().live_bytes;
+        let mut heap = lock(&self.heap);
+        heap.peak = heap.peak.max(live);
+        let sample = HeapSample {
+            ts_ms: unix_now_ms(),
+            live_bytes: live,
+            peak_bytes: heap.peak,
+        };
+        if heap.samples.len() >= MAX_HEAP_SAMPLES {
+            heap.samples.remove(0);
+        }
+        heap.samples.push(sample);
+    }
+
+    /// Takes every window that ended by `until` (all if `None`), every exemplar and every
+    /// heap sample, merged across shards.
+    pub(crate) fn drain(&self, until: Option<i64>) -> InsightBatch {
+        let w = i64::from(self.recorder.window_secs());
+        let mut taken: Vec<HubWindow> = Vec::new();
+        for shard in self.shards.iter() {
+            let mut windows = lock(shard);
+            let mut i = 0;
+            while i < windows.len() {
+                if until.is_none_or(|until| windows[i].start + w <= until) {
+                    taken.push(windows.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        let mut batch = self.merge(taken);
+        {
+            let mut queue = lock(&self.exemplars);
+            batch.exemplars = std::mem::take(&mut queue.items);
+            if let Some(until) = until {
+                queue.per_window.retain(|(s, _)| s + w > until);
+            } else {
+                queue.per_window.clear();
+            }
+        }
+        {
+            let mut heap = lock(&self.heap);
+            batch.heap = std::mem::take(&mut heap.samples);
+            heap.peak = batch.heap.last().map_or(0, |s| s.live_bytes);
+        }
+        batch
+    }
+
+    fn merge(&self, taken: Vec<HubWindow>) -> InsightBatch {
+        let window_secs = self.recorder.window_secs();
+        let mut routes: BTreeMap<(i64, Box<str>, MethodLabel), RouteAgg> = BTreeMap::new();
+        let mut queries: BTreeMap<(i64, u64), QueryAgg> = BTreeMap::new();
+        let mut flags: BTreeMap<(i64, Box<str>, MethodLabel, u64), NAgg> = BTreeMap::new();
+        for window in taken {
+            for (route, slots) in window.routes {
+                for (method, agg) in slots {
+                    routes
+                        .entry((window.start, route.clone(), method))
+                        .or_default()
+                        .merge(&agg);
+                }
+            }
+            for (fp, agg) in window.queries {
+                match queries.get_mut(&(window.start, fp)) {
+                    Some(q) => {
+                        q.latency.merge(&agg.latency);
+                        for (route, method, n) in agg.routes {
+                            let known = q.routes.len();
+                            match q
+                                .routes
+                                .iter_mut()
+                                .find(|(r, m, _)| *r == route && *m == method)
+                            {
+                                Some((_, _, total)) => *total += n,
+                                None if known < sightline_protocol::MAX_QUERY_ROUTES => {
+                                    q.routes.push((route, method, n));
+                                }
+                                None => {}
+                            }
+                        }
+                    }
+                    None => {
+                        queries.insert((window.start, fp), agg);
+                    }
+                }
+            }
+            for (route, method, fp, agg) in window.n_plus_one {
+                flags
+                    .entry((window.start, route, method, fp))
+                    .or_default()
+                    .merge(agg);
+            }
+        }
+        InsightBatch {
+            routes: routes
+                .into_iter()
+                .map(|((start, route, method), agg)| RouteInsight {
+                    start,
+                    window_secs,
+                    route: route.into(),
+                    method: method.as_str().to_owned(),
+                    queries: agg.queries,
+                    query_us: agg.query_us,
+                    allocs: agg.allocs,
+                    alloc_bytes: agg.alloc_bytes,
+                    n_plus_one: agg.n_plus_one,
+                })
+                .collect(),
+            queries: queries
+                .into_iter()
+                .map(|((start, fingerprint), agg)| QueryWindow {
+                    start,
+                    window_secs,
+                    fingerprint,
+                    sql: agg.sql.to_string(),
+                    latency: agg.latency,
+                    routes: agg
+                        .routes
+                        .into_iter()
+                        .map(|(r, m, n)| (r.into(), m.as_str().to_owned(), n))
+                        .collect(),
+                })
+                .collect(),
+            n_plus_one: flags
+                .into_iter()
+                .map(|((start, route, method, fingerprint), agg)| NPlusOne {
+                    start,
+                    window_secs,
+                    route: route.into(),
+                    method: method.as_str().to_owned(),
+                    fingerprint,
+                    requests: agg.requests,
+                    total_repeats: agg.total,
+                    max_repeats: agg.max,
+                })
+                .collect(),
+            exemplars: Vec::new(),
+            heap: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::DEFAULT_MAX_KEYS;
+
+    fn hub(config: InsightConfig) -> Arc<Hub> {
+        Arc::new(Hub::new(
+            Arc::new(Recorder::new(10, DEFAULT_MAX_KEYS)),
+            config,
+        ))
+    }
+
+    fn get() -> MethodLabel {
+        MethodLabel::of(&http::Method::GET)
+    }
+
+    #[test]
+    fn n_plus_one_requests_are_flagged_with_their_fingerprint() {
+        let hub = hub(InsightConfig {
+            sample_rate: 0.0,
+            ..InsightConfig::default()
+        });
+        let start = Instant::now();
+        let active = hub.begin(None, get(), start).expect("open");
+        active.scope(|| {
+            record_query(
+                "SELECT * FROM threads WHERE id = 1",
+                Duration::from_micros(50),
+            );
+            for id in 0..7 {
+                record_query(
+                    &format!("SELECT name FROM users WHERE id = {id}"),
+                    Duration::from_micros(10),
+                );
+            }
+        });
+        // Not current any more: ignored.
+        record_query("SELECT 1", Duration::from_micros(1));
+        active.finish(200, Instant::now());
+        let batch = hub.drain(None);
+        assert_eq!(batch.routes.len(), 1);
+        assert_eq!(batch.routes[0].queries.sum, 8);
+        assert_eq!(batch.routes[0].query_us.sum, 120);
+        assert_eq!(batch.routes[0].n_plus_one, 1);
+        let users = sql::fingerprint("select name from users where id = ?");
+        assert_eq!(batch.n_plus_one.len(), 1);
+        assert_eq!(batch.n_plus_one[0].fingerprint, users);
+        assert_eq!(batch.n_plus_one[0].max_repeats, 7);
+        assert_eq!(batch.queries.len(), 2);
+        let q = batch
+            .queries
+            .iter()
+            .find(|q| q.fingerprint == users)
+            .expect("users query");
+        assert_eq!(q.latency.count, 7);
+        assert_eq!(q.routes, [("<unmatched>".to_owned(), "GET".to_owned(), 7)]);
+        // The N+1 request is an exemplar with its queries in order.
+        assert_eq!(batch.exemplars.len(), 1);
+        let e = &batch.exemplars[0];
+        assert_eq!(e.reasons, sightline_protocol::reason::N_PLUS_ONE);
+        assert_eq!(e.entries.len(), 8);
+        assert!(e.entries[0].name.starts_with("select * from threads"));
+        assert!(hub.drain(None).is_empty());
+    }
+
+    #[test]
+    fn exemplars_are_bounded_per_window_and_entries_per_exemplar() {
+        let hub = hub(InsightConfig {
+            sample_rate: 1.0,
+            max_exemplars: 3,
+            max_entries: 4,
+            ..InsightConfig::default()
+        });
+        for _ in 0..10 {
+            let active = hub.begin(None, get(), Instant::now()).expect("open");
+            active.scope(|| {
+                for i in 0..6 {
+                    record_query(&format!("select {i}"), Duration::from_micros(1));
+                }
+            });
+            active.finish(200, Instant::now());
+        }
+        let batch = hub.drain(None);
+        assert_eq!(batch.exemplars.len(), 3);
+        assert!(
+            batch
+                .exemplars
+                .iter()
+                .all(|e| e.entries.len() == 4 && e.dropped_entries == 2 && e.queries == 6)
+        );
+        assert_eq!(batch.routes[0].queries.count, 10);
+    }
+
+    #[test]
+    fn requests_are_current_only_while_polled() {
+        let hub = hub(InsightConfig::default());
+        let active = hub.begin(None, get(), Instant::now()).expect("open");
+        assert!(current().is_none());
+        active.scope(|| assert!(current().is_some()));
+        assert!(current().is_none());
+        hub.close();
+        assert!(hub.begin(None, get(), Instant::now()).is_none());
+    }
+}

@@ -1,0 +1,395 @@
+//! A load generator for error ingest: realistic Sentry error events (~2 KB of JSON each,
+//! gzip-compressed, one per envelope as SDKs send them) against a *loopback* collector.
+//!
+//! The events come from a few hundred distinct bugs (exception type, stack frames) with
+//! varying ids, numbers and users in their messages, so the collector groups them into
+//! a few hundred issues. Every body is built and compressed before the clock starts:
+//! the run measures the collector, not the generator. Bounded by `events` and always by
+//! `duration`; like [`crate::load`], it refuses any target that is not on this machine.
+
+use std::fmt;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use reqwest::Client;
+use serde_json::{Value, json};
+use sightline_protocol::Dsn;
+
+use crate::load::check_target;
+
+/// Most events one run may send (their bodies are all held in memory).
+pub const MAX_EVENTS: u64 = 1_000_000;
+/// Most requests in flight.
+pub const MAX_CONCURRENCY: usize = 512;
+/// Distinct bugs the events are drawn from.
+pub const BUGS: u64 = 300;
+
+/// What to send, where, and for how long.
+#[derive(Clone, Debug)]
+pub struct ErrorLoadConfig {
+    /// The project's DSN, `http://<key>@<loopback host>:<port>/<project_id>`.
+    pub dsn: String,
+    /// Events to send, one envelope each.
+    pub events: u64,
+    /// Requests in flight at most.
+    pub concurrency: usize,
+    /// Stop after this long in any case.
+    pub duration: Duration,
+    /// Seed for the events: the same seed builds the same bodies (event ids included).
+    pub seed: u64,
+}
+
+/// What came back, and what the collector stored.
+#[derive(Clone, Debug, Default)]
+pub struct ErrorLoadReport {
+    pub sent: u64,
+    /// 200 answers: committed by the collector.
+    pub accepted: u64,
+    /// 429 answers (queue full).
+    pub throttled: u64,
+    /// Other non-200 answers.
+    pub rejected: u64,
+    /// No answer.
+    pub transport_errors: u64,
+    /// From the first request to the last answer.
+    pub elapsed: Duration,
+    /// Mean event JSON size and mean compressed body size, bytes.
+    pub mean_event_bytes: u64,
+    pub mean_body_bytes: u64,
+    /// Sum of `count` over the project's issues afterwards (the query API), and how many
+    /// issues there are; `None` when the API could not be read.
+    pub stored: Option<(u64, u64)>,
+}
+
+impl ErrorLoadReport {
+    /// Accepted events per second.
+    pub fn accepted_per_sec(&self) -> f64 {
+        self.accepted as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl fmt::Display for ErrorLoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "sent {} in {:.2}s: {} accepted ({:.0}/s), {} throttled (429), {} rejected, {} transport errors",
+            self.sent,
+            self.elapsed.as_secs_f64(),
+            self.accepted,
+            self.accepted_per_sec(),
+            self.throttled,
+            self.rejected,
+            self.transport_errors
+        )?;
+        writeln!(
+            f,
+            "events: {} bytes of JSON on average, {} bytes gzip-compressed",
+            self.mean_event_bytes, self.mean_body_bytes
+        )?;
+        match self.stored {
+            Some((events, issues)) => {
+                writeln!(f, "stored: {events} events in {issues} issues (query API)")
+            }
+            None => writeln!(f, "stored: unknown (query API not readable)"),
+        }
+    }
+}
+
+const EXCEPTIONS: [&str; 12] = [
+    "KeyError",
+    "ValueError",
+    "LookupError",
+    "TypeError",
+    "RuntimeError",
+    "PermissionError",
+    "TimeoutError",
+    "ConnectionError",
+    "IntegrityError",
+    "ZeroDivisionError",
+    "AttributeError",
+    "OSError",
+];
+const MODULES: [&str; 10] = [
+    "shop.views.checkout",
+    "shop.views.cart",
+    "shop.api.orders",
+    "shop.api.users",
+    "shop.billing.invoices",
+    "shop.billing.payments",
+    "shop.search.index",
+    "shop.tasks.emails",
+    "shop.tasks.exports",
+    "shop.auth.sessions",
+];
+const VERBS: [&str; 10] = [
+    "load", "save", "charge", "refund", "render", "sync", "export", "notify", "resolve", "validate",
+];
+const MESSAGES: [&str; 6] = [
+    "user {n} not found",
+    "order {n} is locked by worker {m}",
+    "timeout after {n}ms talking to 10.0.{m}.7:5432",
+    "invalid amount {n}.{m} for invoice {n}",
+    "session {hex} expired",
+    "row {n} violates constraint orders_pkey",
+];
+
+/// One event of bug `bug`, with the variable parts drawn from `rng`.
+fn event(bug: u64, rng: &mut fastrand::Rng) -> Value {
+    let exception = EXCEPTIONS[(bug % 12) as usize];
+    let module = MODULES[(bug / 12 % 10) as usize];
+    let verb = VERBS[(bug / 120 % 10) as usize];
+    let function = format!("{verb}_{}", bug % 7);
+    let message = MESSAGES[(bug % 6) as usize]
+        .replace("{n}", &rng.u32(1..1_000_000).to_string())
+        .replace("{m}", &rng.u32(1..100).to_string())
+        .replace("{hex}", &format!("{:016x}", rng.u64(..)));
+    let user = rng.u32(1..5_000);
+    let event_id = format!("{:016x}{:016x}", rng.u64(..), rng.u64(..));
+    json!({
+        "event_id": event_id,
+        "timestamp": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+        "platform": "python",
+        "level": "error",
+        "logger": "shop",
+        "server_name": format!("web-{}", rng.u32(1..9)),
+        "release": format!("shop@1.{}.0", bug % 3),
+        "environment": if bug.is_multiple_of(5) { "staging" } else { "production" },
+        "transaction": format!("/{}/{{id}}", module.rsplit('.').next().unwrap_or("x")),
+        "user": {"id": user.to_string(), "ip_address": format!("203.0.113.{}", user % 250)},
+        "tags": {"worker": format!("w{}", rng.u32(1..16)), "region": "eu-west-1"},
+        "exception": {"values": [{
+            "type": exception,
+            "value": message,
+            "module": null,
+            "mechanism": {"type": "generic", "handled": true},
+            "stacktrace": {"frames": [
+                {"filename": "django/core/handlers/base.py", "module": "django.core.handlers.base",
+                 "function": "_get_response", "lineno": 197, "in_app": false,
+                 "context_line": "response = wrapped_callback(request, *callback_args, **callback_kwargs)"},
+                {"filename": format!("{}.py", module.replace('.', "/")), "module": module,
+                 "function": function, "lineno": 40 + rng.u32(0..200), "in_app": true,
+                 "context_line": format!("    result = {verb}(request, obj_id)")},
+                {"filename": "shop/models.py", "module": "shop.models", "function": "get_object",
+                 "lineno": 88, "in_app": true, "context_line": "    return cls.objects.get(pk=pk)"},
+            ]},
+        }]},
+        "breadcrumbs": {"values": [
+            {"timestamp": 1.7e9, "category": "query", "message": format!("SELECT id, total FROM orders WHERE id = {}", rng.u32(..))},
+            {"timestamp": 1.7e9, "category": "query", "message": "SELECT id, name FROM users WHERE id = %s"},
+            {"timestamp": 1.7e9, "category": "httplib", "type": "http", "data": {"method": "GET", "url": "http://inventory.internal/api/stock", "status_code": 200}},
+        ]},
+        "request": {
+            "url": format!("https://shop.example.com/{}/{}", verb, rng.u32(..)),
+            "method": "POST",
+            "headers": {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/126.0", "Accept": "application/json", "Host": "shop.example.com"},
+        },
+        "contexts": {
+            "runtime": {"name": "CPython", "version": "3.12.3"},
+            "os": {"name": "Linux", "version": "6.1.0"},
+            "trace": {"trace_id": format!("{:032x}", rng.u128(..)), "span_id": format!("{:016x}", rng.u64(..))},
+        },
+        "sdk": {"name": "sentry.python.django", "version": "2.75.0"},
+    })
+}
+
+fn gzip(data: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data)?;
+    Ok(encoder.finish()?)
+}
+
+/// Builds `count` envelopes from `seed`: (body, event JSON length).
+fn bodies(seed: u64, count: u64) -> anyhow::Result<Vec<(Vec<u8>, usize)>> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..count)
+        .map(|_| {
+            let bug = rng.u64(..BUGS);
+            let event = event(bug, &mut rng);
+            let id = event["event_id"].to_string();
+            let event = event.to_string();
+            let envelope = format!(
+                "{{\"event_id\":{id},\"sent_at\":\"2024-01-01T00:00:00Z\"}}\n{{\"type\":\"event\",\"length\":{}}}\n{event}\n",
+                event.len()
+            );
+            Ok((gzip(envelope.as_bytes())?, event.len()))
+        })
+        .collect()
+}
+
+/// Sends the events and reads back what was stored.
+pub async fn run(cfg: ErrorLoadConfig) -> anyhow::Result<ErrorLoadReport> {
+    let dsn: Dsn = cfg.dsn.parse().context("invalid DSN")?;
+    let base = dsn.base_url();
+    check_target(&base)?;
+    if !(1..=MAX_EVENTS).contains(&cfg.events) {
+        bail!("events must be between 1 and {MAX_EVENTS}");
+    }
+    if !(1..=MAX_CONCURRENCY).contains(&cfg.concurrency) {
+        bail!("concurrency must be between 1 and {MAX_CONCURRENCY}");
+    }
+    // Built on both cores before the clock starts.
+    let halves = [
+        (cfg.seed, cfg.events / 2),
+        (cfg.seed ^ 0x5eed, cfg.events - cfg.events / 2),
+    ];
+    let mut built = Vec::with_capacity(cfg.events as usize);
+    let tasks: Vec<_> = halves
+        .into_iter()
+        .map(|(seed, n)| tokio::task::spawn_blocking(move || bodies(seed, n)))
+        .collect();
+    for task in tasks {
+        built.extend(task.await??);
+    }
+    let mut report = ErrorLoadReport {
+        mean_event_bytes: (built.iter().map(|b| b.1 as u64).sum::<u64>() / cfg.events),
+        mean_body_bytes: (built.iter().map(|b| b.0.len() as u64).sum::<u64>() / cfg.events),
+        ..ErrorLoadReport::default()
+    };
+    let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
+        built
+            .into_iter()
+            .map(|(b, _)| bytes::Bytes::from(b))
+            .collect(),
+    );
+
+    let client = Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(cfg.concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let url = Arc::new(dsn.envelope_url());
+    let auth = Arc::new(dsn.auth_header("sightline-load-errors/0.1"));
+    let next = Arc::new(AtomicU64::new(0));
+    let counters: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+    let started = Instant::now();
+    let deadline = started + cfg.duration;
+    let workers: Vec<_> = (0..cfg.concurrency)
+        .map(|_| {
+            let (client, url, auth, next, bodies, counters) = (
+                client.clone(),
+                url.clone(),
+                auth.clone(),
+                next.clone(),
+                bodies.clone(),
+                counters.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(body) = bodies.get(i) else { break };
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    let sent = client
+                        .post(url.as_str())
+                        .header("X-Sentry-Auth", auth.as_str())
+                        .header("Content-Type", "application/x-sentry-envelope")
+                        .header("Content-Encoding", "gzip")
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    let slot = match sent {
+                        Ok(response) if response.status() == 200 => 0,
+                        Ok(response) if response.status() == 429 => 1,
+                        Ok(_) => 2,
+                        Err(_) => 3,
+                    };
+                    counters[slot].fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await?;
+    }
+    report.elapsed = started.elapsed();
+    let [accepted, throttled, rejected, transport] =
+        counters.each_ref().map(|c| c.load(Ordering::Relaxed));
+    report.accepted = accepted;
+    report.throttled = throttled;
+    report.rejected = rejected;
+    report.transport_errors = transport;
+    report.sent = accepted + throttled + rejected + transport;
+    report.stored = stored(&client, &base, dsn.project_id).await.ok();
+    Ok(report)
+}
+
+/// Sums `count` over every issue of the project, page by page.
+async fn stored(client: &Client, base: &str, project_id: u64) -> anyhow::Result<(u64, u64)> {
+    let token = std::env::var("SIGHTLINE_ADMIN_TOKEN").ok();
+    let (mut events, mut issues) = (0, 0);
+    let mut cursor = String::new();
+    loop {
+        let url = format!(
+            "{base}/api/0/projects/{project_id}/issues/?status=all&sort=freq&limit=100&cursor={cursor}"
+        );
+        let mut request = client.get(&url);
+        if let Some(token) = &token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?.error_for_status()?;
+        let next = response
+            .headers()
+            .get("link")
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| l.split("cursor=\"").nth(1))
+            .map(|c| c.trim_end_matches('"').to_owned());
+        let page: Vec<Value> = response.json().await?;
+        for issue in &page {
+            issues += 1;
+            events += issue["count"]
+                .as_str()
+                .and_then(|c| c.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        match next {
+            Some(next) => cursor = next,
+            None => return Ok((events, issues)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_about_2kb_and_from_a_few_hundred_bugs() {
+        let built = bodies(7, 200).expect("bodies");
+        let mean = built.iter().map(|b| b.1).sum::<usize>() / built.len();
+        assert!((1_500..=2_600).contains(&mean), "{mean} bytes");
+        let mut rng = fastrand::Rng::with_seed(1);
+        let a = event(5, &mut rng);
+        let b = event(5, &mut rng);
+        assert_ne!(a["event_id"], b["event_id"]);
+        assert_eq!(
+            a["exception"]["values"][0]["type"],
+            b["exception"]["values"][0]["type"]
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_other_hosts_and_bad_settings() {
+        let cfg = |dsn: &str, events, concurrency| ErrorLoadConfig {
+            dsn: dsn.to_owned(),
+            events,
+            concurrency,
+            duration: Duration::from_secs(1),
+            seed: 1,
+        };
+        for (dsn, events, concurrency) in [
+            ("http://k@10.0.0.1:7070/1", 10, 1),
+            ("http://k@127.0.0.1:7070/1", 0, 1),
+            ("http://k@127.0.0.1:7070/1", 10, 0),
+            ("not a dsn", 10, 1),
+        ] {
+            assert!(run(cfg(dsn, events, concurrency)).await.is_err(), "{dsn}");
+        }
+    }
+}

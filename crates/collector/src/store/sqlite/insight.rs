@@ -1,0 +1,850 @@
+//! The SQLite side of performance insight: merging batches into every tier (written
+//! inside the metric group commit), reading them back, and retention.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use sightline_protocol::{Histogram, MetricBatch, RouteWindow};
+use sqlx::Row;
+use sqlx::sqlite::SqliteConnection;
+
+use super::{SqliteStore, db};
+use crate::insight::{
+    ExemplarDetail, ExemplarSummary, HeapPoint, HeapSeries, InsightStore, NPlusOneRow, QueryTotals,
+    RetentionConfig, RouteTotals, StorageReport, TableRows, Tier, WaterfallEntry, hex,
+    reason_names,
+};
+use crate::store::{to_i64, to_u64};
+use crate::{Error, TimeRange};
+
+/// Saturating addition in SQL (an overflowing `+` turns into a float, which `MIN` maps
+/// back to the largest integer).
+const SAT: &str = "9223372036854775807";
+
+/// Start of the slot of `tier` holding `start`, and that slot's length.
+fn slot(tier: Tier, start: i64, window_secs: u32) -> (i64, i64) {
+    match tier.secs() {
+        None => (start, i64::from(window_secs)),
+        Some(secs) => {
+            let secs = secs.max(i64::from(window_secs));
+            (start.div_euclid(secs) * secs, secs)
+        }
+    }
+}
+
+fn fp(fingerprint: u64) -> i64 {
+    // Same 64 bits, read as signed: SQLite integers are signed.
+    i64::from_ne_bytes(fingerprint.to_ne_bytes())
+}
+
+fn unfp(stored: i64) -> u64 {
+    u64::from_ne_bytes(stored.to_ne_bytes())
+}
+
+/// Merges one route window into the 1-minute and 1-hour rollup tables (the raw tier is
+/// `route_windows` itself, written by the main store).
+pub(super) async fn rollup_route_window(
+    conn: &mut SqliteConnection,
+    project_id: i64,
+    window: &RouteWindow,
+) -> Result<(), sqlx::Error> {
+    let latency = &window.latency;
+    for tier in [Tier::Minute, Tier::Hour] {
+        let (start, secs) = slot(tier, window.start, window.window_secs);
+        let suffix = tier.route_suffix();
+        sqlx::query(&format!(
+            "INSERT INTO route_windows{suffix} (project_id, route, method, status_class,
+                 window_start, window_secs, count, sum_us, min_us, max_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (project_id, route, method, status_class, window_start) DO UPDATE SET
+                 count = MIN(count + excluded.count, {SAT}),
+                 sum_us = MIN(sum_us + excluded.sum_us, {SAT}),
+                 min_us = MIN(min_us, excluded.min_us),
+                 max_us = MAX(max_us, excluded.max_us)"
+        ))
+        .bind(project_id)
+        .bind(&window.route)
+        .bind(&window.method)
+        .bind(window.status_class)
+        .bind(start)
+        .bind(secs)
+        .bind(to_i64(latency.count))
+        .bind(to_i64(latency.sum))
+        .bind(to_i64(latency.min))
+        .bind(to_i64(latency.max))
+        .execute(&mut *conn)
+        .await?;
+        for (&bucket, &count) in &latency.buckets {
+            sqlx::query(&format!(
+                "INSERT INTO route_buckets{suffix} (project_id, route, method, status_class,
+                     window_start, bucket, count)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (project_id, route, method, status_class, window_start, bucket)
+                 DO UPDATE SET count = MIN(count + excluded.count, {SAT})"
+            ))
+            .bind(project_id)
+            .bind(&window.route)
+            .bind(&window.method)
+            .bind(window.status_class)
+            .bind(start)
+            .bind(bucket)
+            .bind(to_i64(count))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a batch's insight section into every tier.
+pub(super) async fn write_insight(
+    conn: &mut SqliteConnection,
+    project_id: i64,
+    batch: &MetricBatch,
+    received_at: i64,
+) -> Result<(), sqlx::Error> {
+    let insight = &batch.insight;
+    for tier in Tier::ALL {
+        let t = tier.id();
+        for r in &insight.routes {
+            if r.queries.is_empty() {
+                continue;
+            }
+            let (start, secs) = slot(tier, r.start, r.window_secs);
+            sqlx::query(&format!(
+                "INSERT INTO insight_routes (project_id, tier, window_start, route, method,
+                     window_secs, requests, queries, query_us, alloc_requests, allocs,
+                     alloc_bytes, n_plus_one)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT (project_id, tier, window_start, route, method) DO UPDATE SET
+                     requests = MIN(requests + excluded.requests, {SAT}),
+                     queries = MIN(queries + excluded.queries, {SAT}),
+                     query_us = MIN(query_us + excluded.query_us, {SAT}),
+                     alloc_requests = MIN(alloc_requests + excluded.alloc_requests, {SAT}),
+                     allocs = MIN(allocs + excluded.allocs, {SAT}),
+                     alloc_bytes = MIN(alloc_bytes + excluded.alloc_bytes, {SAT}),
+                     n_plus_one = MIN(n_plus_one + excluded.n_plus_one, {SAT})"
+            ))
+            .bind(project_id)
+            .bind(t)
+            .bind(start)
+            .bind(&r.route)
+            .bind(&r.method)
+            .bind(secs)
+            .bind(to_i64(r.queries.count))
+            .bind(to_i64(r.queries.sum))
+            .bind(to_i64(r.query_us.sum))
+            .bind(to_i64(r.allocs.count))
+            .bind(to_i64(r.allocs.sum))
+            .bind(to_i64(r.alloc_bytes.sum))
+            .bind(to_i64(r.n_plus_one))
+            .execute(&mut *conn)
+            .await?;
+            let metrics: [(i64, &Histogram); 4] = [
+                (0, &r.queries),
+                (1, &r.query_us),
+                (2, &r.allocs),
+                (3, &r.alloc_bytes),
+            ];
+            for (metric, h) in metrics {
+                for (&bucket, &count) in &h.buckets {
+                    sqlx::query(&format!(
+                        "INSERT INTO insight_route_buckets (project_id, tier, window_start,
+                             route, method, metric, bucket, count)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                         ON CONFLICT (project_id, tier, window_start, route, method, metric,
+                                      bucket)
+                         DO UPDATE SET count = MIN(count + excluded.count, {SAT})"
+                    ))
+                    .bind(project_id)
+                    .bind(t)
+                    .bind(start)
+                    .bind(&r.route)
+                    .bind(&r.method)
+                    .bind(metric)
+                    .bind(bucket)
+                    .bind(to_i64(count))
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+        }
+        for q in &insight.queries {
+            if q.latency.is_empty() {
+                continue;
+            }
+            let (start, secs) = slot(tier, q.start, q.window_secs);
+            let l = &q.latency;
+            sqlx::query(&format!(
+                "INSERT INTO query_windows (project_id, tier, window_start, fingerprint,
+                     window_secs, count, sum_us, min_us, max_us)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (project_id, tier, window_start, fingerprint) DO UPDATE SET
+                     count = MIN(count + excluded.count, {SAT}),
+                     sum_us = MIN(sum_us + excluded.sum_us, {SAT}),
+                     min_us = MIN(min_us, excluded.min_us),
+                     max_us = MAX(max_us, excluded.max_us)"
+            ))
+            .bind(project_id)
+            .bind(t)
+            .bind(start)
+            .bind(fp(q.fingerprint))
+            .bind(secs)
+            .bind(to_i64(l.count))
+            .bind(to_i64(l.sum))
+            .bind(to_i64(l.min))
+            .bind(to_i64(l.max))
+            .execute(&mut *conn)
+            .await?;
+            for (&bucket, &count) in &l.buckets {
+                sqlx::query(&format!(
+                    "INSERT INTO query_buckets (project_id, tier, window_start, fingerprint,
+                         bucket, count)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (project_id, tier, window_start, fingerprint, bucket)
+                     DO UPDATE SET count = MIN(count + excluded.count, {SAT})"
+                ))
+                .bind(project_id)
+                .bind(t)
+                .bind(start)
+                .bind(fp(q.fingerprint))
+                .bind(bucket)
+                .bind(to_i64(count))
+                .execute(&mut *conn)
+                .await?;
+            }
+            for (route, method, count) in &q.routes {
+                sqlx::query(&format!(
+                    "INSERT INTO query_routes (project_id, tier, window_start, fingerprint,
+                         route, method, count)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (project_id, tier, window_start, fingerprint, route, method)
+                     DO UPDATE SET count = MIN(count + excluded.count, {SAT})"
+                ))
+                .bind(project_id)
+                .bind(t)
+                .bind(start)
+                .bind(fp(q.fingerprint))
+                .bind(route)
+                .bind(method)
+                .bind(to_i64(*count))
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        for n in &insight.n_plus_one {
+            let (start, _) = slot(tier, n.start, n.window_secs);
+            sqlx::query(&format!(
+                "INSERT INTO n_plus_one (project_id, tier, window_start, route, method,
+                     fingerprint, requests, total_repeats, max_repeats)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (project_id, tier, window_start, route, method, fingerprint)
+                 DO UPDATE SET
+                     requests = MIN(requests + excluded.requests, {SAT}),
+                     total_repeats = MIN(total_repeats + excluded.total_repeats, {SAT}),
+                     max_repeats = MAX(max_repeats, excluded.max_repeats)"
+            ))
+            .bind(project_id)
+            .bind(t)
+            .bind(start)
+            .bind(&n.route)
+            .bind(&n.method)
+            .bind(fp(n.fingerprint))
+            .bind(to_i64(n.requests))
+            .bind(to_i64(n.total_repeats))
+            .bind(to_i64(n.max_repeats))
+            .execute(&mut *conn)
+            .await?;
+        }
+        for h in &insight.heap {
+            let secs = h.ts_ms.div_euclid(1000);
+            let ts = tier.secs().map_or(secs, |s| secs.div_euclid(s) * s);
+            sqlx::query(
+                "INSERT INTO heap_samples (project_id, tier, ts, service, instance, live_bytes,
+                     peak_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (project_id, tier, ts, service, instance) DO UPDATE SET
+                     live_bytes = MAX(live_bytes, excluded.live_bytes),
+                     peak_bytes = MAX(peak_bytes, excluded.peak_bytes)",
+            )
+            .bind(project_id)
+            .bind(t)
+            .bind(ts)
+            .bind(&batch.agent.service)
+            .bind(&batch.agent.instance)
+            .bind(to_i64(h.live_bytes))
+            .bind(to_i64(h.peak_bytes))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    for q in &insight.queries {
+        sqlx::query(
+            "INSERT INTO query_fingerprints (project_id, fingerprint, sql, first_seen, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT (project_id, fingerprint) DO UPDATE SET
+                 last_seen = MAX(last_seen, excluded.last_seen)",
+        )
+        .bind(project_id)
+        .bind(fp(q.fingerprint))
+        .bind(&q.sql)
+        .bind(received_at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for e in &insight.exemplars {
+        // Serialising protocol entries cannot fail; an empty waterfall is better than
+        // refusing the whole group commit if it ever did.
+        let entries = serde_json::to_string(&e.entries).unwrap_or_else(|_| "[]".to_owned());
+        sqlx::query(
+            "INSERT INTO exemplars (project_id, service, instance, route, method, status,
+                 start_ms, duration_us, reasons, queries, query_us, allocs, alloc_bytes,
+                 dropped_entries, entries)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        )
+        .bind(project_id)
+        .bind(&batch.agent.service)
+        .bind(&batch.agent.instance)
+        .bind(&e.route)
+        .bind(&e.method)
+        .bind(e.status)
+        .bind(e.start_ms)
+        .bind(to_i64(e.duration_us))
+        .bind(e.reasons)
+        .bind(to_i64(e.queries))
+        .bind(to_i64(e.query_us))
+        .bind(to_i64(e.allocs))
+        .bind(to_i64(e.alloc_bytes))
+        .bind(to_i64(e.dropped_entries))
+        .bind(entries)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+fn ms(us: i64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn summary(row: &sqlx::sqlite::SqliteRow) -> Result<ExemplarSummary, sqlx::Error> {
+    let status: i64 = row.try_get("status")?;
+    let reasons: i64 = row.try_get("reasons")?;
+    Ok(ExemplarSummary {
+        id: to_u64(row.try_get("id")?),
+        route: row.try_get("route")?,
+        method: row.try_get("method")?,
+        status: u16::try_from(status).unwrap_or(500),
+        start_ms: row.try_get("start_ms")?,
+        duration_ms: ms(row.try_get("duration_us")?),
+        reasons: reason_names(u8::try_from(reasons).unwrap_or(0)),
+        queries: to_u64(row.try_get("queries")?),
+        query_ms: ms(row.try_get("query_us")?),
+        allocs: to_u64(row.try_get("allocs")?),
+        alloc_bytes: to_u64(row.try_get("alloc_bytes")?),
+        instance: row.try_get("instance")?,
+    })
+}
+
+const EXEMPLAR_COLUMNS: &str = "id, route, method, status, start_ms, duration_us, reasons, queries, query_us, allocs, alloc_bytes, instance";
+
+/// Tables with a `tier` column: name, time column, primary key.
+const TIERED: [(&str, &str, &str); 7] = [
+    (
+        "insight_routes",
+        "window_start",
+        "project_id, tier, window_start, route, method",
+    ),
+    (
+        "insight_route_buckets",
+        "window_start",
+        "project_id, tier, window_start, route, method, metric, bucket",
+    ),
+    (
+        "query_windows",
+        "window_start",
+        "project_id, tier, window_start, fingerprint",
+    ),
+    (
+        "query_buckets",
+        "window_start",
+        "project_id, tier, window_start, fingerprint, bucket",
+    ),
+    (
+        "query_routes",
+        "window_start",
+        "project_id, tier, window_start, fingerprint, route, method",
+    ),
+    (
+        "n_plus_one",
+        "window_start",
+        "project_id, tier, window_start, route, method, fingerprint",
+    ),
+    (
+        "heap_samples",
+        "ts",
+        "project_id, tier, ts, service, instance",
+    ),
+];
+
+#[async_trait]
+impl InsightStore for SqliteStore {
+    fn retention(&self) -> RetentionConfig {
+        self.retention.clone()
+    }
+
+    async fn query_totals(
+        &self,
+        project_id: u64,
+        tier: Tier,
+        range: TimeRange,
+    ) -> Result<Vec<QueryTotals>, Error> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let (p, t) = (to_i64(project_id), tier.id());
+        let mut out: BTreeMap<i64, QueryTotals> = BTreeMap::new();
+        let rows = sqlx::query(
+            "SELECT w.fingerprint, SUM(w.count), TOTAL(w.sum_us), MIN(w.min_us), MAX(w.max_us),
+                    COALESCE(f.sql, '')
+             FROM query_windows w
+             LEFT JOIN query_fingerprints f
+                 ON f.project_id = w.project_id AND f.fingerprint = w.fingerprint
+             WHERE w.project_id = ?1 AND w.tier = ?2 AND w.window_start >= ?3
+               AND w.window_start < ?4
+             GROUP BY w.fingerprint",
+        )
+        .bind(p)
+        .bind(t)
+        .bind(range.since)
+        .bind(range.until)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        for row in rows {
+            let stored: i64 = row.try_get(0).map_err(db)?;
+            out.insert(
+                stored,
+                QueryTotals {
+                    fingerprint: unfp(stored),
+                    count: to_u64(row.try_get(1).map_err(db)?),
+                    sum_us: row.try_get(2).map_err(db)?,
+                    min_us: to_u64(row.try_get(3).map_err(db)?),
+                    max_us: to_u64(row.try_get(4).map_err(db)?),
+                    sql: row.try_get(5).map_err(db)?,
+                    ..QueryTotals::default()
+                },
+            );
+        }
+        let buckets = sqlx::query(
+            "SELECT fingerprint, bucket, SUM(count) FROM query_buckets
+             WHERE project_id = ?1 AND tier = ?2 AND window_start >= ?3 AND window_start < ?4
+             GROUP BY fingerprint, bucket ORDER BY fingerprint, bucket",
+        )
+        .bind(p)
+        .bind(t)
+        .bind(range.since)
+        .bind(range.until)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        for row in buckets {
+            let stored: i64 = row.try_get(0).map_err(db)?;
+            if let Some(q) = out.get_mut(&stored) {
+                q.buckets.push((
+                    row.try_get(1).map_err(db)?,
+                    to_u64(row.try_get(2).map_err(db)?),
+                ));
+            }
+        }
+        let routes = sqlx::query(
+            "SELECT fingerprint, route, method, SUM(count) AS n FROM query_routes
+             WHERE project_id = ?1 AND tier = ?2 AND window_start >= ?3 AND window_start < ?4
+             GROUP BY fingerprint, route, method ORDER BY fingerprint, n DESC",
+        )
+        .bind(p)
+        .bind(t)
+        .bind(range.since)
+        .bind(range.until)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        for row in routes {
+            let stored: i64 = row.try_get(0).map_err(db)?;
+            if let Some(q) = out.get_mut(&stored) {
+                q.routes.push((
+                    row.try_get(1).map_err(db)?,
+                    row.try_get(2).map_err(db)?,
+                    to_u64(row.try_get(3).map_err(db)?),
+                ));
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(out.into_values().collect())
+    }
+
+    async fn route_totals(
+        &self,
+        project_id: u64,
+        tier: Tier,
+        range: TimeRange,
+    ) -> Result<Vec<RouteTotals>, Error> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let (p, t) = (to_i64(project_id), tier.id());
+        let mut out: BTreeMap<(String, String), RouteTotals> = BTreeMap::new();
+        let rows = sqlx::query(
+            "SELECT route, method, SUM(requests), SUM(queries), TOTAL(query_us),
+                    SUM(alloc_requests), SUM(allocs), TOTAL(alloc_bytes), SUM(n_plus_one)
+             FROM insight_routes
+             WHERE project_id = ?1 AND tier = ?2 AND window_start >= ?3 AND window_start < ?4
+             GROUP BY route, method",
+        )
+        .bind(p)
+        .bind(t)
+        .bind(range.since)
+        .bind(range.until)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        for row in rows {
+            let route: String = row.try_get(0).map_err(db)?;
+            let method: String = row.try_get(1).map_err(db)?;
+            out.insert(
+                (route.clone(), method.clone()),
+                RouteTotals {
+                    route,
+                    method,
+                    requests: to_u64(row.try_get(2).map_err(db)?),
+                    queries: to_u64(row.try_get(3).map_err(db)?),
+                    query_us: row.try_get(4).map_err(db)?,
+                    alloc_requests: to_u64(row.try_get(5).map_err(db)?),
+                    allocs: to_u64(row.try_get(6).map_err(db)?),
+                    alloc_bytes: row.try_get(7).map_err(db)?,
+                    n_plus_one: to_u64(row.try_get(8).map_err(db)?),
+                    buckets: BTreeMap::new(),
+                },
+            );
+        }
+        let buckets = sqlx::query(
+            "SELECT route, method, metric, bucket, SUM(count) FROM insight_route_buckets
+             WHERE project_id = ?1 AND tier = ?2 AND window_start >= ?3 AND window_start < ?4
+             GROUP BY route, method, metric, bucket ORDER BY route, method, metric, bucket",
+        )
+        .bind(p)
+        .bind(t)
+        .bind(range.since)
+        .bind(range.until)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        for row in buckets {
+            let key: (String, String) = (row.try_get(0).map_err(db)?, row.try_get(1).map_err(db)?);
+            let metric: i64 = row.try_get(2).map_err(db)?;
+            if let Some(r) = out.get_mut(&key) {
+                r.buckets
+                    .entry(u8::try_from(metric).unwrap_or(u8::MAX))
+                    .or_default()
+                    .push((
+                        row.try_get(3).map_err(db)?,
+                        to_u64(row.try_get(4).map_err(db)?),
+                    ));
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(out.into_values().collect())
+    }
+
+    async fn n_plus_one(
+        &self,
+        project_id: u64,
+        tier: Tier,
+        range: TimeRange,
+    ) -> Result<Vec<NPlusOneRow>, Error> {
+        let rows = sqlx::query(
+            "SELECT n.route, n.method, n.fingerprint, COALESCE(f.sql, ''), SUM(n.requests),
+                    SUM(n.total_repeats), MAX(n.max_repeats),
+                    (SELECT COALESCE(SUM(r.requests), 0) FROM insight_routes r
+                     WHERE r.project_id = n.project_id AND r.tier = n.tier
+                       AND r.route = n.route AND r.method = n.method
+                       AND r.window_start >= ?3 AND r.window_start < ?4)
+             FROM n_plus_one n
+             LEFT JOIN query_fingerprints f
+                 ON f.project_id = n.project_id AND f.fingerprint = n.fingerprint
+             WHERE n.project_id = ?1 AND n.tier = ?2 AND n.window_start >= ?3
+               AND n.window_start < ?4
+             GROUP BY n.route, n.method, n.fingerprint
+             ORDER BY SUM(n.requests) DESC, n.route, n.method",
+        )
+        .bind(to_i64(project_id))
+        .bind(tier.id())
+        .bind(range.since)
+        .bind(range.until)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let requests = to_u64(row.try_get(4)?);
+                let total = to_u64(row.try_get(5)?);
+                Ok(NPlusOneRow {
+                    route: row.try_get(0)?,
+                    method: row.try_get(1)?,
+                    fingerprint: hex(unfp(row.try_get(2)?)),
+                    sql: row.try_get(3)?,
+                    requests,
+                    route_requests: to_u64(row.try_get(7)?),
+                    max_repeats: to_u64(row.try_get(6)?),
+                    mean_repeats: if requests > 0 {
+                        total as f64 / requests as f64
+                    } else {
+                        0.0
+                    },
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db)
+    }
+
+    async fn heap(
+        &self,
+        project_id: u64,
+        tier: Tier,
+        range: TimeRange,
+        step_secs: i64,
+    ) -> Result<Vec<HeapSeries>, Error> {
+        let origin = range.since.div_euclid(step_secs) * step_secs;
+        let rows = sqlx::query(
+            "SELECT service, instance, ?5 + ((ts - ?5) / ?6) * ?6 AS step, MAX(live_bytes),
+                    MAX(peak_bytes)
+             FROM heap_samples
+             WHERE project_id = ?1 AND tier = ?2 AND ts >= ?3 AND ts < ?4
+             GROUP BY service, instance, step ORDER BY service, instance, step",
+        )
+        .bind(to_i64(project_id))
+        .bind(tier.id())
+        .bind(range.since)
+        .bind(range.until)
+        .bind(origin)
+        .bind(step_secs)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut out: Vec<HeapSeries> = Vec::new();
+        for row in rows {
+            let service: String = row.try_get(0).map_err(db)?;
+            let instance: String = row.try_get(1).map_err(db)?;
+            let point = HeapPoint {
+                ts: row.try_get(2).map_err(db)?,
+                live_bytes: to_u64(row.try_get(3).map_err(db)?),
+                peak_bytes: to_u64(row.try_get(4).map_err(db)?),
+            };
+            match out.last_mut() {
+                Some(s) if s.service == service && s.instance == instance => s.points.push(point),
+                _ => out.push(HeapSeries {
+                    service,
+                    instance,
+                    points: vec![point],
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn exemplars(
+        &self,
+        project_id: u64,
+        range: TimeRange,
+        route: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<ExemplarSummary>, Error> {
+        let (route, method) = route.unzip();
+        sqlx::query(&format!(
+            "SELECT {EXEMPLAR_COLUMNS} FROM exemplars
+             WHERE project_id = ?1 AND start_ms >= ?2 AND start_ms < ?3
+               AND (?4 IS NULL OR (route = ?4 AND method = ?5))
+             ORDER BY start_ms DESC, id DESC LIMIT ?6"
+        ))
+        .bind(to_i64(project_id))
+        .bind(range.since.saturating_mul(1000))
+        .bind(range.until.saturating_mul(1000))
+        .bind(route)
+        .bind(method)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(summary)
+        .collect::<Result<_, _>>()
+        .map_err(db)
+    }
+
+    async fn exemplar(&self, project_id: u64, id: u64) -> Result<Option<ExemplarDetail>, Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {EXEMPLAR_COLUMNS}, dropped_entries, entries FROM exemplars
+             WHERE project_id = ?1 AND id = ?2"
+        ))
+        .bind(to_i64(project_id))
+        .bind(to_i64(id))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let text: String = row.try_get("entries").map_err(db)?;
+        let entries: Vec<sightline_protocol::Entry> =
+            serde_json::from_str(&text).map_err(|e| Error::Store(std::sync::Arc::new(e)))?;
+        Ok(Some(ExemplarDetail {
+            summary: summary(&row).map_err(db)?,
+            dropped_entries: to_u64(row.try_get("dropped_entries").map_err(db)?),
+            entries: entries
+                .into_iter()
+                .map(|e| WaterfallEntry {
+                    kind: e.kind,
+                    name: e.name,
+                    fingerprint: e.fingerprint.map(hex),
+                    offset_ms: e.offset_us as f64 / 1000.0,
+                    duration_ms: e.duration_us as f64 / 1000.0,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn storage(&self) -> Result<StorageReport, Error> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?;
+        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?;
+        let mut tables = Vec::new();
+        for tier in Tier::ALL {
+            let suffix = tier.route_suffix();
+            for base in ["route_windows", "route_buckets"] {
+                let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {base}{suffix}"))
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                tables.push(TableRows {
+                    table: format!("{base}{suffix}"),
+                    tier: Some(tier),
+                    rows: to_u64(rows),
+                });
+            }
+        }
+        for (table, _, _) in TIERED {
+            let counts = sqlx::query(&format!(
+                "SELECT tier, COUNT(*) FROM {table} GROUP BY tier ORDER BY tier"
+            ))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+            for tier in Tier::ALL {
+                let rows = counts
+                    .iter()
+                    .find(|r| r.try_get::<i64, _>(0).ok() == Some(tier.id()))
+                    .and_then(|r| r.try_get::<i64, _>(1).ok())
+                    .unwrap_or(0);
+                tables.push(TableRows {
+                    table: table.to_owned(),
+                    tier: Some(tier),
+                    rows: to_u64(rows),
+                });
+            }
+        }
+        for table in ["exemplars", "query_fingerprints"] {
+            let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db)?;
+            tables.push(TableRows {
+                table: table.to_owned(),
+                tier: None,
+                rows: to_u64(rows),
+            });
+        }
+        // The WAL holds committed pages not yet checkpointed into the main file.
+        let wal: i64 = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT file FROM pragma_database_list WHERE name = 'main'), '')",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .ok()
+        .and_then(|file: String| std::fs::metadata(format!("{file}-wal")).ok())
+        .map_or(0, |m| to_i64(m.len()));
+        Ok(StorageReport {
+            db_bytes: to_u64(pages.saturating_mul(page_size).saturating_add(wal)),
+            tables,
+        })
+    }
+
+    async fn prune(&self, retention: &RetentionConfig, now: i64) -> Result<u64, Error> {
+        let limit = to_i64(retention.max_rows_per_run);
+        let mut deleted = 0u64;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        for tier in Tier::ALL {
+            let cutoff = now.saturating_sub(retention.keep_secs(tier));
+            let suffix = tier.route_suffix();
+            // Buckets first: they reference the windows.
+            for (table, key) in [
+                (
+                    "route_buckets",
+                    "project_id, route, method, status_class, window_start, bucket",
+                ),
+                (
+                    "route_windows",
+                    "project_id, route, method, status_class, window_start",
+                ),
+            ] {
+                let done = sqlx::query(&format!(
+                    "DELETE FROM {table}{suffix} WHERE ({key}) IN (
+                         SELECT {key} FROM {table}{suffix} WHERE window_start < ?1 LIMIT ?2)"
+                ))
+                .bind(cutoff)
+                .bind(limit)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                deleted += done.rows_affected();
+            }
+            for (table, column, key) in TIERED {
+                let done = sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE ({key}) IN (
+                         SELECT {key} FROM {table} WHERE tier = ?1 AND {column} < ?2 LIMIT ?3)"
+                ))
+                .bind(tier.id())
+                .bind(cutoff)
+                .bind(limit)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                deleted += done.rows_affected();
+            }
+        }
+        let cutoff_ms = now
+            .saturating_sub(retention.keep_secs(Tier::Raw))
+            .saturating_mul(1000);
+        let done = sqlx::query(
+            "DELETE FROM exemplars WHERE id IN (
+                 SELECT id FROM exemplars WHERE start_ms < ?1 LIMIT ?2)",
+        )
+        .bind(cutoff_ms)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        deleted += done.rows_affected();
+        let done = sqlx::query(
+            "DELETE FROM query_fingerprints WHERE rowid IN (
+                 SELECT rowid FROM query_fingerprints WHERE last_seen < ?1 LIMIT ?2)",
+        )
+        .bind(now.saturating_sub(retention.keep_secs(Tier::Hour)))
+        .bind(limit)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        deleted += done.rows_affected();
+        tx.commit().await.map_err(db)?;
+        Ok(deleted)
+    }
+}
