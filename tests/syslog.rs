@@ -338,7 +338,9 @@ fn batches(stream: &[u8]) -> Vec<Vec<u8>> {
             .expect("digits")
             .parse()
             .expect("count");
-        let message = &rest[space + 1..space + 1 + len];
+        let Some(message) = rest.get(space + 1..space + 1 + len) else {
+            break; // the tap has not copied all of it yet
+        };
         let bom = message
             .windows(3)
             .position(|w| w == b"\xEF\xBB\xBF")
@@ -409,15 +411,22 @@ async fn agent_through_rsyslog_equals_http() {
     assert!(stats.windows_sent > 0, "{stats:?}");
 
     // The same batches, as the agent wrote them, over HTTP to the other server.
-    let copy = eventually(Duration::from_secs(10), "the tap's copy", || {
-        let sent = sent.clone();
-        async move {
-            let copy = sent.lock().expect("copy").clone();
-            (!copy.is_empty()).then_some(copy)
-        }
+    // The tap copies on its own threads: wait until the copy holds every request.
+    let requests_in = |batches: &[Vec<u8>]| -> u64 {
+        batches
+            .iter()
+            .filter_map(|b| serde_json::from_slice::<Value>(b).ok())
+            .flat_map(|b| b["windows"].as_array().cloned().unwrap_or_default())
+            .map(|w| w["latency"]["count"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let batches = eventually(Duration::from_secs(10), "the tap's whole copy", || {
+        let copy = sent.lock().expect("copy").clone();
+        let batches = batches(&copy);
+        let complete = requests_in(&batches) == requests;
+        async move { complete.then_some(batches) }
     })
     .await;
-    let batches = batches(&copy);
     assert!(
         batches.len() > 1,
         "expected split batches, got {}",

@@ -92,7 +92,8 @@ impl Visit for QueryVisitor {
             // sqlx puts the whole statement in `db.statement` when the 4-word summary
             // does not cover it (and marks the summary with a trailing ellipsis).
             "db.statement" => {
-                let sql = value.trim();
+                // ASCII trimming: sqlx pads the statement with newlines only.
+                let sql = value.trim_ascii();
                 if !sql.is_empty() {
                     self.statement = Some(insight::normalized(sql));
                 }
@@ -106,7 +107,8 @@ impl Visit for QueryVisitor {
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         if field.name() == "elapsed_secs" && value.is_finite() && value >= 0.0 {
-            self.elapsed = Duration::try_from_secs_f64(value).ok();
+            // `as` saturates; nanosecond precision is more than the microseconds kept.
+            self.elapsed = Some(Duration::from_nanos((value * 1e9) as u64));
         }
     }
 

@@ -9,6 +9,7 @@ pub(super) struct Request<'a> {
     pub(super) route: &'a str,
     pub(super) method: &'a str,
     pub(super) status: u16,
+    pub(super) start: std::time::Instant,
     pub(super) start_ms: i64,
     pub(super) duration_us: u64,
     pub(super) reasons: u8,
@@ -22,8 +23,8 @@ pub(super) fn build(request: Request<'_>, trace: Trace) -> Exemplar {
     let mut entries = trace.entries;
     let statements = trace.by_fingerprint;
     entries.sort_by(|a, b| {
-        a.offset_us
-            .cmp(&b.offset_us)
+        a.start
+            .cmp(&b.start)
             .then(b.duration_us.cmp(&a.duration_us))
     });
     Exemplar {
@@ -50,7 +51,7 @@ pub(super) fn build(request: Request<'_>, trace: Trace) -> Exemplar {
                         .map_or_else(String::new, |f| f.sql.to_string()),
                 },
                 fingerprint: e.fingerprint,
-                offset_us: e.offset_us,
+                offset_us: super::micros(e.start.saturating_duration_since(request.start)),
                 duration_us: e.duration_us,
             })
             .filter(|e| !e.name.is_empty())

@@ -241,7 +241,9 @@ struct RawEntry {
     kind: EntryKind,
     name: Name,
     fingerprint: Option<u64>,
-    offset_us: u64,
+    /// When it started; the offset from the request's start is worked out only if the
+    /// request becomes an exemplar.
+    start: Instant,
     duration_us: u64,
 }
 
@@ -347,10 +349,6 @@ impl RequestCtx {
         self.route.as_ref().map_or(UNMATCHED, MatchedPath::as_str)
     }
 
-    fn offset(&self, at: Instant) -> u64 {
-        micros(at.saturating_duration_since(self.start))
-    }
-
     fn push(&self, trace: &mut Trace, entry: RawEntry) {
         if trace.entries.len() < self.hub.config.max_entries {
             trace.entries.push(entry);
@@ -400,7 +398,7 @@ impl RequestCtx {
             kind: EntryKind::Query,
             name,
             fingerprint: Some(q.fingerprint),
-            offset_us: self.offset(start),
+            start,
             duration_us,
         };
         self.push(&mut trace, entry);
@@ -422,7 +420,7 @@ impl RequestCtx {
             kind: EntryKind::Span,
             name: Name::Static(name),
             fingerprint: None,
-            offset_us: self.offset(start),
+            start,
             duration_us: micros(end.saturating_duration_since(start)),
         };
         self.push(&mut trace, entry);
@@ -479,6 +477,7 @@ impl RequestCtx {
                     route: self.route(),
                     method: self.method.as_str(),
                     status,
+                    start: self.start,
                     start_ms: hub.recorder.unix_ms_at(self.start),
                     duration_us: micros(duration),
                     reasons,
