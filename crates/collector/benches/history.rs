@@ -328,11 +328,14 @@ async fn copy_hour(
             }
         })
         .collect();
+    // `project_id` and `tier` lead the primary keys: without them every copy would scan
+    // the whole table.
     let tier_filter = tier.map_or(String::new(), |t| format!("AND tier = {t}"));
     let sql = format!(
         "WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < {count})
          INSERT INTO {table} ({}) SELECT {} FROM k CROSS JOIN {table}
-         WHERE {time} >= {} AND {time} < {} {tier_filter} ORDER BY k.n",
+         WHERE project_id = 1 {tier_filter} AND {time} >= {} AND {time} < {}
+         ORDER BY k.n",
         columns.join(", "),
         select.join(", "),
         from * scale,
