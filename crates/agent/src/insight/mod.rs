@@ -1117,6 +1117,36 @@ mod tests {
     }
 
     #[test]
+    fn statements_fold_into_the_hub_at_request_end_or_drop() {
+        let hub = hub(InsightConfig::default());
+        let runs = [5, 5, 700, 5, 0];
+        let finished = hub.begin(None, get(), Instant::now()).expect("open");
+        let dropped = hub.begin(None, get(), Instant::now()).expect("open");
+        for active in [&finished, &dropped] {
+            active.scope(|| {
+                for us in runs {
+                    record_query("SELECT 1", Duration::from_micros(us));
+                }
+            });
+        }
+        finished.finish(200, Instant::now());
+        // The client went away: no route figures, but the statements still count.
+        drop(dropped);
+        let batch = hub.drain(None);
+        assert_eq!(batch.routes[0].queries.count, 1);
+        let mut expected = Histogram::new();
+        for us in runs.iter().chain(&runs) {
+            expected.record(*us);
+        }
+        assert_eq!(batch.queries.len(), 1);
+        assert_eq!(batch.queries[0].latency, expected);
+        assert_eq!(
+            batch.queries[0].routes,
+            [("<unmatched>".to_owned(), "GET".to_owned(), 10)]
+        );
+    }
+
+    #[test]
     fn requests_are_current_only_while_polled() {
         let hub = hub(InsightConfig::default());
         let active = hub.begin(None, get(), Instant::now()).expect("open");
