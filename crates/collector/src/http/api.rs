@@ -85,7 +85,10 @@ pub(crate) struct RangeParams {
 }
 
 impl RangeParams {
+    /// Ranges that end "now" end with the current second, not at its start: the window
+    /// that opened this second (and so the request that just arrived) is in "the last hour".
     pub(crate) fn resolve(&self, now: i64) -> Result<TimeRange, Error> {
+        let now = now.saturating_add(1);
         match (self.since, self.until, self.stats_period.as_deref()) {
             (None, None, period) => {
                 let secs = parse_period(period.unwrap_or(DEFAULT_PERIOD))?;
@@ -220,15 +223,17 @@ mod tests {
 
     #[test]
     fn ranges_resolve_from_either_form() {
-        let now = 1_700_000_000;
+        let second = 1_700_000_000;
         let resolve = |since, until, period: Option<&str>| {
             RangeParams {
                 since,
                 until,
                 stats_period: period.map(str::to_owned),
             }
-            .resolve(now)
+            .resolve(second)
         };
+        // "Now" is the end of the current second: a window opening in it is inside.
+        let now = second + 1;
         assert_eq!(
             resolve(None, None, None).unwrap(),
             TimeRange {
