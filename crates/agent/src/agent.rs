@@ -245,6 +245,7 @@ impl AgentBuilder {
             url: self.dsn.metrics_url(),
             auth: self.dsn.auth_header(SDK),
         };
+        let events = events.with_syslog(transport.syslog.clone());
         let recorder = Arc::new(Recorder::new(window_secs, self.max_keys));
         let shared = Arc::new(Shared {
             insight: Arc::new(crate::insight::Hub::new(recorder.clone(), self.insight)),

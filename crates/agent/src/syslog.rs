@@ -1,10 +1,12 @@
 //! Shipping over syslog instead of HTTP: each batch becomes RFC 5424 messages whose
 //! structured data carries the project and key and whose message is the batch's JSON,
 //! sent to `/dev/log`, or over UDP or TCP to a relay (rsyslog, syslog-ng) or straight to
-//! the collector's syslog listener.
+//! the collector's syslog listener. Error events travel the same way, as the bare Sentry
+//! event JSON (what `/store/` takes), in one message or in numbered parts.
 //!
 //! ```text
 //! <134>1 - web1 comments 4242 metrics [sightline@32473 project="1" key="…" kind="metrics"] BOM{"agent":…,"windows":[…]}
+//! <131>1 - web1 comments 4242 event [sightline@32473 project="1" key="…" kind="event" id="…" part="1/3"] BOM{"event_id":…
 //! ```
 //!
 //! Why our own formatter rather than the `syslog` crate: that crate writes through
@@ -17,6 +19,10 @@
 //! A batch whose message would exceed the size bound (8 KiB by default: a UDP datagram
 //! every relay accepts, and rsyslog's default `maxMessageSize`) is split by windows into
 //! several self-contained batches; the collector merges them as it merges any batches.
+//! An event cannot be split that way, so a large one is cut (at character boundaries)
+//! into parts that carry its id and `part="i/n"`; the collector joins them, and drops
+//! and counts an event whose parts did not all arrive. The JSON never holds a raw
+//! newline, so relays that escape control characters leave it intact.
 //! Syslog has no acknowledgement: a batch counts as sent once the socket took it, and
 //! TCP retries after a broken connection may deliver part of a batch twice.
 
@@ -40,6 +46,12 @@ pub const DEFAULT_MAX_MESSAGE: usize = 8 * 1024;
 
 /// Facility local0, severity info.
 const PRI: u8 = 16 * 8 + 6;
+
+/// Facility local0, severity error: events.
+const EVENT_PRI: u8 = 16 * 8 + 3;
+
+/// Most parts one event is cut into; the collector accepts no more.
+pub const MAX_EVENT_PARTS: usize = 256;
 
 /// One send (connect included) gives up after this long.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -109,6 +121,8 @@ struct Inner {
     max_message: usize,
     /// Everything before the message: `<PRI>1 - HOST APP PROCID MSGID [SD] `.
     header: String,
+    /// An event's header up to its SD element's own parameters (`id`, `part`).
+    event_header: String,
     connection: Mutex<Option<Connection>>,
 }
 
@@ -121,19 +135,22 @@ enum Connection {
 
 impl SyslogSender {
     pub(crate) fn new(settings: SyslogSettings, dsn: &Dsn, app: &str, host: &str) -> SyslogSender {
-        let header = format!(
-            "<{PRI}>1 - {} {} {} metrics [{PAYLOAD_SD_ID} project=\"{}\" key=\"{}\" kind=\"metrics\"] ",
-            header_field(host, 255),
-            header_field(app, 48),
-            std::process::id(),
-            escape_param_value(&dsn.project_id.to_string()),
-            escape_param_value(&dsn.public_key),
-        );
+        let header = |pri: u8, msgid: &str| {
+            format!(
+                "<{pri}>1 - {} {} {} {msgid} [{PAYLOAD_SD_ID} project=\"{}\" key=\"{}\" kind=\"{msgid}\"",
+                header_field(host, 255),
+                header_field(app, 48),
+                std::process::id(),
+                escape_param_value(&dsn.project_id.to_string()),
+                escape_param_value(&dsn.public_key),
+            )
+        };
         SyslogSender {
             inner: Arc::new(Inner {
                 target: settings.target,
                 max_message: settings.max_message,
-                header,
+                header: header(PRI, "metrics") + "] ",
+                event_header: header(EVENT_PRI, "event"),
                 connection: Mutex::new(None),
             }),
         }
@@ -141,7 +158,79 @@ impl SyslogSender {
 
     /// Encodes `batch` (split as needed) and sends it.
     pub(crate) fn upload(&self, batch: &MetricBatch) -> Upload {
-        let messages = self.encode(batch);
+        self.send(self.encode(batch))
+    }
+
+    /// Sends one event (its scrubbed JSON), in parts if it is larger than a message.
+    pub(crate) fn upload_event(&self, event_id: &str, payload: &[u8]) -> Upload {
+        match self.encode_event(event_id, payload) {
+            Some(messages) => self.send(messages),
+            None => {
+                tracing::warn!(
+                    bytes = payload.len(),
+                    "sightline agent dropped an event too large for syslog (raise syslog_max_message)"
+                );
+                Box::pin(async { Outcome::Rejected(http::StatusCode::PAYLOAD_TOO_LARGE) })
+            }
+        }
+    }
+
+    /// The event as messages of at most `max_message` bytes; `None` when it would take
+    /// more than [`MAX_EVENT_PARTS`] or is not UTF-8 (JSON always is).
+    pub(crate) fn encode_event(&self, event_id: &str, payload: &[u8]) -> Option<Vec<Vec<u8>>> {
+        let json = std::str::from_utf8(payload).ok()?;
+        let id = header_field(event_id, 64);
+        // The longest header any part can have: `part="256/256"`.
+        let longest = format!(
+            "{} id=\"{id}\" part=\"{MAX_EVENT_PARTS}/{MAX_EVENT_PARTS}\"] ",
+            self.inner.event_header
+        );
+        let room = self
+            .inner
+            .max_message
+            .checked_sub(longest.len() + BOM.len())
+            .filter(|&room| room >= 64)?;
+        let mut chunks = Vec::new();
+        let mut rest = json;
+        while !rest.is_empty() {
+            let mut cut = rest.len().min(room);
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let (chunk, tail) = rest.split_at(cut);
+            chunks.push(chunk);
+            rest = tail;
+        }
+        if chunks.is_empty() || chunks.len() > MAX_EVENT_PARTS {
+            return None;
+        }
+        let parts = chunks.len();
+        Some(
+            chunks
+                .iter()
+                .enumerate()
+                .map(|(i, chunk)| {
+                    let header = if parts == 1 {
+                        format!("{} id=\"{id}\"] ", self.inner.event_header)
+                    } else {
+                        format!(
+                            "{} id=\"{id}\" part=\"{}/{parts}\"] ",
+                            self.inner.event_header,
+                            i + 1
+                        )
+                    };
+                    let mut message = Vec::with_capacity(header.len() + BOM.len() + chunk.len());
+                    message.extend_from_slice(header.as_bytes());
+                    message.extend_from_slice(BOM);
+                    message.extend_from_slice(chunk.as_bytes());
+                    message
+                })
+                .collect(),
+        )
+    }
+
+    /// Sends `messages` in order on the kept connection.
+    fn send(&self, messages: Vec<Vec<u8>>) -> Upload {
         let inner = self.inner.clone();
         Box::pin(async move {
             match tokio::time::timeout(SEND_TIMEOUT, inner.send_all(&messages)).await {
@@ -418,6 +507,60 @@ mod tests {
                 .map(|m| decode(m))
                 .all(|b| b.agent == whole.agent)
         );
+    }
+
+    /// `(id, part, body)` of an event message.
+    fn event_part(message: &[u8]) -> (String, Option<String>, String) {
+        let text = std::str::from_utf8(message).unwrap();
+        let (header, body) = text.split_once("\u{feff}").unwrap();
+        assert!(header.starts_with("<131>1 - web1 my_app "), "{header}");
+        assert!(
+            header.contains(
+                " event [sightline@32473 project=\"7\" key=\"abc123\" kind=\"event\" id=\""
+            )
+        );
+        let param = |name: &str| {
+            header
+                .split_once(&format!(" {name}=\""))
+                .map(|(_, rest)| rest.split_once('"').unwrap().0.to_owned())
+        };
+        (param("id").unwrap(), param("part"), body.to_owned())
+    }
+
+    #[test]
+    fn a_small_event_is_one_message_without_parts() {
+        let payload = br#"{"event_id":"ab12","message":"boom"}"#;
+        let messages = sender(DEFAULT_MAX_MESSAGE)
+            .encode_event("ab12", payload)
+            .unwrap();
+        assert_eq!(messages.len(), 1);
+        let (id, part, body) = event_part(&messages[0]);
+        assert_eq!((id.as_str(), part), ("ab12", None));
+        assert_eq!(body.as_bytes(), payload);
+    }
+
+    #[test]
+    fn a_large_event_is_cut_into_numbered_parts_at_char_boundaries() {
+        let text = "\u{e9}t\u{e9} \u{1f600} ".repeat(700);
+        let payload = serde_json::to_vec(&serde_json::json!({ "message": text })).unwrap();
+        let messages = sender(1_024).encode_event("cafe", &payload).unwrap();
+        assert!(messages.len() > 5, "{}", messages.len());
+        assert!(messages.iter().all(|m| m.len() <= 1_024));
+        let parts: Vec<_> = messages.iter().map(|m| event_part(m)).collect();
+        let n = parts.len();
+        for (i, (id, part, _)) in parts.iter().enumerate() {
+            assert_eq!(id, "cafe");
+            assert_eq!(part.as_deref(), Some(format!("{}/{n}", i + 1).as_str()));
+        }
+        let joined: String = parts.into_iter().map(|(_, _, body)| body).collect();
+        assert_eq!(joined.as_bytes(), payload);
+    }
+
+    #[test]
+    fn an_event_needing_too_many_parts_is_refused() {
+        let payload = vec![b'x'; 300 * 1_024];
+        assert!(sender(1_024).encode_event("id", &payload).is_none());
+        assert!(sender(64).encode_event("id", b"{}").is_none());
     }
 
     #[test]

@@ -9,8 +9,6 @@
 //! drops what the collector refuses.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -20,7 +18,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::event::EventDefaults;
 use super::{Captured, EventId, Sink, rfc3339};
-use crate::ship::{Backoff, Control, MAX_RETRY_AFTER, Outcome, Shared, Shipper, outcome};
+use crate::ship::{Backoff, Control, MAX_RETRY_AFTER, Outcome, Shared, Shipper, Upload, outcome};
 
 /// Where and how envelopes are sent.
 pub(crate) struct EnvelopeTarget {
@@ -36,8 +34,6 @@ struct Prepared {
     event_id: EventId,
     payload: Vec<u8>,
 }
-
-type Upload = Pin<Box<dyn Future<Output = Outcome>>>;
 
 /// The event being uploaded (it is not in the queue) and the upload.
 struct InFlight {
@@ -58,6 +54,8 @@ pub(crate) struct EventShipper {
     last_rejected: Option<reqwest::StatusCode>,
     /// For Sentry's `contexts.flags`: the feature switches on for the event.
     switches: Option<crate::switches::Switches>,
+    /// When set, events go out as syslog messages instead of envelopes over HTTP.
+    syslog: Option<crate::syslog::SyslogSender>,
 }
 
 impl EventShipper {
@@ -80,7 +78,16 @@ impl EventShipper {
             failing: false,
             last_rejected: None,
             switches: None,
+            syslog: None,
         }
+    }
+
+    pub(crate) fn with_syslog(
+        mut self,
+        syslog: Option<crate::syslog::SyslogSender>,
+    ) -> EventShipper {
+        self.syslog = syslog;
+        self
     }
 
     pub(crate) fn with_switches(mut self, switches: crate::switches::Switches) -> EventShipper {
@@ -185,6 +192,10 @@ impl EventShipper {
     /// Takes the oldest event and starts uploading it.
     fn start_upload(&mut self) -> Option<InFlight> {
         let event = self.queue.pop_front()?;
+        if let Some(syslog) = &self.syslog {
+            let upload = syslog.upload_event(&event.event_id.to_string(), &event.payload);
+            return Some(InFlight { event, upload });
+        }
         let body = envelope(&event.event_id, &event.payload, &self.target.dsn);
         let request = self
             .target
