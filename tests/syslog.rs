@@ -6,9 +6,9 @@
 //! - rsyslog, started with a config in the test's temp dir, receives the agent's syslog
 //!   messages on a loopback TCP port and forwards them to the collector with its standard
 //!   `omfwd` action (octet-counted, RSYSLOG_SyslogProtocol23Format). A tap between agent
-//!   and rsyslog keeps a copy of what the agent sent; those same batches are POSTed over
-//!   HTTP to a second server, and both servers must answer the route and series queries
-//!   identically.
+//!   and rsyslog keeps a copy of what the agent sent; those same batches and error events
+//!   (joined from their parts) are POSTed over HTTP to a second server, and both servers
+//!   must answer the route, series and issue queries identically.
 
 mod common;
 
@@ -328,8 +328,9 @@ fn tap(upstream: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
     (addr, copy)
 }
 
-/// The JSON batches in an octet-counted stream of the agent's syslog messages.
-fn batches(stream: &[u8]) -> Vec<Vec<u8>> {
+/// `(header, body)` of each whole message in an octet-counted stream of the agent's
+/// syslog messages; the body is what follows the BOM.
+fn messages(stream: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut rest = stream;
     while !rest.is_empty() {
@@ -345,10 +346,65 @@ fn batches(stream: &[u8]) -> Vec<Vec<u8>> {
             .windows(3)
             .position(|w| w == b"\xEF\xBB\xBF")
             .expect("bom before the json");
-        out.push(message[bom + 3..].to_vec());
+        let header = String::from_utf8(message[..bom].to_vec()).expect("ascii header");
+        out.push((header, message[bom + 3..].to_vec()));
         rest = &rest[space + 1 + len..];
     }
     out
+}
+
+/// A structured-data parameter of a message header.
+fn sd_param<'h>(header: &'h str, name: &str) -> Option<&'h str> {
+    let (_, rest) = header.split_once(&format!(" {name}=\""))?;
+    rest.split_once('"').map(|(value, _)| value)
+}
+
+/// The metric batches' JSON, in order.
+fn batches(messages: &[(String, Vec<u8>)]) -> Vec<Vec<u8>> {
+    messages
+        .iter()
+        .filter(|(header, _)| sd_param(header, "kind") == Some("metrics"))
+        .map(|(_, body)| body.clone())
+        .collect()
+}
+
+/// Each whole event's JSON, joined from its parts; events missing a part are left out.
+fn events(messages: &[(String, Vec<u8>)]) -> Vec<Vec<u8>> {
+    let mut parts: std::collections::BTreeMap<&str, Vec<(usize, usize, &[u8])>> =
+        Default::default();
+    for (header, body) in messages {
+        if sd_param(header, "kind") != Some("event") {
+            continue;
+        }
+        let id = sd_param(header, "id").expect("event id");
+        let (i, n) = sd_param(header, "part")
+            .and_then(|p| p.split_once('/'))
+            .map_or((1, 1), |(i, n)| {
+                (i.parse().expect("part"), n.parse().expect("parts"))
+            });
+        parts.entry(id).or_default().push((i, n, body));
+    }
+    parts
+        .into_values()
+        .filter_map(|mut parts| {
+            parts.sort_by_key(|&(i, _, _)| i);
+            let n = parts[0].1;
+            let whole = parts.len() == n && parts.iter().enumerate().all(|(k, p)| p.0 == k + 1);
+            whole.then(|| parts.iter().flat_map(|p| p.2.iter().copied()).collect())
+        })
+        .collect()
+}
+
+/// What two servers must agree on about an issue.
+fn issue_summary(issue: &Value) -> Value {
+    serde_json::json!([
+        issue["title"],
+        issue["culprit"],
+        issue["level"],
+        issue["count"],
+        issue["groupedBy"],
+        issue["status"],
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,10 +461,22 @@ async fn agent_through_rsyslog_equals_http() {
             tokio::time::sleep(Duration::from_millis(400)).await;
         }
     }
+    // Error events: two of one issue (the numbers differ), one of another whose message
+    // alone is larger than a syslog message, so every event travels in parts.
+    for order in [1_234, 98] {
+        agent.capture_error(&std::io::Error::other(format!("order {order} not found")));
+    }
+    let long = "d\u{e9}j\u{e0} vu \u{1f501} ".repeat(300);
+    agent.capture_message(&long, sightline_agent::Level::Warning);
     let stats = guard.shutdown(Duration::from_secs(10)).await;
     assert_eq!(stats.requests, requests);
     assert_eq!(stats.windows_dropped, 0, "{stats:?}");
     assert!(stats.windows_sent > 0, "{stats:?}");
+    assert_eq!(
+        (stats.events_sent, stats.events_dropped),
+        (3, 0),
+        "{stats:?}"
+    );
 
     // The same batches, as the agent wrote them, over HTTP to the other server.
     // The tap copies on its own threads: wait until the copy holds every request.
@@ -420,13 +488,16 @@ async fn agent_through_rsyslog_equals_http() {
             .map(|w| w["latency"]["count"].as_u64().unwrap_or(0))
             .sum()
     };
-    let batches = eventually(Duration::from_secs(10), "the tap's whole copy", || {
+    let (batches, events) = eventually(Duration::from_secs(10), "the tap's whole copy", || {
         let copy = sent.lock().expect("copy").clone();
-        let batches = batches(&copy);
-        let complete = requests_in(&batches) == requests;
-        async move { complete.then_some(batches) }
+        let messages = messages(&copy);
+        let (batches, events) = (batches(&messages), events(&messages));
+        let complete = requests_in(&batches) == requests && events.len() == 3;
+        async move { complete.then_some((batches, events)) }
     })
     .await;
+    let longest = events.iter().map(Vec::len).max().unwrap_or(0);
+    assert!(longest > 2_048, "the long event is {longest} bytes");
     assert!(
         batches.len() > 1,
         "expected split batches, got {}",
@@ -443,6 +514,21 @@ async fn agent_through_rsyslog_equals_http() {
             .send()
             .await
             .expect("post");
+        assert_eq!(response.status(), 200);
+    }
+    for event in &events {
+        let response = client
+            .post(format!(
+                "{}/api/{}/store/",
+                via_http.base,
+                project_id(&via_http.dsns[0])
+            ))
+            .header("x-sentry-auth", dsn.auth_header("test"))
+            .header("content-type", "application/json")
+            .body(event.clone())
+            .send()
+            .await
+            .expect("post event");
         assert_eq!(response.status(), 200);
     }
 
@@ -498,6 +584,45 @@ async fn agent_through_rsyslog_equals_http() {
     for what in ["series"] {
         assert_eq!(query(&via_syslog, what).await, query(&via_http, what).await);
     }
+    // The events, too: the same issues with the same counts, grouped the same way.
+    let issues = |server: &Sightline| {
+        let url = format!(
+            "{}/api/0/projects/{}/issues/?sort=freq",
+            server.base,
+            project_id(&server.dsns[0])
+        );
+        async move {
+            let issues: Vec<Value> = reqwest::get(&url)
+                .await
+                .expect("issues")
+                .json()
+                .await
+                .expect("issues json");
+            let mut summary: Vec<Value> = issues.iter().map(issue_summary).collect();
+            summary.sort_by_key(|s| s.to_string());
+            summary
+        }
+    };
+    let expected_issues = issues(&via_http).await;
+    assert_eq!(expected_issues.len(), 2, "{expected_issues:#?}");
+    assert!(
+        expected_issues.iter().any(|i| i[3] == "2"),
+        "{expected_issues:#?}"
+    );
+    let got_issues = eventually(
+        Duration::from_secs(30),
+        "rsyslog to forward every event",
+        || {
+            let issues = &issues;
+            let (via_syslog, expected) = (&via_syslog, &expected_issues);
+            async move {
+                let got = issues(via_syslog).await;
+                (got == *expected).then_some(got)
+            }
+        },
+    )
+    .await;
+    assert_eq!(got_issues, expected_issues);
     // rsyslog forwarded payloads only: no log lines appeared.
     assert_eq!(logs(&via_syslog, "").await.len(), 0);
     drop(rsyslog);

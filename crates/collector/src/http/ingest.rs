@@ -308,6 +308,19 @@ fn prepare(
     ))
 }
 
+/// One bare event (what `/store/` takes) of an already authenticated project, as an
+/// op for the writer: the way in for events that arrive over syslog.
+pub(crate) fn bare_event(project_id: u64, payload: &[u8]) -> Result<EnvelopeIngest, Error> {
+    let now = unix_now_f64();
+    let event = event_record(payload, &fresh_event_id(), now)?;
+    Ok(EnvelopeIngest {
+        project_id,
+        received_at: now,
+        events: vec![event],
+        items: vec![(counted_type("event"), 1)],
+    })
+}
+
 /// Reads one event payload into what the store keeps.
 fn event_record(payload: &[u8], fallback_id: &str, now: f64) -> Result<EventRecord, Error> {
     let event = event::read(payload, fallback_id, now).map_err(Error::InvalidEvent)?;

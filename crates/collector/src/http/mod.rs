@@ -3,7 +3,7 @@
 
 pub(crate) mod api;
 pub(crate) mod extract;
-mod ingest;
+pub(crate) mod ingest;
 mod issues;
 mod logs;
 mod ops;

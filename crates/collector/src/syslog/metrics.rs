@@ -34,15 +34,18 @@ pub(crate) enum Outcome {
     Rejected = 3,
     /// Lost: the ingest queue stayed full (UDP only; TCP waits instead).
     Dropped = 4,
+    /// A part of an error event, held until the event's other parts arrive.
+    Part = 5,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 5] = [
+    const ALL: [Outcome; 6] = [
         Outcome::Log,
         Outcome::Raw,
         Outcome::Payload,
         Outcome::Rejected,
         Outcome::Dropped,
+        Outcome::Part,
     ];
 
     fn label(self) -> &'static str {
@@ -52,6 +55,7 @@ impl Outcome {
             Outcome::Payload => "payload",
             Outcome::Rejected => "rejected",
             Outcome::Dropped => "dropped",
+            Outcome::Part => "part",
         }
     }
 }
@@ -67,6 +71,7 @@ pub(crate) struct SyslogMetrics {
     connections_open: AtomicU64,
     lines_committed: AtomicU64,
     lines_pruned: AtomicU64,
+    events_incomplete: AtomicU64,
 }
 
 impl SyslogMetrics {
@@ -106,6 +111,11 @@ impl SyslogMetrics {
 
     pub(crate) fn pruned(&self, lines: u64) {
         self.lines_pruned.fetch_add(lines, Relaxed);
+    }
+
+    /// Events sent in parts that were given up before all their parts arrived.
+    pub(crate) fn events_incomplete(&self, events: u64) {
+        self.events_incomplete.fetch_add(events, Relaxed);
     }
 
     /// Appends the Prometheus text of every counter.
@@ -183,6 +193,12 @@ impl SyslogMetrics {
                 "counter",
                 "Log lines deleted by retention.",
                 &self.lines_pruned,
+            ),
+            (
+                "sightline_syslog_events_incomplete_total",
+                "counter",
+                "Error events sent in parts whose parts did not all arrive in time.",
+                &self.events_incomplete,
             ),
         ] {
             header(out, name, kind, help)?;

@@ -10,11 +10,14 @@
 //! 3. An RFC 5424 message carrying a `[sightline@32473 project=… key=… kind="metrics"]`
 //!    element is a Sightline payload: its message is a JSON `MetricBatch`, authenticated
 //!    by the project key like `POST /api/{id}/metrics`, and goes into the same queue and
-//!    writer. Everything else becomes a log line of the syslog project.
+//!    writer. With `kind="event"` the message is a Sentry event's JSON (as `/store/`
+//!    takes it), whole or in parts joined by [`events::Parts`]; it enters the error
+//!    pipeline. Everything else becomes a log line of the syslog project.
 //! 4. Lines of one read travel as one ingest op; the writer commits them with the ops
 //!    queued next to them. A retention task deletes the oldest lines past the bounds.
 
 mod config;
+mod events;
 pub mod framing;
 mod listener;
 pub mod message;
@@ -122,6 +125,7 @@ impl SyslogService {
                 metrics,
                 log_project,
                 max_message: config.max_message_bytes,
+                parts: std::sync::Mutex::default(),
             },
             queue,
             max_connections: config.max_connections,

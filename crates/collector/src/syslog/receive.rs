@@ -1,17 +1,27 @@
 //! From one framed message to what the writer stores: a log line, or — for a Sightline
-//! payload — an agent batch for the normal metrics pipeline.
+//! payload — an agent batch for the normal metrics pipeline, or an error event (whole,
+//! or once its last part is in) for the error pipeline.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
 use sightline_protocol::MetricBatch;
 
+use super::events::{Parts, parse_part};
 use super::message::{Format, SyslogMessage};
 use super::metrics::{Outcome, SyslogMetrics, Transport};
 use super::{PAYLOAD_SD_ID, parse};
 use crate::Query;
 use crate::http::extract::constant_time_eq;
 use crate::store::{Ingest, MetricsIngest, NewLogLine};
+
+/// What a Sightline payload became.
+enum Payload {
+    /// An op for the writer.
+    Ingest(Box<Ingest>),
+    /// A part of an event, held until the others arrive.
+    Part,
+}
 
 /// What a listener needs to turn messages into ingest ops; shared by every listener.
 pub(crate) struct Receiver {
@@ -20,6 +30,8 @@ pub(crate) struct Receiver {
     /// Project plain log lines go to.
     pub log_project: u64,
     pub max_message: usize,
+    /// Events arriving in parts, until each is whole.
+    pub parts: Mutex<Parts>,
 }
 
 /// Ops gathered from the messages of one read or a few datagrams. Outcomes are counted
@@ -86,6 +98,8 @@ enum Refused {
     Key,
     #[error("invalid metric batch: {0}")]
     Batch(String),
+    #[error("invalid event: {0}")]
+    Event(String),
     #[error("store unavailable")]
     Store,
 }
@@ -116,8 +130,12 @@ impl Receiver {
         };
         if let Some(sd) = message.sd(PAYLOAD_SD_ID) {
             match self.payload(sd, &message, now_ms).await {
-                Ok(ingest) => {
-                    into.payloads.push(ingest);
+                Ok(Payload::Ingest(ingest)) => {
+                    into.payloads.push(*ingest);
+                    return;
+                }
+                Ok(Payload::Part) => {
+                    self.metrics.message(transport, Outcome::Part, 1);
                     return;
                 }
                 Err(reason) => {
@@ -136,8 +154,9 @@ impl Receiver {
         sd: &super::message::SdElement,
         message: &SyslogMessage,
         now_ms: i64,
-    ) -> Result<Ingest, Refused> {
-        if sd.param("kind").is_some_and(|kind| kind != "metrics") {
+    ) -> Result<Payload, Refused> {
+        let kind = sd.param("kind").unwrap_or("metrics");
+        if !matches!(kind, "metrics" | "event") {
             return Err(Refused::Kind);
         }
         let project_id: u64 = sd
@@ -145,11 +164,6 @@ impl Receiver {
             .and_then(|p| p.parse().ok())
             .ok_or(Refused::Project)?;
         let key = sd.param("key").ok_or(Refused::Key)?;
-        let batch: MetricBatch = serde_json::from_str(message.message.trim_start())
-            .map_err(|e| Refused::Batch(e.to_string()))?;
-        batch
-            .validate()
-            .map_err(|e| Refused::Batch(e.to_string()))?;
         let project = self
             .query
             .project(project_id)
@@ -159,11 +173,50 @@ impl Receiver {
         if !constant_time_eq(project.public_key.as_bytes(), key.as_bytes()) {
             return Err(Refused::Key);
         }
-        Ok(Ingest::Metrics(MetricsIngest {
+        if kind == "event" {
+            return self.event(sd, project.id, &message.message, now_ms);
+        }
+        let batch: MetricBatch = serde_json::from_str(message.message.trim_start())
+            .map_err(|e| Refused::Batch(e.to_string()))?;
+        batch
+            .validate()
+            .map_err(|e| Refused::Batch(e.to_string()))?;
+        Ok(Payload::Ingest(Box::new(Ingest::Metrics(MetricsIngest {
             project_id: project.id,
             received_at: now_ms.div_euclid(1_000),
             batch,
-        }))
+        }))))
+    }
+
+    /// An error event's message: the whole event, or one of its parts.
+    fn event(
+        &self,
+        sd: &super::message::SdElement,
+        project_id: u64,
+        body: &str,
+        now_ms: i64,
+    ) -> Result<Payload, Refused> {
+        let whole = match sd.param("part") {
+            None => body.to_owned(),
+            Some(part) => {
+                let part = parse_part(part)
+                    .ok_or_else(|| Refused::Event("malformed part number".to_owned()))?;
+                let id = sd
+                    .param("id")
+                    .filter(|id| !id.is_empty() && id.len() <= 64)
+                    .ok_or_else(|| Refused::Event("a part needs the event's id".to_owned()))?;
+                let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+                let joined = parts.add(project_id, id, part, body, now_ms);
+                self.metrics.events_incomplete(parts.take_incomplete());
+                match joined.map_err(|e| Refused::Event(e.to_string()))? {
+                    Some(whole) => whole,
+                    None => return Ok(Payload::Part),
+                }
+            }
+        };
+        let ingest = crate::http::ingest::bare_event(project_id, whole.as_bytes())
+            .map_err(|e| Refused::Event(e.to_string()))?;
+        Ok(Payload::Ingest(Box::new(Ingest::Envelope(ingest))))
     }
 
     fn log_line(

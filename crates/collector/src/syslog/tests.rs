@@ -257,15 +257,27 @@ async fn collector(dir: &TempDir, tweak: impl FnOnce(&mut SyslogConfig)) -> Coll
     .expect("open collector")
 }
 
-async fn get_json(collector: &Collector, uri: &str) -> (StatusCode, Value) {
+async fn get_bytes(collector: &Collector, uri: &str) -> (StatusCode, bytes::Bytes) {
     let response = collector
         .router()
         .oneshot(Request::get(uri).body(Body::empty()).unwrap())
         .await
         .unwrap();
     let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        response.into_body().collect().await.unwrap().to_bytes(),
+    )
+}
+
+async fn get_json(collector: &Collector, uri: &str) -> (StatusCode, Value) {
+    let (status, body) = get_bytes(collector, uri).await;
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+async fn get_text(collector: &Collector, uri: &str) -> (StatusCode, String) {
+    let (status, body) = get_bytes(collector, uri).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Polls the logs API until it returns `n` lines.
@@ -515,5 +527,72 @@ async fn listeners_are_off_by_default() {
     .await
     .unwrap();
     assert_eq!(collector.syslog_addrs(), SyslogAddrs::default());
+    collector.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_events_in_parts_join_into_an_issue_in_any_order() {
+    let dir = TempDir::new().unwrap();
+    let collector = collector(&dir, |_| {}).await;
+    let project = collector.projects().await.unwrap().remove(0);
+    let event = serde_json::json!({
+        "event_id": "0123456789abcdef0123456789abcdef",
+        "level": "error",
+        "platform": "rust",
+        "exception": {"values": [{"type": "Timeout", "value": "upstream gave up after 30s"}]},
+        "extra": {"padding": "\u{e9}".repeat(900)},
+    })
+    .to_string();
+    // Three parts, cut at character boundaries, sent last first.
+    let boundary = |from: usize| (from..).find(|&c| event.is_char_boundary(c)).unwrap();
+    let cuts = [
+        0,
+        boundary(event.len() / 3),
+        boundary(event.len() * 2 / 3),
+        event.len(),
+    ];
+    let part = |i: usize, key: &str| {
+        format!(
+            "<131>1 - host svc 1 event [{PAYLOAD_SD_ID} project=\"{}\" key=\"{key}\" kind=\"event\" id=\"e1\" part=\"{}/3\"] \u{feff}{}",
+            project.id,
+            i + 1,
+            &event[cuts[i]..cuts[i + 1]]
+        )
+    };
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = collector.syslog_addrs().udp.unwrap();
+    for m in [
+        part(2, &project.public_key),
+        part(1, "wrong"),
+        part(0, &project.public_key),
+    ] {
+        udp.send_to(m.as_bytes(), target).unwrap();
+    }
+    // The part with the wrong key is a log line, so the event is not whole yet.
+    let lines = wait_for_lines(&collector, "", 1).await;
+    assert_eq!(
+        lines[0]["structured_data"][PAYLOAD_SD_ID]["key"],
+        "[redacted]"
+    );
+    let (_, issues) = get_json(&collector, "/api/0/projects/1/issues/").await;
+    assert_eq!(issues.as_array().map(Vec::len), Some(0), "{issues:#}");
+    udp.send_to(part(1, &project.public_key).as_bytes(), target)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let issue = loop {
+        let (_, issues) = get_json(&collector, "/api/0/projects/1/issues/").await;
+        if let Some(issue) = issues.get(0) {
+            break issue.clone();
+        }
+        assert!(Instant::now() < deadline, "no issue from the parts");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(issue["title"], "Timeout: upstream gave up after 30s");
+    assert_eq!(issue["count"], "1");
+    let (_, metrics) = get_text(&collector, "/metrics").await;
+    assert!(
+        metrics.contains("sightline_syslog_messages_total{transport=\"udp\",outcome=\"part\"} 2"),
+        "{metrics}"
+    );
     collector.shutdown().await;
 }
