@@ -47,6 +47,9 @@ pub use store::{
     Cursor, Issue, IssueFilter, IssueSort, IssueStatus, ItemCount, Project, StoredEvent, TagValue,
 };
 pub use store::{LogFilter, LogLine, MAX_LOG_LIMIT};
+pub use switches::{
+    Action as SwitchAction, ChangeRecord as SwitchChange, SwitchRecord, Switchboard,
+};
 pub use syslog::{PAYLOAD_SD_ID, SyslogAddrs, SyslogConfig, parsers as syslog_parsers};
 
 use http::AppState;
@@ -88,12 +91,15 @@ impl Collector {
         let (queue, writer) = writer::spawn(store.clone(), metrics.clone(), config.queue_capacity);
         let (retention, stop_retention) = tokio::sync::watch::channel(false);
         insight::spawn_retention(store.clone(), config.retention.clone(), stop_retention);
+        let switches = switches::Switches::open(store.clone()).await?;
+        let admin_token: Option<Arc<str>> = config.admin_token.map(Arc::from);
+        let switchboard = switches::Switchboard::new(switches.clone(), admin_token.clone());
         let state = AppState {
-            switches: switches::Switches::open(store.clone()).await?,
-            query: Query::new(store.clone()),
+            switches,
+            query: Query::new(store.clone(), switchboard),
             queue,
             metrics,
-            admin_token: config.admin_token.map(Arc::from),
+            admin_token,
             max_body_bytes: config.max_body_bytes,
             max_envelope_bytes: config.max_envelope_bytes,
             max_decompressed_bytes: config.max_decompressed_bytes,

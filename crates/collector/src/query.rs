@@ -73,17 +73,26 @@ pub struct Query {
     /// Projects looked up recently: every ingest request authenticates against one, and
     /// at tens of thousands of requests a second that must not be a store round trip.
     projects: Arc<std::sync::Mutex<HashMap<u64, (Project, Instant)>>>,
+    /// Switch administration for the dashboard, which holds only this handle.
+    switchboard: crate::switches::Switchboard,
 }
 
 /// How long a looked-up project (and so its key) is trusted before it is read again.
 const PROJECT_CACHE_TTL: Duration = Duration::from_secs(5);
 
 impl Query {
-    pub(crate) fn new(store: Arc<dyn Store>) -> Query {
+    pub(crate) fn new(store: Arc<dyn Store>, switchboard: crate::switches::Switchboard) -> Query {
         Query {
             store,
             projects: Arc::default(),
+            switchboard,
         }
+    }
+
+    /// The feature switches: list, history and audit, and changes guarded by the admin
+    /// credential, with the same checks and audit as `/api/0/switches/`.
+    pub fn switchboard(&self) -> &crate::switches::Switchboard {
+        &self.switchboard
     }
 
     pub(crate) fn store(&self) -> &dyn Store {

@@ -65,7 +65,7 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     })
 }
 
-fn reason_of(reason: Option<String>) -> Result<String, Error> {
+pub(super) fn reason_of(reason: Option<String>) -> Result<String, Error> {
     let reason = reason.unwrap_or_default();
     if reason.len() > MAX_REASON_LEN {
         return Err(Error::BadRequest(format!(
@@ -240,23 +240,7 @@ async fn revert(
         reason: reason_of(body.reason)?,
         expected_version: body.expected_version,
     };
-    // Checked before the change so a missing reason is a 400 whatever the version.
-    if meta.reason.trim().is_empty() {
-        return Err(Error::BadRequest(
-            "a non-empty reason is required for every change".to_owned(),
-        ));
-    }
-    let target = switches
-        .store()?
-        .switch_change(&key, body.version)
-        .await?
-        .ok_or(Error::NotFound("switch version"))?;
-    let record = switches
-        .change(&key, Action::Revert, meta, |existing| {
-            existing.ok_or(Error::NotFound("switch"))?;
-            Ok(target.new)
-        })
-        .await?;
+    let record = switches.revert(&key, body.version, meta).await?;
     Ok(Json(record))
 }
 

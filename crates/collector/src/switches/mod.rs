@@ -16,12 +16,15 @@
 //!    writer adds those up per day, and `/api/0/switches/stale` turns them into
 //!    removal hints.
 
+mod admin;
 mod api;
 mod auth;
 mod ofrep;
 mod stream;
 #[cfg(test)]
 mod tests;
+
+pub use admin::Switchboard;
 
 use std::sync::{Arc, RwLock};
 
@@ -42,7 +45,7 @@ const BROADCAST_CAPACITY: usize = 256;
 
 /// A switch as stored: the definition plus its bookkeeping.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub(crate) struct SwitchRecord {
+pub struct SwitchRecord {
     /// The definition.
     #[serde(flatten)]
     pub switch: Switch,
@@ -59,14 +62,15 @@ pub(crate) struct SwitchRecord {
 /// What kind of change an audit row records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum Action {
+pub enum Action {
     Create,
     Update,
     Revert,
 }
 
 impl Action {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// The name audit rows and the API use.
+    pub fn as_str(self) -> &'static str {
         match self {
             Action::Create => "create",
             Action::Update => "update",
@@ -86,7 +90,7 @@ impl Action {
 
 /// One audited change: who, when, why, and the definition before and after.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub(crate) struct ChangeRecord {
+pub struct ChangeRecord {
     /// Orders every change of every switch; the snapshot version after this change.
     pub id: u64,
     pub key: String,

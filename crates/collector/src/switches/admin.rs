@@ -1,0 +1,146 @@
+//! The switch operations for an in-process client (the dashboard): the same checks, audit
+//! rows and live publication as `/api/0/switches/`, without a round trip through HTTP,
+//! and the admin-credential check that guards them.
+//!
+//! Reached through [`crate::Query::switchboard`], so whatever holds a read handle can
+//! show switches; changing one still needs the admin credential when one is configured
+//! ([`Switchboard::admits`]), exactly as the API does.
+
+use std::sync::Arc;
+
+use sightline_protocol::SwitchState;
+
+use super::{Action, ChangeMeta, ChangeRecord, SwitchRecord, Switches};
+use crate::Error;
+use crate::http::extract::constant_time_eq;
+
+/// Switch administration for the dashboard. Cheap to clone.
+#[derive(Clone)]
+pub struct Switchboard {
+    switches: Switches,
+    admin_token: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Switchboard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Switchboard")
+            .field("token_required", &self.admin_token.is_some())
+            .finish()
+    }
+}
+
+impl Switchboard {
+    pub(crate) fn new(switches: Switches, admin_token: Option<Arc<str>>) -> Switchboard {
+        Switchboard {
+            switches,
+            admin_token,
+        }
+    }
+
+    /// Whether an admin token is configured: without one the API is open, and so are the
+    /// dashboard's changes.
+    pub fn token_required(&self) -> bool {
+        self.admin_token.is_some()
+    }
+
+    /// Whether `given` is the admin credential (always, when none is configured).
+    /// Compared in constant time.
+    pub fn admits(&self, given: Option<&str>) -> bool {
+        match &self.admin_token {
+            None => true,
+            Some(token) => {
+                given.is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+            }
+        }
+    }
+
+    /// Every switch, by key.
+    pub async fn list(&self) -> Result<Vec<SwitchRecord>, Error> {
+        Ok(self.switches.store()?.load_switches().await?.1)
+    }
+
+    /// One switch.
+    pub async fn get(&self, key: &str) -> Result<Option<SwitchRecord>, Error> {
+        self.switches.store()?.switch(key).await
+    }
+
+    /// One switch's changes, newest first.
+    pub async fn history(&self, key: &str) -> Result<Vec<ChangeRecord>, Error> {
+        self.switches.store()?.switch_history(key).await
+    }
+
+    /// Every change, newest first, at most `limit`.
+    pub async fn audit(&self, limit: u32) -> Result<Vec<ChangeRecord>, Error> {
+        self.switches.store()?.switch_audit(limit, None).await
+    }
+
+    /// Sets a switch's state, audited as `actor` with `reason` (required). With
+    /// `expected_version`, 409 if the switch moved on since the client saw it.
+    pub async fn set_state(
+        &self,
+        key: &str,
+        state: SwitchState,
+        actor: &str,
+        reason: &str,
+        expected_version: Option<u64>,
+    ) -> Result<SwitchRecord, Error> {
+        let meta = ChangeMeta {
+            actor: actor.to_owned(),
+            reason: super::api::reason_of(Some(reason.to_owned()))?,
+            expected_version,
+        };
+        self.switches
+            .change(key, Action::Update, meta, |existing| {
+                let mut switch = existing.ok_or(Error::NotFound("switch"))?.switch.clone();
+                switch.state = state;
+                Ok(switch)
+            })
+            .await
+    }
+
+    /// Puts a switch back to the definition it had at `version`, recorded as a new
+    /// version.
+    pub async fn revert(
+        &self,
+        key: &str,
+        version: u64,
+        actor: &str,
+        reason: &str,
+        expected_version: Option<u64>,
+    ) -> Result<SwitchRecord, Error> {
+        let meta = ChangeMeta {
+            actor: actor.to_owned(),
+            reason: super::api::reason_of(Some(reason.to_owned()))?,
+            expected_version,
+        };
+        self.switches.revert(key, version, meta).await
+    }
+}
+
+impl Switches {
+    /// Back to the definition of `version`, as a new version; shared by the API and the
+    /// dashboard.
+    pub(crate) async fn revert(
+        &self,
+        key: &str,
+        version: u64,
+        meta: ChangeMeta,
+    ) -> Result<SwitchRecord, Error> {
+        // Checked before the lookup so a missing reason is a 400 whatever the version.
+        if meta.reason.trim().is_empty() {
+            return Err(Error::BadRequest(
+                "a non-empty reason is required for every change".to_owned(),
+            ));
+        }
+        let target = self
+            .store()?
+            .switch_change(key, version)
+            .await?
+            .ok_or(Error::NotFound("switch version"))?;
+        self.change(key, Action::Revert, meta, |existing| {
+            existing.ok_or(Error::NotFound("switch"))?;
+            Ok(target.new)
+        })
+        .await
+    }
+}
