@@ -109,6 +109,20 @@ pub(crate) fn date_time(ts: i64) -> String {
     format!("{} {} UTC", date(ts), clock(ts))
 }
 
+/// How long before `now` `ts` was, for people: `just now`, `5 min ago`, `3 h ago`,
+/// `12 d ago`; the date past 60 days.
+#[cfg_attr(not(feature = "ssr"), allow(dead_code))]
+pub(crate) fn ago(ts: i64, now: i64) -> String {
+    let secs = now.saturating_sub(ts).max(0);
+    match secs {
+        0..60 => "just now".to_owned(),
+        60..3_600 => format!("{} min ago", secs / 60),
+        3_600..86_400 => format!("{} h ago", secs / 3_600),
+        86_400..5_184_000 => format!("{} d ago", secs / 86_400),
+        _ => date(ts),
+    }
+}
+
 /// A `[since, until)` range: `2023-11-14 21:14–22:14 UTC` within a day, both dates otherwise.
 pub(crate) fn span(since: i64, until: i64) -> String {
     if since.div_euclid(86_400) == until.div_euclid(86_400) {
@@ -189,6 +203,17 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ages_read_like_people_say_them() {
+        let now = 1_700_000_000;
+        assert_eq!(ago(now, now), "just now");
+        assert_eq!(ago(now + 5, now), "just now", "clock skew");
+        assert_eq!(ago(now - 300, now), "5 min ago");
+        assert_eq!(ago(now - 7_200, now), "2 h ago");
+        assert_eq!(ago(now - 3 * 86_400, now), "3 d ago");
+        assert_eq!(ago(0, now), "1970-01-01");
+    }
 
     #[test]
     fn counts_get_thousands_separators() {

@@ -18,11 +18,14 @@ use leptos::prelude::*;
 use serde::Deserialize;
 use sightline_collector::{Project, Query, TimeRange};
 
+mod errors;
+mod switches;
+
 use crate::{
     assets,
     pages::{
         self, Chrome, Ctx, Message, Overview, OverviewPage, ProjectLink, RouteDetail, RoutePage,
-        RoutesList, RoutesPage, Section, Theme,
+        RoutesList, RoutesPage, Section, SignIn, Theme,
     },
     range::{Range, RangeError},
     site::{self, Site},
@@ -41,6 +44,27 @@ pub fn routes_with_site(query: Query, site: Site) -> Router {
         .route("/projects/{id}", get(overview))
         .route("/projects/{id}/routes", get(routes_list))
         .route("/projects/{id}/route", get(route_detail))
+        .route("/projects/{id}/issues", get(errors::issues_list))
+        .route("/projects/{id}/issues/status", post(errors::bulk_status))
+        .route("/projects/{id}/issues/{issue}", get(errors::issue_detail))
+        .route(
+            "/projects/{id}/issues/{issue}/status",
+            post(errors::issue_status),
+        )
+        .route("/projects/{id}/switches", get(switches::switches_list))
+        .route(
+            "/projects/{id}/switches/{key}",
+            get(switches::switch_detail),
+        )
+        .route(
+            "/projects/{id}/switches/{key}/state",
+            post(switches::set_state),
+        )
+        .route(
+            "/projects/{id}/switches/{key}/revert",
+            post(switches::revert),
+        )
+        .route("/signin", post(sign_in))
         .route("/theme", post(set_theme))
         .route(assets::CSS_PATH, get(stylesheet))
         .route(assets::BOOT_PATH, get(boot_script))
@@ -81,6 +105,20 @@ enum PageError {
     BadSort,
     /// The route page was asked for without `route` and `method`.
     RouteMissing,
+    /// An issues or switches filter names nothing we know, or is too long.
+    BadFilter,
+    /// No issue with this id in this project.
+    IssueNotFound,
+    /// No event with this id in this issue.
+    EventNotFound,
+    /// No switch with this key.
+    SwitchNotFound,
+    /// A form was posted from another site.
+    CrossSite,
+    /// A form lacks a field or has one we cannot read.
+    BadForm,
+    /// The page needs the admin credential; the sign-in form returns to this path.
+    SignIn { back: String, wrong: bool },
     /// The store failed; the cause is logged, not shown.
     Unavailable,
 }
@@ -111,6 +149,45 @@ impl From<RangeError> for PageError {
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let (status, heading, detail) = match self {
+            PageError::SignIn { back, wrong } => {
+                tracing::debug!(status = 401, "dashboard sign-in asked for");
+                let html = pages::document(None, None, move || {
+                    view! { <SignIn back=back wrong=wrong/> }
+                });
+                return html_page(StatusCode::UNAUTHORIZED, html);
+            }
+            PageError::BadFilter => (
+                StatusCode::BAD_REQUEST,
+                "Unknown filter",
+                "A filter names a status, level, state or sort order we do not know, or is \
+                 longer than 200 characters."
+                    .to_owned(),
+            ),
+            PageError::IssueNotFound => (
+                StatusCode::NOT_FOUND,
+                "Issue not found",
+                "This project has no issue with this id.".to_owned(),
+            ),
+            PageError::EventNotFound => (
+                StatusCode::NOT_FOUND,
+                "Event not found",
+                "This issue has no stored event with this id.".to_owned(),
+            ),
+            PageError::SwitchNotFound => (
+                StatusCode::NOT_FOUND,
+                "Switch not found",
+                "There is no switch with this key.".to_owned(),
+            ),
+            PageError::CrossSite => (
+                StatusCode::FORBIDDEN,
+                "Refused",
+                "Changes are only accepted from the dashboard's own pages.".to_owned(),
+            ),
+            PageError::BadForm => (
+                StatusCode::BAD_REQUEST,
+                "Incomplete form",
+                "The form lacked a field or carried one that cannot be read.".to_owned(),
+            ),
             PageError::ProjectNotFound => (
                 StatusCode::NOT_FOUND,
                 "Project not found",
@@ -178,6 +255,20 @@ struct PageParams {
     dir: Option<String>,
     route: Option<String>,
     method: Option<String>,
+    /// The issues list: search text and filters, as the issues API names them.
+    query: Option<String>,
+    status: Option<String>,
+    level: Option<String>,
+    environment: Option<String>,
+    release: Option<String>,
+    cursor: Option<String>,
+    /// The issue page: which event.
+    event: Option<String>,
+    /// The switches list: search text and state.
+    q: Option<String>,
+    state: Option<String>,
+    /// A form's outcome (one of a fixed set).
+    notice: Option<String>,
 }
 
 impl PageParams {
@@ -192,6 +283,10 @@ impl PageParams {
             self.until.as_deref(),
             now,
         )?)
+    }
+
+    fn notice(&self) -> Option<pages::Notice> {
+        self.notice.as_deref().and_then(pages::Notice::parse)
     }
 
     fn live(&self) -> bool {
@@ -394,18 +489,32 @@ struct ThemeForm {
 /// Name of the cookie holding the chosen colour scheme.
 const THEME_COOKIE: &str = "sightline_theme";
 
+/// `back` when it is a path on this server, else `/`: forms never cause an open redirect.
+fn local_path(back: &str) -> &str {
+    if back.starts_with('/') && !back.starts_with("//") && !back.contains('\\') {
+        back
+    } else {
+        "/"
+    }
+}
+
+/// `back` (a local path) with `notice=` set to `notice`, any earlier notice dropped.
+fn with_notice(back: &str, notice: pages::Notice) -> String {
+    let back = local_path(back);
+    let (path, query) = back.split_once('?').unwrap_or((back, ""));
+    let mut pairs: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("notice="))
+        .collect();
+    let notice = format!("notice={}", notice.as_str());
+    pairs.push(&notice);
+    format!("{path}?{}", pairs.join("&"))
+}
+
 /// `POST /theme`: remembers the colour scheme in a cookie and goes back to the page (a
 /// plain form, so it works without JavaScript).
 async fn set_theme(Form(form): Form<ThemeForm>) -> Response {
-    // only paths on this server: never an open redirect
-    let back = if form.back.starts_with('/')
-        && !form.back.starts_with("//")
-        && !form.back.contains('\\')
-    {
-        form.back.as_str()
-    } else {
-        "/"
-    };
+    let back = local_path(&form.back);
     let cookie = match Theme::parse(&form.theme) {
         Some(theme) => format!(
             "{THEME_COOKIE}={}; Path=/; Max-Age=31536000; SameSite=Lax",
@@ -420,16 +529,115 @@ async fn set_theme(Form(form): Form<ThemeForm>) -> Response {
     response
 }
 
-/// The colour scheme from the theme cookie; `None` follows the system.
-fn theme(headers: &HeaderMap) -> Option<Theme> {
+/// The value of the cookie `name`, if the request has it.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == THEME_COOKIE)
-        .and_then(|(_, value)| Theme::parse(value))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value)
+}
+
+/// The colour scheme from the theme cookie; `None` follows the system.
+fn theme(headers: &HeaderMap) -> Option<Theme> {
+    cookie(headers, THEME_COOKIE).and_then(Theme::parse)
+}
+
+/// Name of the cookie holding the admin token, once signed in (only when the server has
+/// one configured).
+const ADMIN_COOKIE: &str = "sightline_admin";
+
+/// Pages over data the API guards with the admin token (issues, events, switches) need it
+/// here too: as the admin cookie set by the sign-in form, or as `Authorization: Bearer`
+/// for scripts. Without a configured token, like the API, they are open. `back` is where
+/// the sign-in form returns to.
+fn require_admin(query: &Query, headers: &HeaderMap, back: String) -> Result<(), PageError> {
+    let board = query.switchboard();
+    if !board.token_required() {
+        return Ok(());
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    if board.admits(cookie(headers, ADMIN_COOKIE)) || bearer.is_some_and(|b| board.admits(Some(b)))
+    {
+        Ok(())
+    } else {
+        Err(PageError::SignIn {
+            back: local_path(&back).to_owned(),
+            wrong: false,
+        })
+    }
+}
+
+/// Refuses a form posted from another site (a page elsewhere submitting to this server
+/// in a signed-in browser): browsers say where a request comes from in `Sec-Fetch-Site`,
+/// and in `Origin`, which must then name this host.
+fn same_origin(headers: &HeaderMap) -> Result<(), PageError> {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if let Some(site) = header("sec-fetch-site")
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Err(PageError::CrossSite);
+    }
+    if let Some(origin) = header("origin") {
+        let host = header("host").unwrap_or("");
+        let origin_host = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .unwrap_or("");
+        if origin_host.is_empty() || origin_host != host {
+            return Err(PageError::CrossSite);
+        }
+    }
+    Ok(())
+}
+
+/// The sign-in form's fields.
+#[derive(Debug, Deserialize)]
+struct SignInForm {
+    token: String,
+    back: String,
+}
+
+/// `POST /signin`: checks the admin token and remembers it in an HttpOnly, same-site
+/// cookie for the session, then goes back to the page that asked.
+async fn sign_in(
+    State(query): State<Query>,
+    headers: HeaderMap,
+    Form(form): Form<SignInForm>,
+) -> Result<Response, PageError> {
+    same_origin(&headers)?;
+    let board = query.switchboard();
+    let back = local_path(&form.back).to_owned();
+    if !board.token_required() {
+        return Ok(Redirect::to(&back).into_response());
+    }
+    let token = form.token.trim();
+    // a cookie value cannot carry every byte; such a token could never be remembered
+    let storable = token
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b';' && b != b',');
+    if !storable || !board.admits(Some(token)) {
+        tracing::info!("dashboard sign-in with a wrong admin token");
+        return Err(PageError::SignIn { back, wrong: true });
+    }
+    let mut response = Redirect::to(&back).into_response();
+    let cookie = format!("{ADMIN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    Ok(response)
 }
 
 /// `Cache-Control` for a compiled-in or built file: a URL carrying the current version

@@ -458,3 +458,372 @@ async fn bundle_is_served_precompressed_and_loaded_by_pages() {
     );
     collector.shutdown().await;
 }
+
+async fn post_form(router: &Router, uri: &str, body: String, extra: &[(&str, &str)]) -> Response {
+    let mut request = Request::post(uri)
+        .header(header::HOST, "sightline.test:7070")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    router
+        .clone()
+        .oneshot(request.body(Body::from(body)).expect("request"))
+        .await
+        .expect("infallible")
+}
+
+fn location(response: &Response) -> String {
+    assert!(response.status().is_redirection(), "{}", response.status());
+    response.headers()[header::LOCATION]
+        .to_str()
+        .expect("ascii")
+        .to_owned()
+}
+
+/// Sends one Sentry event through the collector's `store` endpoint; answers once stored.
+async fn send_event(
+    collector: &Collector,
+    project: &sightline_collector::Project,
+    event: serde_json::Value,
+) {
+    let response = collector
+        .router()
+        .oneshot(
+            Request::post(format!(
+                "/api/{}/store/?sentry_key={}",
+                project.id, project.public_key
+            ))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(serde_json::to_vec(&event).expect("json")))
+            .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{}",
+        text(response).await
+    );
+}
+
+async fn api_json(collector: &Collector, uri: &str) -> serde_json::Value {
+    let response = collector
+        .router()
+        .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    serde_json::from_str(&text(response).await).expect("json")
+}
+
+#[tokio::test]
+async fn issue_pages_show_event_data_as_text_and_status_forms_change_it() {
+    let (collector, _dir) = collector().await;
+    let project = collector.projects().await.expect("projects")[0].clone();
+    let script = "<script>window.__xss=1</script>";
+    let img = "<img src=x onerror=\"window.__xss=2\">";
+    for n in 0..2 {
+        send_event(
+            &collector,
+            &project,
+            serde_json::json!({
+                "event_id": format!("{n:0>32}"),
+                "timestamp": unix_now() - 60 + n,
+                "level": "error",
+                "platform": "python",
+                "culprit": format!("views.checkout {img}"),
+                "tags": {"browser": script, "page": img},
+                "exception": {"values": [{"type": "CheckoutError", "value": format!("{script} {img}"),
+                    "stacktrace": {"frames": [
+                        {"function": "dispatch", "module": "framework", "in_app": false},
+                        {"function": "checkout", "module": "shop.views", "in_app": true, "lineno": 12},
+                    ]}}]},
+                "contexts": {"flags": {"values": [{"flag": "checkout:new_flow", "result": true}]}},
+            }),
+        )
+        .await;
+    }
+    let issues = api_json(
+        &collector,
+        &format!("/api/0/projects/{}/issues/", project.id),
+    )
+    .await;
+    let issue = issues[0]["id"].as_str().expect("issue id").to_owned();
+    let ui = sightline_ui::routes(collector.query());
+
+    // the list: escaped title and culprit, a sparkline of both events, the bulk form
+    let response = get(
+        &ui,
+        &format!("/projects/{}/issues?statsPeriod=1h", project.id),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_html(&response);
+    let html = text(response).await;
+    assert!(
+        !html.contains("<script>window") && !html.contains("<img src=x"),
+        "{html}"
+    );
+    assert!(
+        html.contains("CheckoutError: &lt;script&gt;window.__xss=1&lt;/script&gt;"),
+        "{html}"
+    );
+    assert!(
+        html.contains("views.checkout &lt;img src=x onerror="),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"aria-label="2 events, last hour""#),
+        "{html}"
+    );
+    // filters: a level nothing has, then a search nothing matches
+    let html = text(get(&ui, &format!("/projects/{}/issues?level=fatal", project.id)).await).await;
+    assert!(html.contains("No issues match these filters."));
+    let html = text(
+        get(
+            &ui,
+            &format!("/projects/{}/issues?query=Checkout", project.id),
+        )
+        .await,
+    )
+    .await;
+    assert!(html.contains(&format!(r#"data-issue="{issue}""#)));
+    let response = get(&ui, &format!("/projects/{}/issues?status=open", project.id)).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // the issue page: tags, flags, frames, and the newest event links to the older one
+    let page = format!("/projects/{}/issues/{issue}", project.id);
+    let html = text(get(&ui, &page).await).await;
+    assert!(
+        !html.contains("<script>window") && !html.contains("<img src=x"),
+        "{html}"
+    );
+    assert!(html.contains("&lt;script&gt;window.__xss=1&lt;/script&gt;"));
+    assert!(html.contains("checkout:new_flow"), "flags shown");
+    assert!(html.contains(r#"class="frame in-app""#));
+    assert!(
+        html.contains(&format!("event={:0>32}", 0)),
+        "older event link"
+    );
+    let html = text(get(&ui, &format!("{page}?event={:0>32}", 0)).await).await;
+    assert!(
+        html.contains(&format!("event={:0>32}", 1)),
+        "newer event link"
+    );
+    let response = get(&ui, &format!("{page}?event=nope")).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // resolve through the form: back to the page with a notice, resolved in the API
+    let response = post_form(
+        &ui,
+        &format!("{page}/status"),
+        format!(
+            "status=resolved&back=%2Fprojects%2F{}%2Fissues%2F{issue}",
+            project.id
+        ),
+        &[
+            ("origin", "http://sightline.test:7070"),
+            ("sec-fetch-site", "same-origin"),
+        ],
+    )
+    .await;
+    assert_eq!(location(&response), format!("{page}?notice=resolved"));
+    let api = api_json(&collector, &format!("/api/0/issues/{issue}/")).await;
+    assert_eq!(api["status"], "resolved");
+
+    // bulk: ignore the ticked issue; nothing ticked changes nothing
+    let back = format!("%2Fprojects%2F{}%2Fissues%3Fstatus%3Dall", project.id);
+    let response = post_form(
+        &ui,
+        &format!("/projects/{}/issues/status", project.id),
+        format!("id={issue}&status=ignored&back={back}"),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        location(&response),
+        format!("/projects/{}/issues?status=all&notice=ignored", project.id)
+    );
+    let api = api_json(&collector, &format!("/api/0/issues/{issue}/")).await;
+    assert_eq!(api["status"], "ignored");
+    let response = post_form(
+        &ui,
+        &format!("/projects/{}/issues/status", project.id),
+        format!("status=resolved&back={back}"),
+        &[],
+    )
+    .await;
+    assert!(location(&response).ends_with("notice=none-selected"));
+    let api = api_json(&collector, &format!("/api/0/issues/{issue}/")).await;
+    assert_eq!(api["status"], "ignored");
+
+    // a form posted from another site is refused
+    let response = post_form(
+        &ui,
+        &format!("{page}/status"),
+        "status=unresolved&back=%2F".to_owned(),
+        &[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://evil.example"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    collector.shutdown().await;
+}
+
+fn demo_switch(key: &str) -> sightline_protocol::Switch {
+    sightline_protocol::Switch {
+        key: key.to_owned(),
+        label: "New <b>editor</b>".to_owned(),
+        description: String::new(),
+        owner: "comments-team".to_owned(),
+        default: false,
+        state: sightline_protocol::SwitchState::Off,
+        conditions: Vec::new(),
+        exclusions: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn switch_forms_flip_and_revert_with_a_reason_into_the_audit_log() {
+    let (collector, _dir) = collector().await;
+    collector
+        .ensure_switch(demo_switch("comments:new_editor"), "seed", "initial")
+        .await
+        .expect("switch");
+    let ui = sightline_ui::routes(collector.query());
+    let list = "/projects/1/switches";
+    let html = text(get(&ui, list).await).await;
+    assert!(html.contains(r#"data-key="comments:new_editor""#), "{html}");
+    assert!(
+        html.contains("New &lt;b&gt;editor&lt;/b&gt;"),
+        "label escaped"
+    );
+    assert!(html.contains("comments-team"));
+
+    let page = "/projects/1/switches/comments:new_editor";
+    let state_action = format!("{page}/state");
+    let flip = |body: &str| post_form(&ui, &state_action, body.to_owned(), &[]);
+    // no reason: refused, nothing changes
+    let response = flip("state=on&reason=+&expected_version=1&back=%2Fprojects%2F1%2Fswitches%2Fcomments%3Anew_editor").await;
+    assert_eq!(location(&response), format!("{page}?notice=reason-missing"));
+    // with one: on, audited with the reason
+    let response = flip("state=on&reason=%3Cb%3Epeak%3C%2Fb%3E+load&expected_version=1&back=%2Fprojects%2F1%2Fswitches%2Fcomments%3Anew_editor").await;
+    assert_eq!(location(&response), format!("{page}?notice=flipped"));
+    let html = text(get(&ui, page).await).await;
+    assert!(html.contains("state off → on"), "{html}");
+    assert!(
+        html.contains("&lt;b&gt;peak&lt;/b&gt; load"),
+        "reason shown escaped"
+    );
+    assert!(html.contains("admin (dashboard)"));
+    assert!(html.contains(">Revert to v1<"));
+    // a stale page (version 1 again) conflicts instead of overwriting
+    let response = flip("state=off&reason=late&expected_version=1&back=%2F").await;
+    assert_eq!(location(&response), "/?notice=conflict");
+    // revert to version 1: off again, as a new version
+    let response = post_form(
+        &ui,
+        &format!("{page}/revert"),
+        "version=1&reason=rollback&expected_version=2&back=%2Fprojects%2F1%2Fswitches".to_owned(),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&response), "/projects/1/switches?notice=reverted");
+    let html = text(get(&ui, "/projects/1/switches?state=off").await).await;
+    assert!(html.contains(r#"data-key="comments:new_editor""#));
+    assert!(html.contains("rollback"), "latest changes list the revert");
+    let html = text(get(&ui, "/projects/1/switches?state=on").await).await;
+    assert!(html.contains("No switch matches these filters."));
+    let response = get(&ui, "/projects/1/switches/nope").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    collector.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_an_admin_token_the_new_pages_need_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let collector = Collector::open(Config {
+        data_dir: dir.path().to_owned(),
+        admin_token: Some("s3cret-token".to_owned()),
+        ..Config::default()
+    })
+    .await
+    .expect("open collector");
+    collector
+        .ensure_switch(demo_switch("checkout"), "seed", "initial")
+        .await
+        .expect("switch");
+    let ui = sightline_ui::routes(collector.query());
+    for page in [
+        "/projects/1/switches",
+        "/projects/1/issues",
+        "/projects/1/switches/checkout",
+    ] {
+        let response = get(&ui, page).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{page}");
+        let html = text(response).await;
+        assert!(
+            html.contains(r#"action="/signin""#)
+                && html.contains("checkout") == page.ends_with("checkout")
+        );
+    }
+    // changes too
+    let response = post_form(
+        &ui,
+        "/projects/1/switches/checkout/state",
+        "state=on&reason=x&back=%2F".to_owned(),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let wrong = post_form(
+        &ui,
+        "/signin",
+        "token=guess&back=%2Fprojects%2F1%2Fswitches".to_owned(),
+        &[],
+    )
+    .await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(!wrong.headers().contains_key(header::SET_COOKIE));
+    let right = post_form(
+        &ui,
+        "/signin",
+        "token=s3cret-token&back=%2Fprojects%2F1%2Fswitches".to_owned(),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&right), "/projects/1/switches");
+    let cookie = right.headers()[header::SET_COOKIE]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().expect("pair").to_owned();
+    let response = ui
+        .clone()
+        .oneshot(
+            Request::get("/projects/1/switches")
+                .header(header::COOKIE, &session)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = post_form(
+        &ui,
+        "/projects/1/switches/checkout/state",
+        "state=on&reason=signed+in&back=%2F".to_owned(),
+        &[("cookie", &session)],
+    )
+    .await;
+    assert_eq!(location(&response), "/?notice=flipped");
+    collector.shutdown().await;
+}

@@ -2,16 +2,24 @@
 //! one frame: the top bar (projects, sections, live mode, theme) and a page head with the
 //! time-range picker. Every link and form keeps the page's filters in the URL.
 
+mod errors;
 mod message;
 mod overview;
 mod routes;
 mod series;
+mod switches;
 
 use leptos::prelude::*;
 
-pub(crate) use message::Message;
+pub(crate) use errors::{
+    EventNav, IssueDetail, IssueFilters, IssuePage, IssueRow, IssuesList, IssuesPage, Volume,
+};
+pub(crate) use message::{Message, SignIn};
 pub(crate) use overview::{Overview, OverviewPage};
 pub(crate) use routes::{RouteDetail, RoutePage, RoutesList, RoutesPage, Sort};
+pub(crate) use switches::{
+    SwitchDetail, SwitchFilters, SwitchPage, SwitchesList, SwitchesPage, parse_state,
+};
 
 use crate::islands::LiveToggle;
 use crate::range::{Period, Range, Window};
@@ -53,6 +61,96 @@ impl Theme {
 pub(crate) enum Section {
     Overview,
     Routes,
+    Errors,
+    Switches,
+}
+
+/// The outcome of a form, shown once on the page it returns to (`?notice=`). Only these
+/// fixed sentences can appear: nothing from the URL is echoed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Notice {
+    Resolved,
+    Ignored,
+    Unresolved,
+    NoneSelected,
+    Flipped,
+    Reverted,
+    Unchanged,
+    ReasonMissing,
+    Conflict,
+    Invalid,
+}
+
+impl Notice {
+    const ALL: [Notice; 10] = [
+        Notice::Resolved,
+        Notice::Ignored,
+        Notice::Unresolved,
+        Notice::NoneSelected,
+        Notice::Flipped,
+        Notice::Reverted,
+        Notice::Unchanged,
+        Notice::ReasonMissing,
+        Notice::Conflict,
+        Notice::Invalid,
+    ];
+
+    pub(crate) fn parse(value: &str) -> Option<Notice> {
+        Notice::ALL.into_iter().find(|n| n.as_str() == value)
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Notice::Resolved => "resolved",
+            Notice::Ignored => "ignored",
+            Notice::Unresolved => "unresolved",
+            Notice::NoneSelected => "none-selected",
+            Notice::Flipped => "flipped",
+            Notice::Reverted => "reverted",
+            Notice::Unchanged => "unchanged",
+            Notice::ReasonMissing => "reason-missing",
+            Notice::Conflict => "conflict",
+            Notice::Invalid => "invalid",
+        }
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            Notice::Resolved => "Marked as resolved.",
+            Notice::Ignored => "Marked as ignored.",
+            Notice::Unresolved => "Marked as unresolved.",
+            Notice::NoneSelected => "Select at least one issue first.",
+            Notice::Flipped => "Switch changed. Connected agents pick it up within a second.",
+            Notice::Reverted => "Switch reverted. Connected agents pick it up within a second.",
+            Notice::Unchanged => "Nothing changed: the switch is already in that state.",
+            Notice::ReasonMissing => "Not changed: every change needs a reason.",
+            Notice::Conflict => {
+                "Not changed: someone changed the switch since this page was loaded. Check the \
+                 history below and try again."
+            }
+            Notice::Invalid => "Not changed: the switch would not be valid that way.",
+        }
+    }
+
+    fn is_error(self) -> bool {
+        matches!(
+            self,
+            Notice::NoneSelected | Notice::ReasonMissing | Notice::Conflict | Notice::Invalid
+        )
+    }
+}
+
+/// A form's outcome, when there is one.
+#[component]
+fn NoticeLine(notice: Option<Notice>) -> impl IntoView {
+    notice.map(|n| {
+        let (class, role) = if n.is_error() {
+            ("notice error", "alert")
+        } else {
+            ("notice", "status")
+        };
+        view! { <p class=class role=role data-notice=n.as_str()>{n.text()}</p> }
+    })
 }
 
 /// Where a page is and what it filters by: every link on it is built from this, so the
@@ -123,6 +221,11 @@ pub(crate) fn url(path: &str, params: &[(&str, String)]) -> String {
         .map(|(k, v)| format!("{k}={}", encode(v)))
         .collect();
     format!("{path}?{}", query.join("&"))
+}
+
+/// Percent-encodes a path segment; `:` (switch keys) stays readable.
+pub(crate) fn encode_path(segment: &str) -> String {
+    encode(segment).replace("%3A", ":")
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986), for query values.
@@ -226,6 +329,8 @@ fn TopBar(chrome: Chrome) -> impl IntoView {
     let tabs = view! {
         {tab(Section::Overview, "Overview", "")}
         {tab(Section::Routes, "Routes", "/routes")}
+        {tab(Section::Errors, "Errors", "/issues")}
+        {tab(Section::Switches, "Switches", "/switches")}
     };
     let back = ctx.here();
     let next_theme = match theme {

@@ -1,0 +1,195 @@
+//! The Switches pages' handlers: the list, one switch with its history, and the flip and
+//! revert forms. Changes go through [`sightline_collector::Switchboard`]: the same checks,
+//! audit rows and live publication as `/api/0/switches/`.
+
+use axum::{
+    Form,
+    extract::{self, Path, State, rejection::QueryRejection},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Redirect, Response},
+};
+use leptos::prelude::*;
+use serde::Deserialize;
+
+use super::{
+    PageError, PageParams, UiState, frame, html_page, require_admin, same_origin, with_notice,
+};
+use crate::pages::{
+    self, Notice, Section, SwitchDetail, SwitchFilters, SwitchPage, SwitchesList, SwitchesPage,
+};
+
+/// Latest changes shown under the list.
+const RECENT_CHANGES: u32 = 15;
+
+/// Who the audit log names for changes made here: the dashboard acts with the admin
+/// credential, as the API's changes are recorded as `admin`.
+const ACTOR: &str = "admin (dashboard)";
+
+/// `GET /projects/{id}/switches?q=&state=`
+pub(super) async fn switches_list(
+    State(state): State<UiState>,
+    Path(id): Path<String>,
+    params: Result<extract::Query<PageParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    let params = PageParams::from(params)?;
+    let filters = SwitchFilters::from_params(params.q.as_deref(), params.state.as_deref())
+        .ok_or(PageError::BadFilter)?;
+    let frame = frame(&state.query, &id, &params).await?;
+    let chrome = frame.chrome(
+        Section::Switches,
+        "/switches",
+        filters.params(),
+        &headers,
+        &state.site,
+    );
+    require_admin(&state.query, &headers, chrome.ctx.here())?;
+    let board = state.query.switchboard();
+    let switches = board.list().await?;
+    let recent = board.audit(RECENT_CHANGES).await?;
+    let (theme, bundle) = (chrome.theme, chrome.bundle.clone());
+    let data = SwitchesList {
+        chrome,
+        now: frame.now,
+        filters,
+        switches,
+        recent,
+        notice: params.notice(),
+    };
+    let html = pages::document(theme, bundle, move || view! { <SwitchesPage data=data/> });
+    Ok(html_page(StatusCode::OK, html))
+}
+
+/// `GET /projects/{id}/switches/{key}`
+pub(super) async fn switch_detail(
+    State(state): State<UiState>,
+    Path((id, key)): Path<(String, String)>,
+    params: Result<extract::Query<PageParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    let params = PageParams::from(params)?;
+    let frame = frame(&state.query, &id, &params).await?;
+    let mut chrome = frame.chrome(
+        Section::Switches,
+        "/switches",
+        Vec::new(),
+        &headers,
+        &state.site,
+    );
+    chrome.ctx.path = format!(
+        "/projects/{}/switches/{}",
+        frame.project.id,
+        pages::encode_path(&key)
+    );
+    require_admin(&state.query, &headers, chrome.ctx.here())?;
+    let board = state.query.switchboard();
+    let record = board.get(&key).await?.ok_or(PageError::SwitchNotFound)?;
+    let history = board.history(&key).await?;
+    let (theme, bundle) = (chrome.theme, chrome.bundle.clone());
+    let data = SwitchDetail {
+        chrome,
+        now: frame.now,
+        record,
+        history,
+        notice: params.notice(),
+    };
+    let html = pages::document(theme, bundle, move || view! { <SwitchPage data=data/> });
+    Ok(html_page(StatusCode::OK, html))
+}
+
+/// The flip form's fields.
+#[derive(Debug, Deserialize)]
+pub(super) struct FlipForm {
+    state: Option<String>,
+    #[serde(default)]
+    reason: String,
+    expected_version: Option<u64>,
+    #[serde(default)]
+    back: String,
+}
+
+/// The revert form's fields.
+#[derive(Debug, Deserialize)]
+pub(super) struct RevertForm {
+    version: u64,
+    #[serde(default)]
+    reason: String,
+    expected_version: Option<u64>,
+    #[serde(default)]
+    back: String,
+}
+
+/// What a refused change tells the person who asked for it.
+fn refusal(error: sightline_collector::Error) -> Result<Notice, PageError> {
+    use sightline_collector::Error;
+    match error {
+        Error::Conflict(_) => Ok(Notice::Conflict),
+        Error::BadRequest(_) => Ok(Notice::Invalid),
+        Error::NotFound(_) => Err(PageError::SwitchNotFound),
+        other => Err(other.into()),
+    }
+}
+
+/// `POST /projects/{id}/switches/{key}/state` with `state, reason, expected_version, back`.
+pub(super) async fn set_state(
+    State(state): State<UiState>,
+    Path((_, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<FlipForm>,
+) -> Result<Response, PageError> {
+    same_origin(&headers)?;
+    require_admin(&state.query, &headers, form.back.clone())?;
+    let target = form
+        .state
+        .as_deref()
+        .and_then(pages::parse_state)
+        .ok_or(PageError::BadForm)?;
+    let notice = if form.reason.trim().is_empty() {
+        Notice::ReasonMissing
+    } else {
+        let result = state
+            .query
+            .switchboard()
+            .set_state(&key, target, ACTOR, &form.reason, form.expected_version)
+            .await;
+        match result {
+            Ok(record) if Some(record.version) == form.expected_version => Notice::Unchanged,
+            Ok(_) => Notice::Flipped,
+            Err(error) => refusal(error)?,
+        }
+    };
+    Ok(Redirect::to(&with_notice(&form.back, notice)).into_response())
+}
+
+/// `POST /projects/{id}/switches/{key}/revert` with `version, reason, expected_version,
+/// back`.
+pub(super) async fn revert(
+    State(state): State<UiState>,
+    Path((_, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<RevertForm>,
+) -> Result<Response, PageError> {
+    same_origin(&headers)?;
+    require_admin(&state.query, &headers, form.back.clone())?;
+    let notice = if form.reason.trim().is_empty() {
+        Notice::ReasonMissing
+    } else {
+        let result = state
+            .query
+            .switchboard()
+            .revert(
+                &key,
+                form.version,
+                ACTOR,
+                &form.reason,
+                form.expected_version,
+            )
+            .await;
+        match result {
+            Ok(record) if Some(record.version) == form.expected_version => Notice::Unchanged,
+            Ok(_) => Notice::Reverted,
+            Err(error) => refusal(error)?,
+        }
+    };
+    Ok(Redirect::to(&with_notice(&form.back, notice)).into_response())
+}
