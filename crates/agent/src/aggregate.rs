@@ -15,6 +15,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use sightline_protocol::{Histogram, MAX_LABEL_LEN, RouteWindow, StatusClass};
 
+use crate::insight::RouteAgg;
+
 /// Route label of requests no route matched (axum's fallback, or a layer applied
 /// outside the router where `MatchedPath` is not set yet).
 /// The route label of requests that matched no route (axum's fallback, or a layer
@@ -56,8 +58,8 @@ impl MethodLabel {
 }
 
 /// `1xx` → 1 … `5xx` → 5; the codes 600–999 that `http` also accepts count as 5.
-pub(crate) fn status_class(status: http::StatusCode) -> StatusClass {
-    (status.as_u16() / 100).clamp(1, 5) as StatusClass
+pub(crate) fn status_class(code: u16) -> StatusClass {
+    (code / 100).clamp(1, 5) as StatusClass
 }
 
 /// Start of the window holding `unix_secs`: windows are aligned to multiples of their
@@ -74,6 +76,34 @@ pub(crate) fn unix_now_ms() -> i64 {
         Err(_) => 0,
     }
 }
+
+/// Hashes route templates (short, chosen by the app, never by the client: unmatched
+/// requests are all `<unmatched>`) without SipHash's cost, 8 bytes at a time.
+#[derive(Default, Clone, Copy)]
+struct RouteHasher(u64);
+
+impl std::hash::Hasher for RouteHasher {
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 31)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.0 ^ 0x9e37_79b9_7f4a_7c15;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            h = (h ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x0100_0000_01b3_0001)
+                .rotate_left(29);
+        }
+        for &b in chunks.remainder() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3_0001);
+        }
+        self.0 = h;
+    }
+}
+
+type RouteMap<V> = HashMap<Box<str>, V, std::hash::BuildHasherDefault<RouteHasher>>;
 
 /// Histogram of one method × status class within a route.
 struct Slot {
@@ -119,10 +149,52 @@ fn record_in(
     Recorded::Added
 }
 
+/// Everything one window keeps about one route: latency per method × status class,
+/// and the performance-insight figures per method. Both are recorded under the same
+/// lock and route lookup.
+#[derive(Default)]
+struct RouteEntry {
+    slots: Vec<Slot>,
+    insight: Vec<(MethodLabel, RouteAgg)>,
+}
+
+impl RouteEntry {
+    fn record(
+        &mut self,
+        method: MethodLabel,
+        class: StatusClass,
+        micros: u64,
+        may_add: bool,
+        insight: Option<impl FnOnce(&mut RouteAgg)>,
+    ) -> Recorded {
+        let recorded = record_in(&mut self.slots, method, class, micros, may_add);
+        if !matches!(recorded, Recorded::NoRoom)
+            && let Some(f) = insight
+        {
+            f(self.insight(method));
+        }
+        recorded
+    }
+
+    fn insight(&mut self, method: MethodLabel) -> &mut RouteAgg {
+        let i = match self.insight.iter().position(|(m, _)| *m == method) {
+            Some(i) => i,
+            None => {
+                self.insight.push((method, RouteAgg::default()));
+                self.insight.len() - 1
+            }
+        };
+        &mut self.insight[i].1
+    }
+}
+
+/// Insight figures of one route × method in one window, taken out of a shard.
+pub(crate) type TakenInsight = ((i64, Box<str>, MethodLabel), RouteAgg);
+
 /// One window that is (or was) open in one shard.
 struct Window {
     start: i64,
-    routes: HashMap<Box<str>, Vec<Slot>>,
+    routes: RouteMap<RouteEntry>,
     /// Distinct keys in `routes`.
     keys: usize,
     /// Requests that came after `keys` reached the bound, per method × class.
@@ -133,13 +205,15 @@ impl Window {
     fn new(start: i64) -> Window {
         Window {
             start,
-            routes: HashMap::new(),
+            routes: RouteMap::default(),
             keys: 0,
             overflow: Vec::new(),
         }
     }
 
-    /// Records one request; false when it went to the overflow label.
+    /// Records one request, and hands its route × method insight figures to
+    /// `insight`; false when it went to the overflow label (whose requests keep no
+    /// insight figures).
     fn record(
         &mut self,
         route: &str,
@@ -147,18 +221,21 @@ impl Window {
         class: StatusClass,
         micros: u64,
         max_keys: usize,
+        insight: Option<impl FnOnce(&mut RouteAgg)>,
     ) -> bool {
         let room = self.keys < max_keys;
         // The borrowed lookup is the hot path; only a route new to this window
         // allocates its key.
         let recorded = match self.routes.get_mut(route) {
-            Some(slots) => record_in(slots, method, class, micros, room),
+            Some(entry) => entry.record(method, class, micros, room, insight),
             None if room => {
-                self.routes.insert(route.into(), Vec::with_capacity(2));
-                match self.routes.get_mut(route) {
-                    Some(slots) => record_in(slots, method, class, micros, true),
-                    None => Recorded::NoRoom,
-                }
+                let mut entry = RouteEntry {
+                    slots: Vec::with_capacity(2),
+                    insight: Vec::new(),
+                };
+                let recorded = entry.record(method, class, micros, true, insight);
+                self.routes.insert(route.into(), entry);
+                recorded
             }
             None => Recorded::NoRoom,
         };
@@ -228,6 +305,8 @@ pub(crate) struct Recorder {
     /// agent thread every window so that wall-clock steps and drift are followed.
     anchor: Instant,
     anchor_unix_ms: AtomicI64,
+    /// Insight figures of drained windows, until the hub's drain takes them.
+    parked_insight: Mutex<Vec<TakenInsight>>,
 }
 
 impl Recorder {
@@ -249,6 +328,7 @@ impl Recorder {
             overflowed: AtomicU64::new(0),
             anchor: Instant::now(),
             anchor_unix_ms: AtomicI64::new(unix_now_ms()),
+            parked_insight: Mutex::new(Vec::new()),
         }
     }
 
@@ -281,6 +361,27 @@ impl Recorder {
         micros: u64,
         now_ms: i64,
     ) {
+        self.record_with(
+            route,
+            method,
+            class,
+            micros,
+            now_ms,
+            None::<fn(&mut RouteAgg)>,
+        );
+    }
+
+    /// [`Recorder::record`], also handing the route × method's insight figures of the
+    /// window to `insight` (under the same lock and route lookup).
+    pub(crate) fn record_with(
+        &self,
+        route: &str,
+        method: MethodLabel,
+        class: StatusClass,
+        micros: u64,
+        now_ms: i64,
+        insight: Option<impl FnOnce(&mut RouteAgg)>,
+    ) {
         let start = window_start(now_ms.div_euclid(1000), self.window_secs);
         let shard = &self.shards[this_thread_shard() % self.shards.len()];
         let mut windows = lock(&shard.windows);
@@ -296,7 +397,7 @@ impl Recorder {
                 &mut windows[last]
             }
         };
-        if !window.record(route, method, class, micros, self.max_keys) {
+        if !window.record(route, method, class, micros, self.max_keys, insight) {
             self.overflowed.fetch_add(1, Ordering::Relaxed);
         }
         shard.requests.fetch_add(1, Ordering::Relaxed);
@@ -342,7 +443,30 @@ impl Recorder {
                 }
             }
         }
+        // The insight figures wait for the hub's drain, which follows.
+        let mut parked = lock(&self.parked_insight);
+        for window in &mut taken {
+            take_insight(window, &mut parked);
+        }
+        drop(parked);
         self.merge(taken)
+    }
+
+    /// The insight figures of every window that ended by `until` (all if `None`):
+    /// those a [`Recorder::drain`] took out, and those of windows still open in the
+    /// shards.
+    pub(crate) fn take_insight(&self, until: Option<i64>) -> Vec<TakenInsight> {
+        let w = i64::from(self.window_secs);
+        let mut out = std::mem::take(&mut *lock(&self.parked_insight));
+        for shard in self.shards.iter() {
+            let mut windows = lock(&shard.windows);
+            for window in windows.iter_mut() {
+                if until.is_none_or(|until| window.start + w <= until) {
+                    take_insight(window, &mut out);
+                }
+            }
+        }
+        out
     }
 
     /// Merges shard windows, applying the key bound again across shards (each shard
@@ -353,9 +477,9 @@ impl Recorder {
         let mut overflow: HashMap<(i64, MethodLabel, StatusClass), Histogram> = HashMap::new();
         let mut keys_per_window: HashMap<i64, usize> = HashMap::new();
         for window in taken {
-            for (route, slots) in window.routes {
+            for (route, entry) in window.routes {
                 let route = label(route.into());
-                for slot in slots {
+                for slot in entry.slots {
                     let key = (window.start, route.clone(), slot.method, slot.class);
                     if let Some(h) = merged.get_mut(&key) {
                         h.merge(&slot.latency);
@@ -406,6 +530,15 @@ impl Recorder {
             ))
         });
         out
+    }
+}
+
+/// Moves the insight figures out of `window` into `out`.
+fn take_insight(window: &mut Window, out: &mut Vec<TakenInsight>) {
+    for (route, entry) in window.routes.iter_mut() {
+        for (method, agg) in entry.insight.drain(..) {
+            out.push(((window.start, route.clone(), method), agg));
+        }
     }
 }
 
@@ -464,7 +597,13 @@ mod tests {
 
     #[test]
     fn status_classes() {
-        let class = |code| status_class(http::StatusCode::from_u16(code).expect("valid code"));
+        let class = |code| {
+            status_class(
+                http::StatusCode::from_u16(code)
+                    .expect("valid code")
+                    .as_u16(),
+            )
+        };
         assert_eq!(class(100), 1);
         assert_eq!(class(200), 2);
         assert_eq!(class(204), 2);

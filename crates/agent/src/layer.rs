@@ -111,36 +111,43 @@ where
             .errors
             .as_ref()
             .map(|sink| RequestScope::new(sink.clone(), &req, route.clone()));
-        let pending = Pending {
-            recorder: self.recorder.clone(),
-            route,
-            method,
-            start,
-        };
-        let insight = self
+        let mut measure = match self
             .insight
             .as_ref()
-            .and_then(|hub| hub.begin(pending.route.clone(), method, start));
+            .and_then(|hub| hub.begin(route.clone(), method, start))
+        {
+            Some(active) => Measure::Insight(active),
+            None => Measure::Latency {
+                recorder: self.recorder.clone(),
+                route,
+                method,
+                start,
+            },
+        };
         // The inner `call` runs (and allocates) on behalf of the request too.
-        let inner = match &insight {
-            Some(active) => active.scope(|| self.inner.call(req)),
-            None => self.inner.call(req),
+        let inner = match &mut measure {
+            Measure::Insight(active) => active.scope(|| self.inner.call(req)),
+            Measure::Latency { .. } => self.inner.call(req),
         };
         ResponseFuture {
             inner,
-            pending: Some(pending),
-            insight,
+            measure: Some(measure),
             scope,
         }
     }
 }
 
 /// What a request needs recorded once its response is ready.
-struct Pending {
-    recorder: Arc<Recorder>,
-    route: Option<MatchedPath>,
-    method: MethodLabel,
-    start: Instant,
+enum Measure {
+    /// Latency and performance insight, recorded together by the insight hub.
+    Insight(Active),
+    /// Latency only (insight off, or the agent stopped).
+    Latency {
+        recorder: Arc<Recorder>,
+        route: Option<MatchedPath>,
+        method: MethodLabel,
+        start: Instant,
+    },
 }
 
 pin_project_lite::pin_project! {
@@ -148,8 +155,7 @@ pin_project_lite::pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        pending: Option<Pending>,
-        insight: Option<Active>,
+        measure: Option<Measure>,
         scope: Option<Box<RequestScope>>,
     }
 }
@@ -164,11 +170,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let inner = this.inner;
-        let insight = &*this.insight;
+        let measure = &mut *this.measure;
         let catch = this.scope.as_ref().is_some_and(|s| s.sink.capture_panics);
-        let polled = scope::enter(this.scope, catch, || match insight.as_ref() {
-            Some(active) => active.scope(|| inner.poll(cx)),
-            None => inner.poll(cx),
+        let polled = scope::enter(this.scope, catch, || match measure {
+            Some(Measure::Insight(active)) => active.scope(|| inner.poll(cx)),
+            _ => inner.poll(cx),
         });
         let output = match polled {
             Ok(Poll::Ready(output)) => output,
@@ -176,25 +182,28 @@ where
             // The handler panicked; it is never polled again.
             Err(payload) => Ok(crate::errors::panicked(this.scope.take(), payload)),
         };
-        if let Some(p) = this.pending.take() {
-            let end = Instant::now();
-            let micros = u64::try_from(end.saturating_duration_since(p.start).as_micros())
-                .unwrap_or(u64::MAX);
-            let class = match &output {
-                Ok(response) => status_class(response.status()),
-                // The error is the app's to handle; to us it is a failed request.
-                Err(_) => 5,
-            };
-            let route = p.route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-            let now_ms = p.recorder.unix_ms_at(end);
-            p.recorder.record(route, p.method, class, micros, now_ms);
-            if let Some(active) = this.insight.take() {
-                let status = match &output {
-                    Ok(response) => response.status().as_u16(),
-                    Err(_) => 500,
-                };
-                active.finish(status, end);
+        // Once the response is ready: one clock read for every figure of the request.
+        let end = Instant::now();
+        let status = match &output {
+            Ok(response) => response.status().as_u16(),
+            // The error is the app's to handle; to us it is a failed request.
+            Err(_) => 500,
+        };
+        match this.measure.take() {
+            Some(Measure::Insight(active)) => active.finish(status, end),
+            Some(Measure::Latency {
+                recorder,
+                route,
+                method,
+                start,
+            }) => {
+                let micros = u64::try_from(end.saturating_duration_since(start).as_micros())
+                    .unwrap_or(u64::MAX);
+                let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+                let now_ms = recorder.unix_ms_at(end);
+                recorder.record(route, method, status_class(status), micros, now_ms);
             }
+            None => {}
         }
         Poll::Ready(output)
     }

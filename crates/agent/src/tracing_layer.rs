@@ -202,7 +202,7 @@ mod tests {
             },
         ));
         tracing::dispatcher::with_default(&dispatch, || {
-            let active = hub
+            let mut active = hub
                 .begin(None, MethodLabel::of(&http::Method::GET), Instant::now())
                 .expect("open");
             active.scope(|| {

@@ -137,6 +137,149 @@ const FILTERED_HEADERS: [http::HeaderName; 4] = [
 /// Longest header value kept, in bytes.
 const MAX_HEADER_VALUE: usize = 2048;
 
+/// The request as the layer copies it for a possible error event: one allocation and
+/// plain byte copies, no reference counts, and no credentials (the values of
+/// [`FILTERED_HEADERS`] are not copied). Turned into a [`RequestInfo`] only when an
+/// event is captured.
+pub(crate) struct RequestHead {
+    method: http::Method,
+    /// Scheme, authority, path and query, then each header's name and value: every
+    /// field behind its `u32` length, [`ABSENT`] for a missing one.
+    fields: Vec<u8>,
+}
+
+/// Length of a field that is not there (no scheme, no query, a filtered value).
+const ABSENT: u32 = u32::MAX;
+
+/// Bytes of a header value kept: enough for the [`MAX_HEADER_VALUE`] bytes an event
+/// shows plus the rest of a character cut there, so the clipped text is the same.
+const KEPT_HEADER_VALUE: usize = MAX_HEADER_VALUE + 4;
+
+fn put(fields: &mut Vec<u8>, field: Option<&[u8]>) {
+    match field {
+        Some(bytes) => {
+            let bytes = &bytes[..bytes.len().min(ABSENT as usize - 1)];
+            fields.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            fields.extend_from_slice(bytes);
+        }
+        None => fields.extend_from_slice(&ABSENT.to_le_bytes()),
+    }
+}
+
+/// The bytes of a header value an event may show; `None` for credentials.
+fn kept<'a>(name: &http::HeaderName, value: &'a http::HeaderValue) -> Option<&'a [u8]> {
+    if FILTERED_HEADERS.contains(name) {
+        return None;
+    }
+    let bytes = value.as_bytes();
+    Some(&bytes[..bytes.len().min(KEPT_HEADER_VALUE)])
+}
+
+/// Reads back what [`put`] wrote; stops at the end (or at anything malformed).
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Option<&'a [u8]>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (len, rest) = self.0.split_first_chunk::<4>()?;
+        let len = u32::from_le_bytes(*len);
+        if len == ABSENT {
+            self.0 = rest;
+            return Some(None);
+        }
+        let len = usize::try_from(len).ok()?;
+        let field = rest.get(..len)?;
+        self.0 = &rest[len..];
+        Some(Some(field))
+    }
+}
+
+impl RequestHead {
+    pub(crate) fn of(method: &http::Method, uri: &http::Uri, headers: &http::HeaderMap) -> Self {
+        let parts = [
+            uri.scheme_str(),
+            uri.authority().map(http::uri::Authority::as_str),
+            Some(uri.path()),
+            uri.query(),
+        ];
+        let size = parts.iter().flatten().map(|p| 4 + p.len()).sum::<usize>()
+            + 4 * parts.len()
+            + headers
+                .iter()
+                .map(|(n, v)| 8 + n.as_str().len() + kept(n, v).map_or(0, <[u8]>::len))
+                .sum::<usize>();
+        let mut fields = Vec::with_capacity(size);
+        for part in parts {
+            put(&mut fields, part.map(str::as_bytes));
+        }
+        // `HeaderMap::iter` yields the values of one name one after another.
+        for (name, value) in headers {
+            put(&mut fields, Some(name.as_str().as_bytes()));
+            put(&mut fields, kept(name, value));
+        }
+        RequestHead {
+            method: method.clone(),
+            fields,
+        }
+    }
+
+    /// What an event says about the request.
+    pub(crate) fn info(&self, route: Option<&str>) -> RequestInfo {
+        let text = |f: Option<&[u8]>| f.map(|b| String::from_utf8_lossy(b).into_owned());
+        let mut fields = Fields(&self.fields);
+        let mut part = || fields.next().flatten();
+        let (scheme, authority, path, query) = (part(), part(), part(), part());
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut last: Option<&[u8]> = None;
+        let mut host_header: Option<&[u8]> = None;
+        while let (Some(Some(name)), Some(value)) = (fields.next(), fields.next()) {
+            if name == b"host" && host_header.is_none() {
+                host_header = value;
+            }
+            match (out.last_mut(), value) {
+                // A repeated name: its values are joined, as one header.
+                (Some((_, joined)), Some(v)) if last == Some(name) => {
+                    joined.push_str(", ");
+                    joined.push_str(&String::from_utf8_lossy(v));
+                }
+                (Some(_), None) if last == Some(name) => {}
+                (_, value) => {
+                    let value = match value {
+                        Some(v) => String::from_utf8_lossy(v).into_owned(),
+                        None => sightline_protocol::scrub::FILTERED.to_owned(),
+                    };
+                    out.push((title_case(&String::from_utf8_lossy(name)), value));
+                }
+            }
+            last = Some(name);
+        }
+        for (_, value) in &mut out {
+            if value.len() > MAX_HEADER_VALUE {
+                *value = super::clip(std::mem::take(value), MAX_HEADER_VALUE);
+            }
+        }
+        // As `HeaderValue::to_str`: the first `Host`, if it is visible ASCII.
+        let host_header = host_header
+            .filter(|h| h.iter().all(|&b| b == b'\t' || (32..127).contains(&b)))
+            .map(|h| String::from_utf8_lossy(h).into_owned());
+        let host = text(authority)
+            .or(host_header)
+            .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '@']));
+        let scheme = text(scheme).unwrap_or_else(|| "http".to_owned());
+        let path = text(path).unwrap_or_default();
+        RequestInfo {
+            method: self.method.as_str().to_owned(),
+            url: host.map(|h| format!("{scheme}://{h}{path}")),
+            path,
+            query: text(query),
+            route: route.map(str::to_owned),
+            headers: out,
+        }
+    }
+}
+
+#[cfg(test)]
 impl RequestInfo {
     pub(crate) fn new(
         method: &http::Method,
@@ -144,42 +287,11 @@ impl RequestInfo {
         headers: &http::HeaderMap,
         route: Option<&str>,
     ) -> RequestInfo {
-        let mut out: Vec<(String, String)> = Vec::new();
-        for name in headers.keys() {
-            let value = if FILTERED_HEADERS.contains(name) {
-                sightline_protocol::scrub::FILTERED.to_owned()
-            } else {
-                let values: Vec<String> = headers
-                    .get_all(name)
-                    .iter()
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                    .collect();
-                super::clip(values.join(", "), MAX_HEADER_VALUE)
-            };
-            out.push((title_case(name.as_str()), value));
-        }
-        let host = uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            })
-            .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '@']));
-        let scheme = uri.scheme_str().unwrap_or("http");
-        let path = uri.path().to_owned();
-        RequestInfo {
-            method: method.as_str().to_owned(),
-            url: host.map(|h| format!("{scheme}://{h}{path}")),
-            path,
-            query: uri.query().map(str::to_owned),
-            route: route.map(str::to_owned),
-            headers: out,
-        }
+        RequestHead::of(method, uri, headers).info(route)
     }
+}
 
+impl RequestInfo {
     fn to_json(&self) -> Value {
         let mut request = Map::new();
         request.insert("method".to_owned(), json!(self.method));
@@ -962,6 +1074,40 @@ mod tests {
         assert_eq!(
             short_filename("/elsewhere/x.rs", Some(cwd)),
             "/elsewhere/x.rs"
+        );
+    }
+
+    #[test]
+    fn the_request_head_keeps_no_credentials_and_clips_as_an_event_shows() {
+        let long = "é".repeat(1_500);
+        let req = http::Request::get("/a?b=1")
+            .header("host", "app.example")
+            .header("cookie", "sid=abc")
+            .header("cookie", "theme=dark")
+            .header("x-long", long.as_str())
+            .header("x-empty", "")
+            .body(())
+            .expect("request");
+        let head = RequestHead::of(req.method(), req.uri(), req.headers());
+        assert!(
+            !head.fields.windows(3).any(|w| w == b"sid"),
+            "credentials copied"
+        );
+        let info = head.info(None);
+        // No authority in the URI: the host comes from the `Host` header.
+        assert_eq!(info.url.as_deref(), Some("http://app.example/a"));
+        assert_eq!(info.query.as_deref(), Some("b=1"));
+        assert_eq!(
+            info.headers,
+            [
+                ("Host".to_owned(), "app.example".to_owned()),
+                ("Cookie".to_owned(), "[Filtered]".to_owned()),
+                (
+                    "X-Long".to_owned(),
+                    super::super::clip(long.clone(), MAX_HEADER_VALUE)
+                ),
+                ("X-Empty".to_owned(), String::new()),
+            ]
         );
     }
 

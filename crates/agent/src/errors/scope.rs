@@ -17,7 +17,7 @@ use axum::extract::MatchedPath;
 
 use super::Sink;
 use super::breadcrumbs::Breadcrumb;
-use super::event::RequestInfo;
+use super::event::{RequestHead, RequestInfo};
 
 /// Longest user id kept, in bytes.
 const MAX_USER_ID: usize = 128;
@@ -25,9 +25,8 @@ const MAX_USER_ID: usize = 128;
 /// What the agent knows about the request being handled.
 pub(crate) struct RequestScope {
     pub(crate) sink: Arc<Sink>,
-    pub(crate) method: http::Method,
-    pub(crate) uri: http::Uri,
-    pub(crate) headers: http::HeaderMap,
+    /// Method, URL and headers, copied compactly; parsed only for an event.
+    pub(crate) head: RequestHead,
     pub(crate) route: Option<MatchedPath>,
     pub(crate) user: Option<String>,
     /// Tracing events seen while handling this request, oldest first.
@@ -42,9 +41,7 @@ impl RequestScope {
     ) -> Box<RequestScope> {
         Box::new(RequestScope {
             sink,
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            headers: req.headers().clone(),
+            head: RequestHead::of(req.method(), req.uri(), req.headers()),
             route,
             user: None,
             breadcrumbs: VecDeque::new(),
@@ -52,12 +49,7 @@ impl RequestScope {
     }
 
     pub(crate) fn request_info(&self) -> RequestInfo {
-        RequestInfo::new(
-            &self.method,
-            &self.uri,
-            &self.headers,
-            self.route.as_ref().map(MatchedPath::as_str),
-        )
+        self.head.info(self.route.as_ref().map(MatchedPath::as_str))
     }
 }
 

@@ -10,9 +10,11 @@
 //! poll wrapper adds the allocations the [`CountingAllocator`](crate::CountingAllocator)
 //! counted on this thread during the poll.
 //!
-//! When the request finishes its figures go into the [`Hub`]: per-window aggregates in
-//! mutex shards (one per thread group, like the route windows), N+1 flags, and — for slow,
-//! erroring, N+1 or sampled requests — an exemplar with the whole waterfall.
+//! When the request finishes, its route figures (query count and time, allocations) go
+//! into the [`Recorder`]'s window beside its latency, under the same shard lock and route
+//! lookup; the statements it ran and its N+1 flags go into the [`Hub`]'s mutex shards
+//! (only for requests that ran queries), and — for slow, erroring, N+1 or sampled
+//! requests — an exemplar with the whole waterfall into the hub's queue.
 
 mod config;
 mod exemplar;
@@ -28,7 +30,9 @@ use sightline_protocol::{
     EntryKind, Exemplar, HeapSample, Histogram, InsightBatch, NPlusOne, QueryWindow, RouteInsight,
 };
 
-use crate::aggregate::{MethodLabel, Recorder, UNMATCHED, unix_now_ms, window_start};
+use crate::aggregate::{
+    MethodLabel, Recorder, TakenInsight, UNMATCHED, status_class, unix_now_ms, window_start,
+};
 use crate::{alloc, sql};
 
 pub(crate) use config::InsightConfig;
@@ -39,7 +43,7 @@ pub(crate) const REQUEST_TARGET: &str = "sightline_agent::request";
 /// Distinct fingerprints kept per window; the rest are not aggregated (still counted per
 /// request).
 const MAX_FINGERPRINTS: usize = 2_000;
-/// Distinct route × method keys per window.
+/// Distinct route × method × fingerprint N+1 flags per window.
 const MAX_ROUTES: usize = 2_000;
 /// Distinct fingerprints tracked per request for N+1 detection.
 const MAX_REQUEST_FINGERPRINTS: usize = 256;
@@ -67,34 +71,6 @@ impl std::hash::Hasher for PassThrough {
 }
 
 type HashedMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<PassThrough>>;
-
-/// Hashes route templates (short, chosen by the app, never by the client: unmatched
-/// requests are all `<unmatched>`) without SipHash's cost, 8 bytes at a time.
-#[derive(Default, Clone, Copy)]
-struct RouteHasher(u64);
-
-impl std::hash::Hasher for RouteHasher {
-    fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 31)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = self.0 ^ 0x9e37_79b9_7f4a_7c15;
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            h = (h ^ u64::from_le_bytes(word))
-                .wrapping_mul(0x0100_0000_01b3_0001)
-                .rotate_left(29);
-        }
-        for &b in chunks.remainder() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3_0001);
-        }
-        self.0 = h;
-    }
-}
-
-type RouteMap<V> = HashMap<Box<str>, V, std::hash::BuildHasherDefault<RouteHasher>>;
 
 /// A normalised statement: its fingerprint and text.
 #[derive(Clone, Debug)]
@@ -431,7 +407,8 @@ impl RequestCtx {
         self.alloc_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// The request is done: fold it into the hub.
+    /// The request is done (answered `status` at `end`): its latency goes into the
+    /// recorder, its figures into the hub.
     fn finish(&self, status: u16, end: Instant) {
         let trace = {
             let mut trace = lock(&self.trace);
@@ -442,22 +419,45 @@ impl RequestCtx {
             std::mem::take(&mut *trace)
         };
         let hub = &self.hub;
+        let recorder = &hub.recorder;
         let duration = end.saturating_duration_since(self.start);
+        let duration_us = micros(duration);
         let allocs = self.allocs.load(Ordering::Relaxed);
         let alloc_bytes = self.alloc_bytes.load(Ordering::Relaxed);
         let threshold = hub.config.n_plus_one_threshold;
         // No per-request `Vec`: the flagged fingerprints are filtered where used.
         let n_plus_one = trace.by_fingerprint.iter().any(|f| f.count >= threshold);
-        let now_ms = hub.recorder.unix_ms_at(end);
-        let start = window_start(now_ms.div_euclid(1000), hub.recorder.window_secs());
-        hub.record_request(
-            start,
+        let counted = alloc::installed();
+        let now_ms = recorder.unix_ms_at(end);
+        // Latency and route figures under one shard lock and route lookup.
+        recorder.record_with(
             self.route(),
             self.method,
-            &trace,
-            (allocs, alloc_bytes),
-            n_plus_one.then_some(threshold),
+            status_class(status),
+            duration_us,
+            now_ms,
+            Some(|agg: &mut RouteAgg| {
+                agg.queries.record(trace.queries);
+                agg.query_us.record(trace.query_us);
+                if counted {
+                    agg.allocs.record(allocs);
+                    agg.alloc_bytes.record(alloc_bytes);
+                }
+                if n_plus_one {
+                    agg.n_plus_one += 1;
+                }
+            }),
         );
+        let start = window_start(now_ms.div_euclid(1000), recorder.window_secs());
+        if !trace.by_fingerprint.is_empty() {
+            hub.record_statements(
+                start,
+                self.route(),
+                self.method,
+                &trace,
+                n_plus_one.then_some(threshold),
+            );
+        }
         let mut reasons = 0;
         if duration >= hub.config.slow {
             reasons |= sightline_protocol::reason::SLOW;
@@ -479,7 +479,7 @@ impl RequestCtx {
                     status,
                     start: self.start,
                     start_ms: hub.recorder.unix_ms_at(self.start),
-                    duration_us: micros(duration),
+                    duration_us,
                     reasons,
                     allocs,
                     alloc_bytes,
@@ -510,37 +510,74 @@ impl Drop for RequestCtx {
 
 /// The per-request handle the request layer keeps in its response future.
 pub(crate) struct Active {
-    ctx: Arc<RequestCtx>,
+    /// Moved into the thread's slot while the request is polled, and back afterwards,
+    /// so that a poll costs no reference-count traffic.
+    ctx: Option<Arc<RequestCtx>>,
     span: tracing::Span,
+}
+
+/// Moves the request back out of the thread's slot into its [`Active`] when dropped,
+/// even while unwinding, and restores what was current before.
+struct Polling<'a> {
+    owner: &'a mut Option<Arc<RequestCtx>>,
+    previous: Option<Arc<RequestCtx>>,
+}
+
+impl Drop for Polling<'_> {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        // During thread teardown the slot is gone, and the request with it: it then
+        // finishes without its figures.
+        let _ = CURRENT.try_with(|cell| *self.owner = cell.replace(previous));
+    }
 }
 
 impl Active {
     /// Runs `f` (a poll of the request's future, or the inner `call`) with the request
     /// current, its span entered, and the allocations made meanwhile on this thread
     /// added to the request.
-    pub(crate) fn scope<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _current = Current::set(&self.ctx);
+    pub(crate) fn scope<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        let ctx = self.ctx.take();
+        let counts = ctx.is_some();
+        // No slot (thread teardown): the request is lost, `f` still runs.
+        let previous = CURRENT
+            .try_with(|cell| cell.replace(ctx))
+            .unwrap_or_default();
+        let _polling = Polling {
+            owner: &mut self.ctx,
+            previous,
+        };
         let _entered = self.span.enter();
-        let before = alloc::thread_totals();
+        let before = if counts { alloc::thread_totals() } else { None };
         let out = f();
-        if let (Some(before), Some(after)) = (before, alloc::thread_totals()) {
-            self.ctx.add_allocs(
-                after.0.wrapping_sub(before.0),
-                after.1.wrapping_sub(before.1),
-            );
+        if let Some(before) = before
+            && let Some(after) = alloc::thread_totals()
+        {
+            with_current(|ctx| {
+                if let Some(ctx) = ctx {
+                    ctx.add_allocs(
+                        after.0.wrapping_sub(before.0),
+                        after.1.wrapping_sub(before.1),
+                    );
+                }
+            });
         }
         out
     }
 
     /// The request finished with `status` at `end`.
     pub(crate) fn finish(self, status: u16, end: Instant) {
-        self.ctx.finish(status, end);
+        if let Some(ctx) = &self.ctx {
+            ctx.finish(status, end);
+        }
     }
 }
 
-/// Aggregates of one route × method in one window.
+/// Aggregates of one route × method in one window. They live beside the route's
+/// latency histograms in the [`Recorder`]'s windows, so that a request takes one shard
+/// lock and one route lookup for both.
 #[derive(Default, Debug)]
-struct RouteAgg {
+pub(crate) struct RouteAgg {
     queries: Histogram,
     query_us: Histogram,
     allocs: Histogram,
@@ -584,8 +621,6 @@ impl NAgg {
 #[derive(Debug)]
 struct HubWindow {
     start: i64,
-    routes: RouteMap<Vec<(MethodLabel, RouteAgg)>>,
-    route_keys: usize,
     queries: HashedMap<QueryAgg>,
     n_plus_one: Vec<(Box<str>, MethodLabel, u64, NAgg)>,
 }
@@ -625,29 +660,8 @@ impl HubWindow {
     fn new(start: i64) -> HubWindow {
         HubWindow {
             start,
-            routes: RouteMap::default(),
-            route_keys: 0,
             queries: HashedMap::default(),
             n_plus_one: Vec::new(),
-        }
-    }
-
-    fn route(&mut self, route: &str, method: MethodLabel) -> Option<&mut RouteAgg> {
-        if !self.routes.contains_key(route) {
-            if self.route_keys >= MAX_ROUTES {
-                return None;
-            }
-            self.routes.insert(route.into(), Vec::with_capacity(1));
-        }
-        let slots = self.routes.get_mut(route)?;
-        match slots.iter().position(|(m, _)| *m == method) {
-            Some(i) => slots.get_mut(i).map(|(_, agg)| agg),
-            None if self.route_keys < MAX_ROUTES => {
-                self.route_keys += 1;
-                slots.push((method, RouteAgg::default()));
-                slots.last_mut().map(|(_, agg)| agg)
-            }
-            None => None,
         }
     }
 }
@@ -742,7 +756,10 @@ impl Hub {
         } else {
             tracing::Span::none()
         };
-        Some(Active { ctx, span })
+        Some(Active {
+            ctx: Some(ctx),
+            span,
+        })
     }
 
     /// Stops taking requests (the agent is shutting down).
@@ -804,30 +821,18 @@ impl Hub {
         });
     }
 
-    fn record_request(
+    /// Folds the statements a finished request ran into window `start`, with the N+1
+    /// flags of those that repeated at least `n_plus_one` times.
+    fn record_statements(
         &self,
         start: i64,
         route: &str,
         method: MethodLabel,
         trace: &Trace,
-        (allocs, alloc_bytes): (u64, u64),
-        // `Some(threshold)` when some fingerprint repeated at least `threshold` times.
         n_plus_one: Option<u64>,
     ) {
-        let counted = alloc::installed();
         self.with_window(start, |w| {
             w.fold_statements(route, method, trace);
-            if let Some(agg) = w.route(route, method) {
-                agg.queries.record(trace.queries);
-                agg.query_us.record(trace.query_us);
-                if counted {
-                    agg.allocs.record(allocs);
-                    agg.alloc_bytes.record(alloc_bytes);
-                }
-                if n_plus_one.is_some() {
-                    agg.n_plus_one += 1;
-                }
-            }
             let Some(threshold) = n_plus_one else {
                 return;
             };
@@ -911,7 +916,7 @@ impl Hub {
                 }
             }
         }
-        let mut batch = self.merge(taken);
+        let mut batch = self.merge(taken, self.recorder.take_insight(until));
         {
             let mut queue = lock(&self.exemplars);
             batch.exemplars = std::mem::take(&mut queue.items);
@@ -929,20 +934,20 @@ impl Hub {
         batch
     }
 
-    fn merge(&self, taken: Vec<HubWindow>) -> InsightBatch {
+    fn merge(&self, taken: Vec<HubWindow>, route_figures: Vec<TakenInsight>) -> InsightBatch {
         let window_secs = self.recorder.window_secs();
         let mut routes: BTreeMap<(i64, Box<str>, MethodLabel), RouteAgg> = BTreeMap::new();
         let mut queries: BTreeMap<(i64, u64), QueryAgg> = BTreeMap::new();
         let mut flags: BTreeMap<(i64, Box<str>, MethodLabel, u64), NAgg> = BTreeMap::new();
-        for window in taken {
-            for (route, slots) in window.routes {
-                for (method, agg) in slots {
-                    routes
-                        .entry((window.start, route.clone(), method))
-                        .or_default()
-                        .merge(&agg);
+        for (key, agg) in route_figures {
+            match routes.get_mut(&key) {
+                Some(merged) => merged.merge(&agg),
+                None => {
+                    routes.insert(key, agg);
                 }
             }
+        }
+        for window in taken {
             for (fp, agg) in window.queries {
                 match queries.get_mut(&(window.start, fp)) {
                     Some(q) => {
@@ -1046,7 +1051,7 @@ mod tests {
             ..InsightConfig::default()
         });
         let start = Instant::now();
-        let active = hub.begin(None, get(), start).expect("open");
+        let mut active = hub.begin(None, get(), start).expect("open");
         active.scope(|| {
             record_query(
                 "SELECT * FROM threads WHERE id = 1",
@@ -1097,7 +1102,7 @@ mod tests {
             ..InsightConfig::default()
         });
         for _ in 0..10 {
-            let active = hub.begin(None, get(), Instant::now()).expect("open");
+            let mut active = hub.begin(None, get(), Instant::now()).expect("open");
             active.scope(|| {
                 for i in 0..6 {
                     record_query(&format!("select {i}"), Duration::from_micros(1));
@@ -1120,9 +1125,9 @@ mod tests {
     fn statements_fold_into_the_hub_at_request_end_or_drop() {
         let hub = hub(InsightConfig::default());
         let runs = [5, 5, 700, 5, 0];
-        let finished = hub.begin(None, get(), Instant::now()).expect("open");
-        let dropped = hub.begin(None, get(), Instant::now()).expect("open");
-        for active in [&finished, &dropped] {
+        let mut finished = hub.begin(None, get(), Instant::now()).expect("open");
+        let mut dropped = hub.begin(None, get(), Instant::now()).expect("open");
+        for active in [&mut finished, &mut dropped] {
             active.scope(|| {
                 for us in runs {
                     record_query("SELECT 1", Duration::from_micros(us));
@@ -1149,7 +1154,7 @@ mod tests {
     #[test]
     fn requests_are_current_only_while_polled() {
         let hub = hub(InsightConfig::default());
-        let active = hub.begin(None, get(), Instant::now()).expect("open");
+        let mut active = hub.begin(None, get(), Instant::now()).expect("open");
         assert!(current().is_none());
         active.scope(|| assert!(current().is_some()));
         assert!(current().is_none());
