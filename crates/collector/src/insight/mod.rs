@@ -120,11 +120,14 @@ impl Tier {
     }
 
     /// Longest range this tier answers, seconds: beyond it a coarser tier is read so a
-    /// query scans a bounded number of rows (≈ 360 windows per key).
+    /// query scans a bounded number of rows (≤ 360 windows per key). Histograms are
+    /// stored a row per bucket, so rows, not windows, are what a query pays for: the
+    /// 30-day history benchmark (BENCHMARKS.md) put an hour of raw windows for 20 routes
+    /// at ~1 s, and a day of minutes at ~10 s.
     fn max_span(self) -> i64 {
         match self {
-            Tier::Raw => 3 * 3_600,
-            Tier::Minute => 2 * 86_400,
+            Tier::Raw => 30 * 60,
+            Tier::Minute => 6 * 3_600,
             Tier::Hour => i64::MAX,
         }
     }
@@ -397,8 +400,10 @@ mod tests {
             until: now,
         };
         assert_eq!(tier_for(last(900), now, &r), Tier::Raw);
-        assert_eq!(tier_for(last(3_600), now, &r), Tier::Raw);
-        assert_eq!(tier_for(last(86_400), now, &r), Tier::Minute);
+        assert_eq!(tier_for(last(1_800), now, &r), Tier::Raw);
+        assert_eq!(tier_for(last(3_600), now, &r), Tier::Minute);
+        assert_eq!(tier_for(last(6 * 3_600), now, &r), Tier::Minute);
+        assert_eq!(tier_for(last(86_400), now, &r), Tier::Hour);
         assert_eq!(tier_for(last(7 * 86_400), now, &r), Tier::Hour);
         assert_eq!(tier_for(last(30 * 86_400), now, &r), Tier::Hour);
         // An hour two days ago is past raw retention.
