@@ -19,6 +19,7 @@ use serde::Deserialize;
 use sightline_collector::{Project, Query, TimeRange};
 
 mod errors;
+mod logs;
 mod switches;
 
 use crate::{
@@ -51,6 +52,7 @@ pub fn routes_with_site(query: Query, site: Site) -> Router {
             "/projects/{id}/issues/{issue}/status",
             post(errors::issue_status),
         )
+        .route("/projects/{id}/logs", get(logs::logs_list))
         .route("/projects/{id}/switches", get(switches::switches_list))
         .route(
             "/projects/{id}/switches/{key}",

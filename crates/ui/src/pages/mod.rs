@@ -3,6 +3,7 @@
 //! time-range picker. Every link and form keeps the page's filters in the URL.
 
 mod errors;
+mod logs;
 mod message;
 mod overview;
 mod routes;
@@ -14,6 +15,7 @@ use leptos::prelude::*;
 pub(crate) use errors::{
     EventNav, IssueDetail, IssueFilters, IssuePage, IssueRow, IssuesList, IssuesPage, Volume,
 };
+pub(crate) use logs::{LogFilters, LogsList, LogsPage};
 pub(crate) use message::{Message, SignIn};
 pub(crate) use overview::{Overview, OverviewPage};
 pub(crate) use routes::{RouteDetail, RoutePage, RoutesList, RoutesPage, Sort};
@@ -62,6 +64,7 @@ pub(crate) enum Section {
     Overview,
     Routes,
     Errors,
+    Logs,
     Switches,
 }
 
@@ -330,6 +333,7 @@ fn TopBar(chrome: Chrome) -> impl IntoView {
         {tab(Section::Overview, "Overview", "")}
         {tab(Section::Routes, "Routes", "/routes")}
         {tab(Section::Errors, "Errors", "/issues")}
+        {tab(Section::Logs, "Logs", "/logs")}
         {tab(Section::Switches, "Switches", "/switches")}
     };
     let back = ctx.here();
