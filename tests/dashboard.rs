@@ -603,3 +603,487 @@ async fn attacker_controlled_names_render_as_text_before_and_after_hydration() {
     }
     browser.screenshot("xss_route_page").await;
 }
+
+/// Sends one Sentry event to the server's `store` endpoint; answers once it is stored.
+async fn send_event(server: &Sightline, event: Value) {
+    let (project, key) = key_of(&server.dsns[0]);
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/api/{project}/store/?sentry_key={key}",
+            server.base
+        ))
+        .json(&event)
+        .send()
+        .await
+        .expect("store");
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+/// An error event as a Python SDK sends one: a chained stack with framework and app
+/// frames, tags, breadcrumbs, a request, and the switches that were on.
+fn checkout_event(id: u32, title: &str, level: &str, environment: &str) -> Value {
+    json!({
+        "event_id": format!("{id:0>32x}"),
+        "timestamp": unix_now() - 30,
+        "level": level,
+        "platform": "python",
+        "environment": environment,
+        "release": "shop@2.4.1",
+        "culprit": "shop.views.checkout",
+        "tags": {"browser": "Firefox 128", "region": "eu-west"},
+        "user": {"id": "4711"},
+        "exception": {"values": [{
+            "type": "CheckoutError",
+            "value": title,
+            "stacktrace": {"frames": [
+                {"function": "wsgi_app", "module": "flask.app", "filename": "flask/app.py", "lineno": 1473, "in_app": false},
+                {"function": "dispatch_request", "module": "flask.app", "filename": "flask/app.py", "lineno": 882, "in_app": false},
+                {"function": "checkout", "module": "shop.views", "filename": "shop/views.py", "lineno": 57, "in_app": true,
+                 "pre_context": ["    cart = load_cart(request)", "    total = cart.total()"],
+                 "context_line": "    charge(card, total)",
+                 "post_context": ["    return redirect('/thanks')"]},
+                {"function": "charge", "module": "shop.payments", "filename": "shop/payments.py", "lineno": 21, "in_app": true,
+                 "context_line": "    raise CheckoutError(f'card declined for {amount}')"},
+            ]},
+        }]},
+        "breadcrumbs": {"values": [
+            {"timestamp": unix_now() - 31, "category": "http", "message": "POST /cart/checkout"},
+            {"timestamp": unix_now() - 30, "category": "query", "message": "SELECT total FROM carts WHERE id = ?"},
+        ]},
+        "request": {"method": "POST", "url": "http://shop.test/cart/checkout",
+                    "headers": {"User-Agent": "Firefox/128.0", "Accept": "text/html"}},
+        "contexts": {"flags": {"values": [
+            {"flag": "checkout:new_flow", "result": true},
+            {"flag": "comments:rich_preview", "result": true},
+        ]}},
+    })
+}
+
+/// `(id, status)` of the issue whose title contains `needle`, from the issues API.
+async fn issue_by_title(server: &Sightline, needle: &str) -> Option<(String, String)> {
+    let (project, _) = key_of(&server.dsns[0]);
+    let issues = get_json(&format!(
+        "{}/api/0/projects/{project}/issues/?status=all",
+        server.base
+    ))
+    .await;
+    issues.as_array()?.iter().find_map(|i| {
+        i["title"].as_str()?.contains(needle).then(|| {
+            (
+                i["id"].as_str().unwrap_or_default().to_owned(),
+                i["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+    })
+}
+
+async fn pick(browser: &Browser, css: &str) {
+    browser
+        .client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .expect("click");
+}
+
+async fn type_into(browser: &Browser, css: &str, text: &str) {
+    let input = browser
+        .client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    input.clear().await.expect("clear");
+    input.send_keys(text).await.expect("type");
+}
+
+/// Presses the filter form's Apply and waits for the page whose query has `expect`;
+/// returns that query.
+async fn apply_filters(browser: &Browser, expect: &str) -> String {
+    pick(browser, "form.filters button[type='submit']").await;
+    eventually(Duration::from_secs(10), expect, || async {
+        let url = browser.client.current_url().await.ok()?;
+        let query = url.query()?.to_owned();
+        let ready = browser
+            .client
+            .find(Locator::Css("form.filters"))
+            .await
+            .is_ok();
+        (query.contains(expect) && ready).then_some(query)
+    })
+    .await
+}
+
+async fn text_of(browser: &Browser, css: &str) -> String {
+    browser
+        .client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .expect("text")
+}
+
+#[tokio::test]
+async fn open_an_issue_from_the_list_and_resolve_it() {
+    let _slot = BROWSER_SLOT.lock().await;
+    let server = Sightline::start("demo", &[], "demo app:");
+    let (project, _) = key_of(&server.dsns[0]);
+    // an issue of our own beside the demo's, so no further event reopens it mid-test
+    send_event(
+        &server,
+        checkout_event(1, "card declined for 12.50 EUR", "error", "demo"),
+    )
+    .await;
+    let (issue, status) = issue_by_title(&server, "card declined")
+        .await
+        .expect("the issue in the API");
+    assert_eq!(status, "unresolved");
+
+    let browser = Browser::start(true).await;
+    browser
+        .client
+        .goto(&format!(
+            "{}/projects/{project}/issues?statsPeriod=1h",
+            server.base
+        ))
+        .await
+        .expect("issues list");
+    browser.hydrated().await;
+    browser.screenshot("issues_list").await;
+    browser
+        .client
+        .find(Locator::Css(&format!(
+            "tr[data-issue='{issue}'] a.issue-title"
+        )))
+        .await
+        .expect("the issue in the list")
+        .click()
+        .await
+        .expect("open the issue");
+    let url = browser.client.current_url().await.expect("url");
+    assert_eq!(url.path(), format!("/projects/{project}/issues/{issue}"));
+    let title = text_of(&browser, "h1").await;
+    assert_eq!(title, "CheckoutError: card declined for 12.50 EUR");
+    // in-app frames are open and highlighted, the framework's folded away
+    let in_app = browser
+        .client
+        .find_all(Locator::Css(".frame.in-app"))
+        .await
+        .expect("frames");
+    assert_eq!(in_app.len(), 2);
+    assert!(in_app[0].is_displayed().await.expect("visible"));
+    let folded = browser
+        .client
+        .find(Locator::Css("details.other-frames .frame"))
+        .await
+        .expect("folded frame");
+    assert!(!folded.is_displayed().await.expect("hidden"));
+    let flags = text_of(&browser, "#flags").await;
+    assert!(flags.contains("checkout:new_flow"), "{flags}");
+    let grouping = text_of(&browser, "#grouping").await;
+    assert!(grouping.contains("Grouped by"), "{grouping}");
+    browser.screenshot("issue_page").await;
+    browser
+        .js("document.querySelector('details.other-frames').open = true; document.getElementById('flags').scrollIntoView();")
+        .await;
+    browser.screenshot("issue_page_flags_breadcrumbs").await;
+    browser.js("window.scrollTo(0, 0);").await;
+
+    browser
+        .client
+        .find(Locator::Css("form.actions button[value='resolved']"))
+        .await
+        .expect("resolve button")
+        .click()
+        .await
+        .expect("resolve");
+    let notice = browser
+        .client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("[data-notice='resolved']"))
+        .await
+        .expect("back on the issue with a notice");
+    assert_eq!(notice.text().await.expect("text"), "Marked as resolved.");
+    let (_, status) = issue_by_title(&server, "card declined")
+        .await
+        .expect("the issue in the API");
+    assert_eq!(status, "resolved", "the API sees the change");
+    let badges = text_of(&browser, ".issue-meta").await;
+    assert!(
+        badges.contains("resolved") && badges.contains("Unresolve"),
+        "{badges}"
+    );
+    browser.screenshot("issue_resolved").await;
+
+    // the same page on a phone, in the dark scheme
+    browser
+        .client
+        .find(Locator::Css("form.theme button"))
+        .await
+        .expect("theme button")
+        .click()
+        .await
+        .expect("dark");
+    browser
+        .client
+        .set_window_size(390, 844)
+        .await
+        .expect("phone size");
+    let overflow = browser
+        .js("return document.documentElement.scrollWidth - document.documentElement.clientWidth;")
+        .await;
+    assert!(
+        overflow.as_i64().unwrap_or(0) <= 1,
+        "the page scrolls sideways on a phone: {overflow}"
+    );
+    browser.screenshot("issue_phone_dark").await;
+}
+
+#[tokio::test]
+async fn filter_the_issues_list_and_bulk_ignore_without_javascript() {
+    let _slot = BROWSER_SLOT.lock().await;
+    let server = Sightline::start("serve", &[], "dashboard:");
+    let (project, _) = key_of(&server.dsns[0]);
+    send_event(
+        &server,
+        checkout_event(1, "card declined", "error", "production"),
+    )
+    .await;
+    let mut slow = checkout_event(2, "cart slow to load", "warning", "staging");
+    slow["exception"]["values"][0]["type"] = json!("SlowCart");
+    send_event(&server, slow).await;
+    let mut timeout = checkout_event(3, "payment provider timed out", "error", "staging");
+    timeout["exception"]["values"][0]["type"] = json!("PaymentTimeout");
+    send_event(&server, timeout).await;
+
+    let browser = Browser::start(false).await;
+    browser
+        .client
+        .goto(&format!(
+            "{}/projects/{project}/issues?statsPeriod=24h",
+            server.base
+        ))
+        .await
+        .expect("issues list");
+    let rows = |browser: &Browser| {
+        let client = browser.client.clone();
+        async move {
+            let mut titles = Vec::new();
+            for row in client
+                .find_all(Locator::Css("table.issues a.issue-title"))
+                .await
+                .expect("rows")
+            {
+                titles.push(row.text().await.expect("title"));
+            }
+            titles
+        }
+    };
+    assert_eq!(rows(&browser).await.len(), 3);
+
+    // level: warning → only the slow cart; the filter is in the URL, the range kept
+    pick(
+        &browser,
+        "form.filters select[name='level'] option[value='warning']",
+    )
+    .await;
+    let query = apply_filters(&browser, "level=warning").await;
+    assert!(query.contains("statsPeriod=24h"), "{query}");
+    assert_eq!(rows(&browser).await, ["SlowCart: cart slow to load"]);
+
+    // search text and environment, any level
+    pick(
+        &browser,
+        "form.filters select[name='level'] option[value='']",
+    )
+    .await;
+    type_into(
+        &browser,
+        "form.filters input[name='environment']",
+        "staging",
+    )
+    .await;
+    type_into(&browser, "form.filters input[name='query']", "payment").await;
+    apply_filters(&browser, "query=payment").await;
+    let url = browser.client.current_url().await.expect("url");
+    assert_eq!(
+        rows(&browser).await,
+        ["PaymentTimeout: payment provider timed out"],
+        "{url}"
+    );
+    let shared = url.to_string();
+    assert!(
+        shared.contains("environment=staging")
+            && shared.contains("query=payment")
+            && shared.contains("status=unresolved"),
+        "{shared}"
+    );
+
+    // bulk ignore: tick the row, press Ignore; it leaves the unresolved list
+    browser
+        .client
+        .find(Locator::Css("table.issues input[name='id']"))
+        .await
+        .expect("checkbox")
+        .click()
+        .await
+        .expect("tick");
+    browser
+        .client
+        .find(Locator::Css("form.bulk button[value='ignored']"))
+        .await
+        .expect("ignore")
+        .click()
+        .await
+        .expect("ignore");
+    let notice = browser
+        .client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("[data-notice='ignored']"))
+        .await
+        .expect("back on the list with a notice");
+    assert_eq!(notice.text().await.expect("text"), "Marked as ignored.");
+    assert!(rows(&browser).await.is_empty());
+    let (_, status) = issue_by_title(&server, "payment provider")
+        .await
+        .expect("in the API");
+    assert_eq!(status, "ignored");
+
+    // the shared URL reproduces the page; status=all brings the ignored issue back
+    browser
+        .client
+        .goto(&shared.replace("status=unresolved", "status=all"))
+        .await
+        .expect("shared url");
+    assert_eq!(
+        rows(&browser).await,
+        ["PaymentTimeout: payment provider timed out"]
+    );
+    let status = text_of(&browser, "table.issues .badge.status-ignored").await;
+    assert_eq!(status, "ignored");
+    browser
+        .client
+        .goto(&format!(
+            "{}/projects/{project}/issues?statsPeriod=24h&sort=freq&status=all",
+            server.base
+        ))
+        .await
+        .expect("all issues");
+    assert_eq!(rows(&browser).await.len(), 3);
+    browser.screenshot("issues_filtered_no_javascript").await;
+}
+
+#[tokio::test]
+async fn flip_a_switch_with_a_reason_and_see_it_in_the_audit_log() {
+    let _slot = BROWSER_SLOT.lock().await;
+    let server = Sightline::start("demo", &[], "demo app:");
+    let (project, _) = key_of(&server.dsns[0]);
+    let key = "leaderboard:cache";
+    let api = format!("{}/api/0/switches/{key}/", server.base);
+    assert_eq!(get_json(&api).await["state"], "off");
+
+    let browser = Browser::start(true).await;
+    browser
+        .client
+        .goto(&format!("{}/projects/{project}/switches", server.base))
+        .await
+        .expect("switches");
+    browser.hydrated().await;
+    let row = format!("tr[data-key='{key}']");
+    let state = text_of(&browser, &format!("{row} .state-cell")).await;
+    assert_eq!(state, "off");
+    browser
+        .client
+        .find(Locator::Css(&format!("{row} details.flip-inline summary")))
+        .await
+        .expect("flip")
+        .click()
+        .await
+        .expect("open");
+    browser
+        .client
+        .find(Locator::Css(&format!(
+            "{row} input[name='state'][value='on']"
+        )))
+        .await
+        .expect("on")
+        .click()
+        .await
+        .expect("choose on");
+    let reason = "leaderboard p95 at 900 ms during the evening peak";
+    browser
+        .client
+        .find(Locator::Css(&format!("{row} input[name='reason']")))
+        .await
+        .expect("reason")
+        .send_keys(reason)
+        .await
+        .expect("type");
+    browser.screenshot("switch_flip_form").await;
+    browser
+        .client
+        .find(Locator::Css(&format!(
+            "{row} form.flip button[type='submit']"
+        )))
+        .await
+        .expect("apply")
+        .click()
+        .await
+        .expect("apply");
+    browser
+        .client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("[data-notice='flipped']"))
+        .await
+        .expect("flipped notice");
+    assert_eq!(get_json(&api).await["state"], "on", "the API sees the flip");
+    let state = text_of(&browser, &format!("{row} .state-cell")).await;
+    assert_eq!(state, "on");
+
+    // the switch's page: the change heads its audit log, who, old → new, why
+    browser
+        .client
+        .find(Locator::Css(&format!("{row} td.key a")))
+        .await
+        .expect("switch link")
+        .click()
+        .await
+        .expect("open switch");
+    let first = browser
+        .client
+        .find(Locator::Css("table.audit tbody tr"))
+        .await
+        .expect("audit row");
+    assert_eq!(
+        first.attr("data-version").await.expect("attr").as_deref(),
+        Some("2")
+    );
+    let text = first.text().await.expect("row text");
+    assert!(
+        text.contains("state off → on")
+            && text.contains(reason)
+            && text.contains("admin (dashboard)"),
+        "{text}"
+    );
+    let history = get_json(&format!("{}/api/0/switches/{key}/history/", server.base)).await;
+    assert_eq!(history[0]["reason"], reason);
+    assert_eq!(history[0]["new"]["state"], "on");
+    browser.screenshot("switch_audit_log").await;
+}

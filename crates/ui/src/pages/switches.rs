@@ -92,6 +92,8 @@ pub(crate) struct SwitchDetail {
     pub(crate) chrome: Chrome,
     pub(crate) now: i64,
     pub(crate) record: SwitchRecord,
+    /// The parent switch (`a` of `a:b`) exists.
+    pub(crate) parent_exists: bool,
     /// Newest first.
     pub(crate) history: Vec<SwitchChange>,
     pub(crate) notice: Option<Notice>,
@@ -118,7 +120,13 @@ fn action_href(project: u64, key: &str, what: &str) -> String {
 
 /// Off / on / selective (and inherit for a child switch), a required reason, apply.
 #[component]
-fn FlipForm(project: u64, record: SwitchRecord, back: String) -> impl IntoView {
+fn FlipForm(
+    project: u64,
+    record: SwitchRecord,
+    back: String,
+    /// The parent switch (`a` of `a:b`) exists, so inheriting from it means something.
+    parent_exists: bool,
+) -> impl IntoView {
     let key = record.switch.key.clone();
     let mut states = vec![
         (SwitchState::Off, "Off", "for everyone"),
@@ -129,7 +137,7 @@ fn FlipForm(project: u64, record: SwitchRecord, back: String) -> impl IntoView {
             "where a condition matches",
         ),
     ];
-    if key.contains(':') {
+    if parent_exists || record.switch.state == SwitchState::Inherit {
         states.push((SwitchState::Inherit, "Inherit", "the parent's state"));
     }
     let radios = states
@@ -281,10 +289,12 @@ pub(crate) fn SwitchesPage(data: SwitchesList) -> impl IntoView {
     } = data;
     let ctx = chrome.ctx.clone();
     let total = switches.len();
+    let all_keys: Vec<String> = switches.iter().map(|r| r.switch.key.clone()).collect();
     let shown: Vec<SwitchRecord> = switches
         .into_iter()
         .filter(|r| filters.matches(&r.switch))
         .collect();
+    let keys: std::collections::HashSet<String> = all_keys.into_iter().collect();
     let back = ctx.here();
     let state_options = std::iter::once(("", "Any state"))
         .chain([
@@ -318,6 +328,8 @@ pub(crate) fn SwitchesPage(data: SwitchesList) -> impl IntoView {
             .map(|record| {
                 let s = &record.switch;
                 let key = s.key.clone();
+                let parent_exists = sightline_protocol::parent_key(&key)
+                    .is_some_and(|parent| keys.contains(parent));
                 view! {
                     <tr data-key=key.clone()>
                         <td class="key"><a href=switch_href(&ctx, &key)><code>{key.clone()}</code></a></td>
@@ -330,7 +342,8 @@ pub(crate) fn SwitchesPage(data: SwitchesList) -> impl IntoView {
                         <td>
                             <details class="flip-inline">
                                 <summary>"Flip…"</summary>
-                                <FlipForm project=ctx.project record=record.clone() back=back.clone()/>
+                                <FlipForm project=ctx.project record=record.clone() back=back.clone()
+                                    parent_exists=parent_exists/>
                             </details>
                         </td>
                     </tr>
@@ -393,6 +406,7 @@ pub(crate) fn SwitchPage(data: SwitchDetail) -> impl IntoView {
         chrome,
         now,
         record,
+        parent_exists,
         history,
         notice,
     } = data;
@@ -430,12 +444,8 @@ pub(crate) fn SwitchPage(data: SwitchDetail) -> impl IntoView {
                 <div class="issue-main">
                     <section class="panel">
                         <h2>"Flip"</h2>
-                        <FlipForm project=ctx.project record=record.clone() back=back.clone()/>
-                    </section>
-                    <section class="panel">
-                        <h2>"History"</h2>
-                        <AuditTable ctx=ctx.clone() now=now rows=history
-                            revert=Some((record.version, back)) with_key=false/>
+                        <FlipForm project=ctx.project record=record.clone() back=back.clone()
+                            parent_exists=parent_exists/>
                     </section>
                 </div>
                 <aside class="issue-side">
@@ -462,6 +472,11 @@ pub(crate) fn SwitchPage(data: SwitchDetail) -> impl IntoView {
                     </section>
                 </aside>
             </div>
+            <section class="panel">
+                <h2>"History"</h2>
+                <AuditTable ctx=ctx.clone() now=now rows=history
+                    revert=Some((record.version, back)) with_key=false/>
+            </section>
         </main>
     }
 }

@@ -85,11 +85,16 @@ pub(super) async fn switch_detail(
     let board = state.query.switchboard();
     let record = board.get(&key).await?.ok_or(PageError::SwitchNotFound)?;
     let history = board.history(&key).await?;
+    let parent_exists = match sightline_protocol::parent_key(&key) {
+        Some(parent) => board.get(parent).await?.is_some(),
+        None => false,
+    };
     let (theme, bundle) = (chrome.theme, chrome.bundle.clone());
     let data = SwitchDetail {
         chrome,
         now: frame.now,
         record,
+        parent_exists,
         history,
         notice: params.notice(),
     };
