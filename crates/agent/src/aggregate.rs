@@ -105,11 +105,109 @@ impl std::hash::Hasher for RouteHasher {
 
 type RouteMap<V> = HashMap<Box<str>, V, std::hash::BuildHasherDefault<RouteHasher>>;
 
+/// A histogram being filled on the request path: the figures of a [`Histogram`], with
+/// the buckets in a dense `Vec` (indexed from the lowest bucket seen) instead of a tree,
+/// and the range of values last seen to fall in one bucket remembered, so that a value
+/// in that range costs no logarithm. A route's latency, query count or allocation
+/// figures mostly land there. Turned into a `Histogram` when drained.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Tally {
+    pub(crate) count: u64,
+    sum: u64,
+    min: u64,
+    max: u64,
+    zeros: u64,
+    /// Bucket of `counts[0]`.
+    base: i32,
+    counts: Vec<u64>,
+    /// Values `lo..=hi` (never 0) are known to fall in bucket `last`: bucket indexes
+    /// only grow with the value, so any value between two seen in one bucket is in it.
+    lo: u64,
+    hi: u64,
+    last: i32,
+}
+
+impl Tally {
+    pub(crate) fn record(&mut self, value: u64) {
+        if value == 0 {
+            self.zeros += 1;
+        } else {
+            let bucket = if self.lo <= value && value <= self.hi {
+                self.last
+            } else {
+                let bucket = sightline_protocol::bucket_index(value);
+                if bucket == self.last && self.hi != 0 {
+                    (self.lo, self.hi) = (self.lo.min(value), self.hi.max(value));
+                } else {
+                    (self.lo, self.hi, self.last) = (value, value, bucket);
+                }
+                bucket
+            };
+            self.add(bucket);
+        }
+        if self.count == 0 {
+            (self.min, self.max) = (value, value);
+        } else {
+            self.min = self.min.min(value);
+            self.max = self.max.max(value);
+        }
+        self.count += 1;
+        self.sum = self.sum.saturating_add(value);
+    }
+
+    fn add(&mut self, bucket: i32) {
+        if self.counts.is_empty() {
+            self.base = bucket;
+        } else if bucket < self.base {
+            // Rare once a tally has seen its low values: shift up to the new base.
+            let grow = usize::try_from(i64::from(self.base) - i64::from(bucket)).unwrap_or(0);
+            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
+            self.base = bucket;
+        }
+        let Ok(at) = usize::try_from(i64::from(bucket) - i64::from(self.base)) else {
+            return;
+        };
+        if at >= self.counts.len() {
+            self.counts.resize(at + 1, 0);
+        }
+        self.counts[at] += 1;
+    }
+
+    /// Adds these values to `h`, as [`Histogram::merge`] would.
+    pub(crate) fn fold_into(&self, h: &mut Histogram) {
+        if self.count == 0 {
+            return;
+        }
+        if h.count == 0 {
+            (h.min, h.max) = (self.min, self.max);
+        } else {
+            h.min = h.min.min(self.min);
+            h.max = h.max.max(self.max);
+        }
+        h.count = h.count.saturating_add(self.count);
+        h.sum = h.sum.saturating_add(self.sum);
+        let zeros = (sightline_protocol::ZERO_BUCKET, self.zeros);
+        let buckets = (self.base..).zip(self.counts.iter().copied());
+        for (bucket, n) in std::iter::once(zeros).chain(buckets) {
+            if n > 0 {
+                let slot = h.buckets.entry(bucket).or_insert(0);
+                *slot = slot.saturating_add(n);
+            }
+        }
+    }
+
+    pub(crate) fn to_histogram(&self) -> Histogram {
+        let mut h = Histogram::new();
+        self.fold_into(&mut h);
+        h
+    }
+}
+
 /// Histogram of one method × status class within a route.
 struct Slot {
     method: MethodLabel,
     class: StatusClass,
-    latency: Histogram,
+    latency: Tally,
 }
 
 enum Recorded {
@@ -139,7 +237,7 @@ fn record_in(
     if !may_add {
         return Recorded::NoRoom;
     }
-    let mut latency = Histogram::new();
+    let mut latency = Tally::default();
     latency.record(micros);
     slots.push(Slot {
         method,
@@ -482,28 +580,28 @@ impl Recorder {
                 for slot in entry.slots {
                     let key = (window.start, route.clone(), slot.method, slot.class);
                     if let Some(h) = merged.get_mut(&key) {
-                        h.merge(&slot.latency);
+                        slot.latency.fold_into(h);
                         continue;
                     }
                     let keys = keys_per_window.entry(window.start).or_insert(0);
                     if *keys < self.max_keys {
                         *keys += 1;
-                        merged.insert(key, slot.latency);
+                        merged.insert(key, slot.latency.to_histogram());
                     } else {
                         self.overflowed
                             .fetch_add(slot.latency.count, Ordering::Relaxed);
-                        overflow
+                        let h = overflow
                             .entry((window.start, slot.method, slot.class))
-                            .or_default()
-                            .merge(&slot.latency);
+                            .or_default();
+                        slot.latency.fold_into(h);
                     }
                 }
             }
             for slot in window.overflow {
-                overflow
+                let h = overflow
                     .entry((window.start, slot.method, slot.class))
-                    .or_default()
-                    .merge(&slot.latency);
+                    .or_default();
+                slot.latency.fold_into(h);
             }
         }
         let overflow = overflow
@@ -785,5 +883,28 @@ mod tests {
         r.record("/a", get(), 2, 1, 0);
         r.record("/a", get(), 2, 1, 0);
         assert_eq!(r.drain(None)[0].latency.count, 2);
+    }
+
+    proptest::proptest! {
+        /// Whatever the order and clustering of values, a tally drains into the same
+        /// histogram as recording each value into a `Histogram`.
+        #[test]
+        fn a_tally_is_the_histogram_of_its_values(
+            values in proptest::collection::vec(
+                proptest::prop_oneof![0u64..4, 900u64..1_100, 0u64..u64::MAX],
+                0..200,
+            ),
+            split in 0usize..200,
+        ) {
+            let mut expected = Histogram::new();
+            let (mut a, mut b) = (Tally::default(), Tally::default());
+            for (i, v) in values.iter().enumerate() {
+                expected.record(*v);
+                if i < split { a.record(*v) } else { b.record(*v) }
+            }
+            let mut h = a.to_histogram();
+            b.fold_into(&mut h);
+            proptest::prop_assert_eq!(h, expected);
+        }
     }
 }

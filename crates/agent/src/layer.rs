@@ -39,29 +39,27 @@ use crate::insight::{Active, Hub};
 /// stack at panic time, answered `500` and recorded as a 5xx.
 #[derive(Clone)]
 pub struct RequestLayer {
-    recorder: Arc<Recorder>,
-    /// Performance insight (queries, spans, allocations per request), when enabled.
-    insight: Option<Arc<Hub>>,
-    /// Error events of the agent.
-    errors: Option<Arc<Sink>>,
+    agent: Arc<Parts>,
 }
 
 impl RequestLayer {
     pub(crate) fn new(recorder: Arc<Recorder>) -> RequestLayer {
         RequestLayer {
-            recorder,
-            insight: None,
-            errors: None,
+            agent: Arc::new(Parts {
+                recorder,
+                insight: None,
+                errors: None,
+            }),
         }
     }
 
     pub(crate) fn with_errors(mut self, sink: Arc<Sink>) -> RequestLayer {
-        self.errors = Some(sink);
+        Arc::make_mut(&mut self.agent).errors = Some(sink);
         self
     }
 
     pub(crate) fn with_insight(mut self, hub: Arc<Hub>) -> RequestLayer {
-        self.insight = Some(hub);
+        Arc::make_mut(&mut self.agent).insight = Some(hub);
         self
     }
 }
@@ -72,20 +70,28 @@ impl<S> tower::Layer<S> for RequestLayer {
     fn layer(&self, inner: S) -> Self::Service {
         RequestService {
             inner,
-            recorder: self.recorder.clone(),
-            insight: self.insight.clone(),
-            errors: self.errors.clone(),
+            agent: self.agent.clone(),
         }
     }
+}
+
+/// What the service needs of the agent, behind one `Arc`: routers clone their
+/// services (and axum may apply layers) for every request.
+#[derive(Clone)]
+struct Parts {
+    /// Latency per route, method and status class.
+    recorder: Arc<Recorder>,
+    /// Performance insight (queries, spans, allocations per request), when enabled.
+    insight: Option<Arc<Hub>>,
+    /// Error events of the agent.
+    errors: Option<Arc<Sink>>,
 }
 
 /// The service [`RequestLayer`] wraps around an inner service.
 #[derive(Clone)]
 pub struct RequestService<S> {
     inner: S,
-    recorder: Arc<Recorder>,
-    insight: Option<Arc<Hub>>,
-    errors: Option<Arc<Sink>>,
+    agent: Arc<Parts>,
 }
 
 impl<S, B, R> tower::Service<http::Request<B>> for RequestService<S>
@@ -107,18 +113,19 @@ where
         // `MatchedPath` holds an `Arc<str>`: cloning it does not allocate.
         let route = req.extensions().get::<MatchedPath>().cloned();
         let method = MethodLabel::of(req.method());
-        let scope = self
+        let agent = &*self.agent;
+        let scope = agent
             .errors
             .as_ref()
             .map(|sink| RequestScope::new(sink.clone(), &req, route.clone()));
-        let mut measure = match self
+        let mut measure = match agent
             .insight
             .as_ref()
             .and_then(|hub| hub.begin(route.clone(), method, start))
         {
             Some(active) => Measure::Insight(active),
             None => Measure::Latency {
-                recorder: self.recorder.clone(),
+                recorder: agent.recorder.clone(),
                 route,
                 method,
                 start,

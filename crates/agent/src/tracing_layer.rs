@@ -120,11 +120,9 @@ fn record(event: &Event<'_>, request: &RequestCtx) {
     let mut visitor = QueryVisitor::default();
     event.record(&mut visitor);
     if let Some(statement) = visitor.statement {
-        request.record_query(
-            &statement,
-            Instant::now(),
-            visitor.elapsed.unwrap_or_default(),
-        );
+        let end = Instant::now();
+        let elapsed = visitor.elapsed.unwrap_or_default();
+        request.record_query(&statement, end, elapsed);
     }
 }
 

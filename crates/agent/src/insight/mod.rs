@@ -31,7 +31,7 @@ use sightline_protocol::{
 };
 
 use crate::aggregate::{
-    MethodLabel, Recorder, TakenInsight, UNMATCHED, status_class, unix_now_ms, window_start,
+    MethodLabel, Recorder, TakenInsight, Tally, UNMATCHED, status_class, unix_now_ms, window_start,
 };
 use crate::{alloc, sql};
 
@@ -139,48 +139,65 @@ impl Drop for Current {
     }
 }
 
-/// A fast non-cryptographic hash of the raw statement, 8 bytes at a time: only a cache
-/// key, never shipped.
+/// A fast non-cryptographic hash of the raw statement, 16 bytes at a time in two
+/// independent lanes: only a cache key, never shipped.
 fn quick_hash(text: &str) -> u64 {
-    let bytes = text.as_bytes();
-    let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ bytes.len() as u64;
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
+    const M: u64 = 0x0100_0000_01b3_0001;
+    let word = |chunk: &[u8]| {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        h = (h ^ u64::from_le_bytes(word))
-            .wrapping_mul(0x0100_0000_01b3_0001)
-            .rotate_left(29);
+        u64::from_le_bytes(word)
+    };
+    let bytes = text.as_bytes();
+    let (mut a, mut b) = (
+        0x9e37_79b9_7f4a_7c15 ^ bytes.len() as u64,
+        0x2545_f491_4f6c_dd1d,
+    );
+    let mut pairs = bytes.chunks_exact(16);
+    for pair in &mut pairs {
+        a = (a ^ word(&pair[..8])).wrapping_mul(M).rotate_left(29);
+        b = (b ^ word(&pair[8..])).wrapping_mul(M).rotate_left(31);
     }
-    for &b in chunks.remainder() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3_0001);
+    let mut rest = pairs.remainder().chunks_exact(8);
+    for chunk in &mut rest {
+        a = (a ^ word(chunk)).wrapping_mul(M).rotate_left(29);
     }
+    for &byte in rest.remainder() {
+        b = (b ^ u64::from(byte)).wrapping_mul(M);
+    }
+    let h = a ^ b.rotate_left(17).wrapping_mul(M);
     h ^ (h >> 31)
 }
 
-/// Normalises `raw`, from this thread's cache when it has been seen before.
-pub(crate) fn normalized(raw: &str) -> Normalized {
-    let key = quick_hash(raw);
-    let cached = CACHE
-        .try_with(|cache| cache.borrow().get(&key).cloned())
-        .ok()
-        .flatten();
-    if let Some(hit) = cached {
-        return hit;
-    }
+/// Normalises `raw` and remembers it under `key` in this thread's cache.
+fn normalize_into_cache(raw: &str, key: u64) -> Normalized {
     let text = sql::normalize(raw);
     let entry = Normalized {
         fingerprint: sql::fnv1a(text.as_bytes()),
         sql: Arc::from(text),
     };
     let _ = CACHE.try_with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if cache.len() >= CACHE_ENTRIES {
-            cache.clear();
+        if let Ok(mut cache) = cache.try_borrow_mut() {
+            if cache.len() >= CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(key, entry.clone());
         }
-        cache.insert(key, entry.clone());
     });
     entry
+}
+
+/// Normalises `raw`, from this thread's cache when it has been seen before.
+pub(crate) fn normalized(raw: &str) -> Normalized {
+    let key = quick_hash(raw);
+    let cached = CACHE
+        .try_with(|cache| cache.try_borrow().ok()?.get(&key).cloned())
+        .ok()
+        .flatten();
+    match cached {
+        Some(hit) => hit,
+        None => normalize_into_cache(raw, key),
+    }
 }
 
 /// Records a query that the current request ran (for drivers that do not emit sqlx's
@@ -230,14 +247,7 @@ struct RawEntry {
 struct FpStats {
     fingerprint: u64,
     sql: Arc<str>,
-    count: u64,
-    sum_us: u64,
-    min_us: u64,
-    max_us: u64,
-    /// `(bucket, runs)`: a statement's latencies in one request fall in few buckets.
-    buckets: Vec<(i32, u64)>,
-    /// The last latency and its bucket: a repeated value skips the logarithm.
-    last: (u64, i32),
+    latency: Tally,
 }
 
 impl FpStats {
@@ -245,53 +255,13 @@ impl FpStats {
         FpStats {
             fingerprint: q.fingerprint,
             sql: q.sql.clone(),
-            count: 0,
-            sum_us: 0,
-            min_us: 0,
-            max_us: 0,
-            buckets: Vec::new(),
-            last: (0, 0),
+            latency: Tally::default(),
         }
     }
 
-    fn record(&mut self, us: u64) {
-        let bucket = if self.count > 0 && self.last.0 == us {
-            self.last.1
-        } else {
-            sightline_protocol::bucket_index(us)
-        };
-        self.last = (us, bucket);
-        if self.count == 0 {
-            (self.min_us, self.max_us) = (us, us);
-        } else {
-            self.min_us = self.min_us.min(us);
-            self.max_us = self.max_us.max(us);
-        }
-        self.count += 1;
-        self.sum_us = self.sum_us.saturating_add(us);
-        match self.buckets.iter_mut().rev().find(|(b, _)| *b == bucket) {
-            Some((_, n)) => *n += 1,
-            None => self.buckets.push((bucket, 1)),
-        }
-    }
-
-    /// Adds these runs to `h`, as `Histogram::merge` would.
-    fn fold_into(&self, h: &mut Histogram) {
-        if self.count == 0 {
-            return;
-        }
-        if h.count == 0 {
-            (h.min, h.max) = (self.min_us, self.max_us);
-        } else {
-            h.min = h.min.min(self.min_us);
-            h.max = h.max.max(self.max_us);
-        }
-        h.count = h.count.saturating_add(self.count);
-        h.sum = h.sum.saturating_add(self.sum_us);
-        for &(bucket, n) in &self.buckets {
-            let slot = h.buckets.entry(bucket).or_insert(0);
-            *slot = slot.saturating_add(n);
-        }
+    /// How many times the statement ran.
+    fn count(&self) -> u64 {
+        self.latency.count
     }
 }
 
@@ -364,7 +334,7 @@ impl RequestCtx {
         let name = match slot {
             Some(i) => {
                 trace.last_fingerprint = i;
-                trace.by_fingerprint[i].record(duration_us);
+                trace.by_fingerprint[i].latency.record(duration_us);
                 Name::Statement(u32::try_from(i).unwrap_or(u32::MAX))
             }
             None => Name::Shared(q.sql.clone()),
@@ -426,7 +396,7 @@ impl RequestCtx {
         let alloc_bytes = self.alloc_bytes.load(Ordering::Relaxed);
         let threshold = hub.config.n_plus_one_threshold;
         // No per-request `Vec`: the flagged fingerprints are filtered where used.
-        let n_plus_one = trace.by_fingerprint.iter().any(|f| f.count >= threshold);
+        let n_plus_one = trace.by_fingerprint.iter().any(|f| f.count() >= threshold);
         let counted = alloc::installed();
         let now_ms = recorder.unix_ms_at(end);
         // Latency and route figures under one shard lock and route lookup.
@@ -578,6 +548,16 @@ impl Active {
 /// lock and one route lookup for both.
 #[derive(Default, Debug)]
 pub(crate) struct RouteAgg {
+    queries: Tally,
+    query_us: Tally,
+    allocs: Tally,
+    alloc_bytes: Tally,
+    n_plus_one: u64,
+}
+
+/// [`RouteAgg`]s merged across shards, as shipped.
+#[derive(Default)]
+struct RouteFigures {
     queries: Histogram,
     query_us: Histogram,
     allocs: Histogram,
@@ -585,13 +565,13 @@ pub(crate) struct RouteAgg {
     n_plus_one: u64,
 }
 
-impl RouteAgg {
-    fn merge(&mut self, other: &RouteAgg) {
-        self.queries.merge(&other.queries);
-        self.query_us.merge(&other.query_us);
-        self.allocs.merge(&other.allocs);
-        self.alloc_bytes.merge(&other.alloc_bytes);
-        self.n_plus_one += other.n_plus_one;
+impl RouteFigures {
+    fn add(&mut self, agg: &RouteAgg) {
+        agg.queries.fold_into(&mut self.queries);
+        agg.query_us.fold_into(&mut self.query_us);
+        agg.allocs.fold_into(&mut self.allocs);
+        agg.alloc_bytes.fold_into(&mut self.alloc_bytes);
+        self.n_plus_one += agg.n_plus_one;
     }
 }
 
@@ -641,16 +621,16 @@ impl HubWindow {
                     latency: Histogram::new(),
                     routes: Vec::new(),
                 });
-            f.fold_into(&mut agg.latency);
+            f.latency.fold_into(&mut agg.latency);
             let known = agg.routes.len();
             match agg
                 .routes
                 .iter_mut()
                 .find(|(r, m, _)| &**r == route && *m == method)
             {
-                Some((_, _, n)) => *n += f.count,
+                Some((_, _, n)) => *n += f.count(),
                 None if known < sightline_protocol::MAX_QUERY_ROUTES => {
-                    agg.routes.push((route.into(), method, f.count));
+                    agg.routes.push((route.into(), method, f.count()));
                 }
                 None => {}
             }
@@ -836,11 +816,15 @@ impl Hub {
             let Some(threshold) = n_plus_one else {
                 return;
             };
-            for f in trace.by_fingerprint.iter().filter(|f| f.count >= threshold) {
+            for f in trace
+                .by_fingerprint
+                .iter()
+                .filter(|f| f.count() >= threshold)
+            {
                 let one = NAgg {
                     requests: 1,
-                    total: f.count,
-                    max: f.count,
+                    total: f.count(),
+                    max: f.count(),
                 };
                 let known = w.n_plus_one.len();
                 match w
@@ -936,16 +920,11 @@ impl Hub {
 
     fn merge(&self, taken: Vec<HubWindow>, route_figures: Vec<TakenInsight>) -> InsightBatch {
         let window_secs = self.recorder.window_secs();
-        let mut routes: BTreeMap<(i64, Box<str>, MethodLabel), RouteAgg> = BTreeMap::new();
+        let mut routes: BTreeMap<(i64, Box<str>, MethodLabel), RouteFigures> = BTreeMap::new();
         let mut queries: BTreeMap<(i64, u64), QueryAgg> = BTreeMap::new();
         let mut flags: BTreeMap<(i64, Box<str>, MethodLabel, u64), NAgg> = BTreeMap::new();
         for (key, agg) in route_figures {
-            match routes.get_mut(&key) {
-                Some(merged) => merged.merge(&agg),
-                None => {
-                    routes.insert(key, agg);
-                }
-            }
+            routes.entry(key).or_default().add(&agg);
         }
         for window in taken {
             for (fp, agg) in window.queries {
