@@ -3,12 +3,16 @@
 //! Handlers enqueue an [`Ingest`] with a oneshot ack and wait; the writer drains up to
 //! [`MAX_OPS_PER_COMMIT`] queued batches, writes them in one transaction, commits, and
 //! only then acks each one. One fsync covers every request in the group.
+//!
+//! The writer runs on a thread of its own (a current-thread runtime): a commit awaits the
+//! SQLite connection's thread several times, and on the shared runtime every one of those
+//! wake-ups queued behind hundreds of ready request tasks (each decoding and parsing a
+//! body), so the single writer spent most of its time waiting to be polled, not writing.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use crate::Error;
 use crate::metrics::Metrics;
@@ -80,7 +84,9 @@ impl IngestQueue {
 /// Owns the writer task; [`WriterHandle::stop`] drains the queue and waits for it.
 pub(crate) struct WriterHandle {
     stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+    /// Completes (or is dropped, should the writer thread die) once the writer has
+    /// committed what was queued.
+    done: oneshot::Receiver<()>,
 }
 
 impl WriterHandle {
@@ -88,13 +94,13 @@ impl WriterHandle {
     /// and waits for it to finish.
     pub(crate) async fn stop(self) {
         let _ = self.stop.send(());
-        if let Err(e) = self.task.await {
-            tracing::error!(error = %e, "ingest writer task failed");
+        if self.done.await.is_err() {
+            tracing::error!("ingest writer thread failed");
         }
     }
 }
 
-/// Starts the writer task with a queue of `capacity` batches.
+/// Starts the writer, on its own thread, with a queue of `capacity` batches.
 pub(crate) fn spawn(
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
@@ -102,8 +108,35 @@ pub(crate) fn spawn(
 ) -> (IngestQueue, WriterHandle) {
     let (tx, rx) = mpsc::channel(capacity);
     let (stop, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(run(rx, stop_rx, store, metrics));
-    (IngestQueue { tx }, WriterHandle { stop, task })
+    let (done_tx, done) = oneshot::channel();
+    let writer = async move {
+        run(rx, stop_rx, store, metrics).await;
+        let _ = done_tx.send(());
+    };
+    // Shared so that, should the thread not start, the future is still here to run on
+    // the shared runtime instead.
+    let slot = Arc::new(Mutex::new(Some(writer)));
+    let started = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .and_then(|runtime| {
+            let slot = slot.clone();
+            std::thread::Builder::new()
+                .name("sightline-writer".to_owned())
+                .spawn(move || {
+                    let writer = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+                    if let Some(writer) = writer {
+                        runtime.block_on(writer);
+                    }
+                })
+        });
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "no writer thread; writing on the shared runtime");
+        if let Some(writer) = slot.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            tokio::spawn(writer);
+        }
+    }
+    (IngestQueue { tx }, WriterHandle { stop, done })
 }
 
 async fn run(

@@ -35,6 +35,10 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 5,
         sql: include_str!("../../../../migrations/sqlite/0005_logs.sql"),
     },
+    Migration {
+        version: 6,
+        sql: include_str!("../../../../migrations/sqlite/0006_issue_counts_per_commit.sql"),
+    },
 ];
 
 /// Migrations of `all` not yet in `applied`, in order. Refuses a store that has a version

@@ -3,19 +3,24 @@
 //!
 //! The write path is built for tens of thousands of events per second through one
 //! connection: a commit's events are aggregated in memory first (one issue row per
-//! distinct issue, one tag row per distinct issue × key × value) and each table is
-//! written by one statement that reads all its rows from one JSON parameter
-//! (`json_each`): a fixed handful of prepared statements and round trips per commit.
-//! Counting (times seen, first/last seen, users, regression) is done by the triggers in
-//! `0002_errors.sql`, on the rows actually inserted: a duplicate `event_id` is skipped by
-//! `ON CONFLICT DO NOTHING` and so never counts.
+//! distinct issue, one tag row per distinct issue × key × value) and each small-row
+//! table is written by one statement that reads all its rows from one JSON parameter
+//! (`json_each`); events, whose payloads are large, are bound as parameters of multi-row
+//! inserts. Lookups return all their rows as one JSON value: sqlx hands each result row
+//! from the connection's thread to this task separately, and on a loaded machine every
+//! hand-off waits for a core. So a commit is a fixed handful of round trips.
+//! Counting (times seen, first/last seen, users, regression) is done here too, once per
+//! issue and commit (`0006_issue_counts_per_commit.sql` dropped the per-row triggers),
+//! on the rows actually inserted: a duplicate `event_id` is skipped by
+//! `ON CONFLICT DO NOTHING`, not returned by its RETURNING, and so never counts.
 
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqliteRow};
 
 use super::issues::{
     Cursor, EnvelopeIngest, EventRecord, Issue, IssueFilter, IssueSort, IssueStatus, ItemCount,
@@ -32,12 +37,69 @@ async fn insert_rows<R: Serialize>(
     conn: &mut SqliteConnection,
     sql: &str,
     rows: &[R],
-) -> Result<Vec<SqliteRow>, sqlx::Error> {
+) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let json = serde_json::to_string(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query(sql).bind(json).fetch_all(&mut *conn).await
+    sqlx::query(sql)
+        .bind(to_json(rows)?)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, sqlx::Error> {
+    serde_json::to_string(value).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
+/// Runs `sql`, a query of one row and one column holding a JSON array (built by
+/// `json_group_array`), with `param` in `?1`, and reads the array: many rows in one
+/// hand-off from the connection's thread instead of one each.
+async fn json_rows<T: DeserializeOwned>(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    param: String,
+) -> Result<Vec<T>, sqlx::Error> {
+    let (json,): (String,) = sqlx::query_as(sql)
+        .bind(param)
+        .fetch_one(&mut *conn)
+        .await?;
+    serde_json::from_str(&json).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+/// Most parameters one statement binds (SQLite allows 32,766). Statements of full chunks
+/// are prepared once and cached; a commit's last, shorter chunk is prepared for itself.
+const MAX_PARAMS: usize = 4_096;
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
+
+/// `(?, …), (?, …)`: `rows` rows of `columns` parameters.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; rows].join(", ")
+}
+
+/// Runs `sql(placeholders)` once per chunk of `rows`, `bind` adding one row's `columns`
+/// parameters. Rows travel as bound values: through a `json_each` parameter, SQLite
+/// parsed, re-rendered and unescaped every value, which cost more than the writes (a
+/// ~2 KB event payload most of all).
+async fn execute_values<R>(
+    conn: &mut SqliteConnection,
+    rows: &[R],
+    columns: usize,
+    sql: impl Fn(&str) -> String,
+    bind: impl for<'s> Fn(SqliteQuery<'s>, &'s R) -> SqliteQuery<'s>,
+) -> Result<(), sqlx::Error> {
+    let per_statement = (MAX_PARAMS / columns).max(1);
+    for chunk in rows.chunks(per_statement) {
+        let sql = sql(&placeholders(chunk.len(), columns));
+        let mut query = sqlx::query(&sql).persistent(chunk.len() == per_statement);
+        for row in chunk {
+            query = bind(query, row);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// One issue touched by a commit: its newest event describes it.
@@ -45,6 +107,44 @@ struct IssueDraft<'a> {
     project_id: i64,
     newest: &'a EventRecord,
     oldest_timestamp: f64,
+}
+
+/// What one commit adds to an issue: the events it inserted for it, in commit order.
+struct IssueCounts<'a> {
+    events: i64,
+    first_seen: f64,
+    last_seen: f64,
+    /// The last inserted event's release (environment) that had one, as each event in
+    /// turn would set it.
+    release: Option<&'a str>,
+    environment: Option<&'a str>,
+    /// Users new to the issue, filled in once `issue_users` says which are.
+    new_users: i64,
+}
+
+impl<'a> IssueCounts<'a> {
+    fn new(timestamp: f64) -> Self {
+        IssueCounts {
+            events: 0,
+            first_seen: timestamp,
+            last_seen: timestamp,
+            release: None,
+            environment: None,
+            new_users: 0,
+        }
+    }
+
+    fn add(&mut self, event: &'a EventRecord) {
+        self.events += 1;
+        self.first_seen = self.first_seen.min(event.timestamp);
+        self.last_seen = self.last_seen.max(event.timestamp);
+        if let Some(release) = &event.release {
+            self.release = Some(release);
+        }
+        if let Some(environment) = &event.environment {
+            self.environment = Some(environment);
+        }
+    }
 }
 
 /// What one commit of envelopes stored.
@@ -119,98 +219,142 @@ pub(super) async fn write_envelopes(
             )
         })
         .collect();
-    let rows = insert_rows(
+    execute_values(
         conn,
-        // `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
-        "INSERT INTO issues (project_id, hash, title, culprit, level, platform, substatus,
-                             first_seen, last_seen, grouped_by, grouping_values)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-                'new', value ->> 6, value ->> 6, value ->> 7, value ->> 8
-         FROM json_each(?1) WHERE true
-         ON CONFLICT (project_id, hash) DO UPDATE SET
-             title = excluded.title,
-             culprit = excluded.culprit,
-             level = excluded.level,
-             platform = excluded.platform,
-             grouped_by = excluded.grouped_by,
-             grouping_values = excluded.grouping_values
-         RETURNING id, project_id, hash, times_seen",
         &drafts,
+        9,
+        |values| {
+            // `first_seen` and `last_seen` both start at the oldest event; the update below
+            // moves `last_seen` on.
+            format!(
+                "INSERT INTO issues (project_id, hash, title, culprit, level, platform,
+                                     first_seen, grouped_by, grouping_values, substatus,
+                                     last_seen)
+                 SELECT *, 'new', column7 FROM (VALUES {values}) WHERE true
+                 ON CONFLICT (project_id, hash) DO UPDATE SET
+                     title = excluded.title,
+                     culprit = excluded.culprit,
+                     level = excluded.level,
+                     platform = excluded.platform,
+                     grouped_by = excluded.grouped_by,
+                     grouping_values = excluded.grouping_values"
+            )
+        },
+        |query, d| {
+            query
+                .bind(d.0)
+                .bind(d.1)
+                .bind(d.2)
+                .bind(d.3)
+                .bind(d.4)
+                .bind(d.5)
+                .bind(d.6)
+                .bind(d.7)
+                .bind(d.8)
+        },
     )
     .await?;
-    let mut issue_ids: HashMap<(i64, String), i64> = HashMap::with_capacity(rows.len());
-    // Issues created by this commit start at zero events; the events' trigger counts them.
+    let keys: Vec<(i64, &str)> = drafts.iter().map(|d| (d.0, d.1)).collect();
+    let rows: Vec<(i64, i64, String, i64)> = json_rows(
+        conn,
+        "SELECT json_group_array(json_array(i.id, i.project_id, i.hash, i.times_seen))
+         FROM json_each(?1) AS d
+         JOIN issues AS i ON i.project_id = d.value ->> 0 AND i.hash = d.value ->> 1",
+        to_json(&keys)?,
+    )
+    .await?;
+    let mut issue_ids: HashMap<(i64, &str), i64> = HashMap::with_capacity(rows.len());
+    // Issues created by this commit start at zero events; the update below counts them.
     let mut created: HashSet<i64> = HashSet::new();
-    for row in &rows {
-        let id: i64 = row.try_get(0)?;
-        issue_ids.insert((row.try_get(1)?, row.try_get(2)?), id);
-        if row.try_get::<i64, _>(3)? == 0 {
-            created.insert(id);
+    for (id, project_id, hash, times_seen) in &rows {
+        issue_ids.insert((*project_id, hash.as_str()), *id);
+        if *times_seen == 0 {
+            created.insert(*id);
         }
     }
     let with_issue: Vec<(i64, f64, &EventRecord, i64)> = events
         .iter()
         .map(|&(project_id, received, event)| {
             issue_ids
-                .get(&(project_id, event.hash.clone()))
+                .get(&(project_id, event.hash.as_str()))
                 .map(|&issue_id| (project_id, received, event, issue_id))
                 .ok_or_else(|| sqlx::Error::Protocol("issue upsert returned no id".into()))
         })
         .collect::<Result<_, _>>()?;
 
-    let event_rows: Vec<_> = with_issue
+    // Events already stored (by an earlier commit) are duplicates: found in one query,
+    // never sent again. Every other event of the commit is new, so the insert needs no
+    // RETURNING (whose rows each cost a hand-off between this task and the connection's
+    // thread).
+    let ids: Vec<(i64, &str)> = with_issue
         .iter()
-        .map(|&(project_id, received, e, issue_id)| {
-            (
-                project_id,
-                e.event_id.as_str(),
-                issue_id,
-                e.timestamp,
-                received,
-                e.level,
-                e.title.as_str(),
-                e.culprit.as_str(),
-                e.platform.as_str(),
-                e.environment.as_deref(),
-                e.release.as_deref(),
-                e.user.as_deref(),
-                e.hash.as_str(),
-                e.grouped_by,
-                e.tags_json.as_str(),
-                e.payload.as_str(),
-            )
-        })
+        .map(|&(project_id, _, e, _)| (project_id, e.event_id.as_str()))
         .collect();
-    let inserted_rows = insert_rows(
+    let existing: Vec<(i64, String)> = json_rows(
         conn,
-        "INSERT INTO events (project_id, event_id, issue_id, timestamp, received, level, title,
-                             culprit, platform, environment, release, user, hash, grouped_by,
-                             tags, payload)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-                value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11,
-                value ->> 12, value ->> 13, value ->> 14, value ->> 15
-         FROM json_each(?1) WHERE true
-         ON CONFLICT (project_id, event_id) DO NOTHING
-         RETURNING project_id, event_id",
-        &event_rows,
+        "SELECT json_group_array(json_array(d.value ->> 0, d.value ->> 1))
+         FROM json_each(?1) AS d
+         WHERE EXISTS (SELECT 1 FROM events AS e
+                       WHERE e.project_id = d.value ->> 0 AND e.event_id = d.value ->> 1)",
+        to_json(&ids)?,
     )
     .await?;
-    let mut inserted: HashSet<(i64, String)> = HashSet::with_capacity(inserted_rows.len());
-    for row in &inserted_rows {
-        inserted.insert((row.try_get(0)?, row.try_get(1)?));
-    }
-    summary.events = inserted.len() as u64;
-    summary.duplicates += (with_issue.len() - inserted.len()) as u64;
+    let existing: HashSet<(i64, &str)> = existing
+        .iter()
+        .map(|(project_id, id)| (*project_id, id.as_str()))
+        .collect();
+    let new_events: Vec<_> = with_issue
+        .iter()
+        .filter(|(project_id, _, e, _)| !existing.contains(&(*project_id, e.event_id.as_str())))
+        .collect();
+    summary.events = new_events.len() as u64;
+    summary.duplicates += existing.len() as u64;
 
-    // Tag and user summaries of the events actually inserted.
+    execute_values(
+        conn,
+        &new_events,
+        16,
+        |values| {
+            format!(
+                "INSERT INTO events (project_id, event_id, issue_id, timestamp, received, level,
+                                     title, culprit, platform, environment, release, user,
+                                     hash, grouped_by, tags, payload)
+                 VALUES {values}
+                 ON CONFLICT (project_id, event_id) DO NOTHING"
+            )
+        },
+        |query, &&(project_id, received, e, issue_id)| {
+            query
+                .bind(project_id)
+                .bind(e.event_id.as_str())
+                .bind(issue_id)
+                .bind(e.timestamp)
+                .bind(received)
+                .bind(e.level)
+                .bind(e.title.as_str())
+                .bind(e.culprit.as_str())
+                .bind(e.platform.as_str())
+                .bind(e.environment.as_deref())
+                .bind(e.release.as_deref())
+                .bind(e.user.as_deref())
+                .bind(e.hash.as_str())
+                .bind(e.grouped_by)
+                .bind(e.tags_json.as_str())
+                .bind(e.payload.as_str())
+        },
+    )
+    .await?;
+
+    // Counts, tag and user summaries of the events actually inserted, one entry per
+    // issue (or issue × tag) however many events it had in this commit.
+    let mut counts: HashMap<i64, IssueCounts<'_>> = HashMap::new();
     let mut tags: HashMap<(i64, &str, &str), (i64, f64, f64)> = HashMap::new();
     let mut users: HashSet<(i64, &str)> = HashSet::new();
-    let mut counted_issues: HashSet<i64> = HashSet::new();
-    for &(project_id, _, event, issue_id) in &with_issue {
-        if !inserted.contains(&(project_id, event.event_id.clone())) {
-            continue;
-        }
-        counted_issues.insert(issue_id);
+    for &&(_, _, event, issue_id) in &new_events {
+        counts
+            .entry(issue_id)
+            .or_insert_with(|| IssueCounts::new(event.timestamp))
+            .add(event);
         for (key, value) in &event.tags {
             let entry = tags
                 .entry((issue_id, key.as_str(), value.as_str()))
@@ -229,31 +373,114 @@ pub(super) async fn write_envelopes(
             (issue_id, key, value, count, first, last)
         })
         .collect();
-    insert_rows(
+    execute_values(
         conn,
-        "INSERT INTO issue_tags (issue_id, key, value, count, first_seen, last_seen)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
-         FROM json_each(?1) WHERE true
-         ON CONFLICT (issue_id, key, value) DO UPDATE SET
-             count = count + excluded.count,
-             first_seen = MIN(first_seen, excluded.first_seen),
-             last_seen = MAX(last_seen, excluded.last_seen)",
         &tags,
+        6,
+        |values| {
+            format!(
+                "INSERT INTO issue_tags (issue_id, key, value, count, first_seen, last_seen)
+                 SELECT * FROM (VALUES {values}) WHERE true
+                 ON CONFLICT (issue_id, key, value) DO UPDATE SET
+                     count = count + excluded.count,
+                     first_seen = MIN(first_seen, excluded.first_seen),
+                     last_seen = MAX(last_seen, excluded.last_seen)"
+            )
+        },
+        |query, t| {
+            query
+                .bind(t.0)
+                .bind(t.1)
+                .bind(t.2)
+                .bind(t.3)
+                .bind(t.4)
+                .bind(t.5)
+        },
     )
     .await?;
-    let users: Vec<_> = users.into_iter().collect();
+    // Users new to their issue count; those it already had are found in one query.
+    let users: Vec<(i64, &str)> = users.into_iter().collect();
+    let known: Vec<(i64, String)> = json_rows(
+        conn,
+        "SELECT json_group_array(json_array(u.issue_id, u.user))
+         FROM json_each(?1) AS d
+         JOIN issue_users AS u ON u.issue_id = d.value ->> 0 AND u.user = d.value ->> 1",
+        to_json(&users)?,
+    )
+    .await?;
+    let known: HashSet<(i64, &str)> = known.iter().map(|(i, u)| (*i, u.as_str())).collect();
+    let new_users: Vec<(i64, &str)> = users
+        .into_iter()
+        .filter(|pair| !known.contains(pair))
+        .collect();
+    for (issue_id, _) in &new_users {
+        if let Some(c) = counts.get_mut(issue_id) {
+            c.new_users += 1;
+        }
+    }
     insert_rows(
         conn,
         "INSERT INTO issue_users (issue_id, user)
          SELECT value ->> 0, value ->> 1 FROM json_each(?1) WHERE true
          ON CONFLICT (issue_id, user) DO NOTHING",
-        &users,
+        &new_users,
+    )
+    .await?;
+    let updates: Vec<_> = counts
+        .iter()
+        .map(|(&issue_id, c)| {
+            (
+                issue_id,
+                c.events,
+                c.first_seen,
+                c.last_seen,
+                c.release,
+                c.environment,
+                c.new_users,
+            )
+        })
+        .collect();
+    // One update per issue and commit. SET expressions all read the row as it was, so
+    // the status CASEs see the status before this update, as the trigger's did.
+    execute_values(
+        conn,
+        &updates,
+        7,
+        |values| {
+            format!(
+                "UPDATE issues SET
+                     times_seen       = times_seen + c.column2,
+                     first_seen       = MIN(first_seen, c.column3),
+                     last_seen        = MAX(last_seen, c.column4),
+                     last_release     = COALESCE(c.column5, last_release),
+                     last_environment = COALESCE(c.column6, last_environment),
+                     user_count       = user_count + c.column7,
+                     substatus        = CASE WHEN status = 'resolved' THEN 'regressed'
+                                             ELSE substatus END,
+                     resolved_at      = CASE WHEN status = 'resolved' THEN NULL
+                                             ELSE resolved_at END,
+                     status           = CASE WHEN status = 'resolved' THEN 'unresolved'
+                                             ELSE status END
+                 FROM (VALUES {values}) AS c
+                 WHERE issues.id = c.column1"
+            )
+        },
+        |query, u| {
+            query
+                .bind(u.0)
+                .bind(u.1)
+                .bind(u.2)
+                .bind(u.3)
+                .bind(u.4)
+                .bind(u.5)
+                .bind(u.6)
+        },
     )
     .await?;
 
     // An issue created for events that all turned out to be duplicates (same event_id,
     // different content) has no event: it must not appear.
-    for id in created.difference(&counted_issues) {
+    for id in created.iter().filter(|id| !counts.contains_key(id)) {
         sqlx::query("DELETE FROM issues WHERE id = ?1 AND times_seen = 0")
             .bind(id)
             .execute(&mut *conn)
@@ -567,7 +794,203 @@ pub(super) async fn item_counts(
 
 #[cfg(test)]
 mod tests {
+    use tempfile::TempDir;
+
     use super::*;
+    use crate::store::{Ingest, SqliteStore, Store};
+
+    async fn store(dir: &TempDir) -> SqliteStore {
+        let store = SqliteStore::open(&dir.path().join("test.db"))
+            .await
+            .unwrap();
+        store.ensure_default_project().await.unwrap();
+        store
+    }
+
+    /// An event of issue `hash` (one of two), seen at `timestamp`.
+    fn record(
+        n: usize,
+        hash: &str,
+        timestamp: f64,
+        user: Option<&str>,
+        release: Option<&str>,
+        environment: Option<&str>,
+    ) -> EventRecord {
+        let mut tags = vec![("worker".to_owned(), format!("w{}", n % 3))];
+        if let Some(release) = release {
+            tags.push(("release".to_owned(), release.to_owned()));
+        }
+        EventRecord {
+            event_id: format!("{n:032x}"),
+            timestamp,
+            level: "error",
+            title: format!("boom {hash}"),
+            culprit: "f in m".to_owned(),
+            platform: "python".to_owned(),
+            environment: environment.map(str::to_owned),
+            release: release.map(str::to_owned),
+            user: user.map(str::to_owned),
+            tags_json: serde_json::to_string(&tags).unwrap(),
+            tags,
+            hash: hash.repeat(32),
+            grouped_by: "message",
+            grouping_values: "[\"boom\"]".to_owned(),
+            payload: format!("{{\"n\":{n}}}"),
+        }
+    }
+
+    fn envelope(events: Vec<EventRecord>) -> Ingest {
+        Ingest::Envelope(EnvelopeIngest {
+            project_id: 1,
+            received_at: 2_000.0,
+            items: vec![("event", events.len() as u64)],
+            events,
+        })
+    }
+
+    async fn issue_of(store: &SqliteStore, hash: &str) -> Issue {
+        let filter = IssueFilter {
+            limit: 100,
+            ..IssueFilter::default()
+        };
+        store
+            .issues(1, &filter)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|i| i.hash == hash.repeat(32))
+            .expect("issue stored")
+    }
+
+    #[tokio::test]
+    async fn one_commit_of_many_events_counts_each_exactly() {
+        let dir = TempDir::new().unwrap();
+        let store = store(&dir).await;
+        // 300 events of issue "a" and 7 of issue "b" in one commit, spread over several
+        // envelopes and insert statements, with repeated users and an in-commit duplicate.
+        let mut a: Vec<EventRecord> = (0..300)
+            .map(|n| {
+                let user = format!("id:{}", n % 40);
+                let release = (n % 2 == 0).then_some("r1");
+                record(
+                    n,
+                    "a",
+                    1_000.0 + n as f64,
+                    Some(&user),
+                    release,
+                    Some("prod"),
+                )
+            })
+            .collect();
+        // Newest by commit order has no release: the last one seen stays.
+        a.push(record(300, "a", 900.0, None, None, None));
+        let duplicate = record(7, "a", 5_000.0, Some("id:other"), None, None);
+        let b: Vec<EventRecord> = (1_000..1_007)
+            .map(|n| record(n, "b", 1_500.0, None, Some("r2"), Some("staging")))
+            .collect();
+        let (first, rest) = a.split_at(150);
+        let summary = store
+            .write(&[
+                envelope(first.to_vec()),
+                envelope(b),
+                envelope(rest.to_vec()),
+                envelope(vec![duplicate]),
+            ])
+            .await
+            .unwrap();
+        assert_eq!((summary.events, summary.duplicate_events), (308, 1));
+
+        let issue = issue_of(&store, "a").await;
+        assert_eq!(issue.times_seen, 301);
+        assert_eq!(issue.user_count, 40);
+        assert_eq!((issue.first_seen, issue.last_seen), (900.0, 1_299.0));
+        assert_eq!(issue.last_release.as_deref(), Some("r1"));
+        assert_eq!(issue.last_environment.as_deref(), Some("prod"));
+        assert_eq!(issue.substatus.as_deref(), Some("new"));
+        let tags = store.issue_tags(issue.id, 10).await.unwrap();
+        let count = |key: &str, value: &str| {
+            tags.iter()
+                .find(|t| t.key == key && t.value == value)
+                .map(|t| t.count)
+        };
+        assert_eq!(count("worker", "w0"), Some(101));
+        assert_eq!(count("worker", "w1"), Some(100));
+        assert_eq!(count("worker", "w2"), Some(100));
+        assert_eq!(count("release", "r1"), Some(150));
+
+        let issue = issue_of(&store, "b").await;
+        assert_eq!((issue.times_seen, issue.user_count), (7, 0));
+        assert_eq!(issue.last_release.as_deref(), Some("r2"));
+
+        // A second commit adds to the first: only new users and new events count.
+        store
+            .write(&[envelope(vec![
+                record(5_000, "a", 2_000.0, Some("id:1"), None, None),
+                record(5_001, "a", 2_001.0, Some("id:new"), None, Some("dev")),
+                record(0, "a", 3_000.0, Some("id:dup"), None, None),
+            ])])
+            .await
+            .unwrap();
+        let issue = issue_of(&store, "a").await;
+        assert_eq!((issue.times_seen, issue.user_count), (303, 41));
+        assert_eq!(issue.last_seen, 2_001.0);
+        assert_eq!(issue.last_environment.as_deref(), Some("dev"));
+        assert_eq!(issue.substatus.as_deref(), Some("new"));
+    }
+
+    #[tokio::test]
+    async fn a_resolved_issue_regresses_within_one_commit() {
+        let dir = TempDir::new().unwrap();
+        let store = store(&dir).await;
+        store
+            .write(&[envelope(vec![record(1, "a", 1_000.0, None, None, None)])])
+            .await
+            .unwrap();
+        let issue = issue_of(&store, "a").await;
+        store
+            .set_issue_status(None, &[issue.id], IssueStatus::Resolved, 1_500.0)
+            .await
+            .unwrap();
+        assert_eq!(issue_of(&store, "a").await.status, IssueStatus::Resolved);
+
+        // Only duplicates: nothing recurred, it stays resolved.
+        store
+            .write(&[envelope(vec![record(1, "a", 1_600.0, None, None, None)])])
+            .await
+            .unwrap();
+        assert_eq!(issue_of(&store, "a").await.status, IssueStatus::Resolved);
+
+        let events: Vec<_> = (2..50)
+            .map(|n| record(n, "a", 2_000.0, Some("id:9"), None, None))
+            .collect();
+        store.write(&[envelope(events)]).await.unwrap();
+        let issue = issue_of(&store, "a").await;
+        assert_eq!(issue.status, IssueStatus::Unresolved);
+        assert_eq!(issue.substatus.as_deref(), Some("regressed"));
+        assert_eq!((issue.times_seen, issue.user_count), (49, 1));
+    }
+
+    #[tokio::test]
+    async fn an_issue_of_duplicates_only_is_not_created() {
+        let dir = TempDir::new().unwrap();
+        let store = store(&dir).await;
+        store
+            .write(&[envelope(vec![record(1, "a", 1_000.0, None, None, None)])])
+            .await
+            .unwrap();
+        // Same event id, different content (so another hash): a duplicate, no issue.
+        store
+            .write(&[envelope(vec![record(1, "b", 1_000.0, None, None, None)])])
+            .await
+            .unwrap();
+        let filter = IssueFilter {
+            limit: 100,
+            ..IssueFilter::default()
+        };
+        let issues = store.issues(1, &filter).await.unwrap();
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].times_seen, 1);
+    }
 
     #[test]
     fn like_wildcards_are_escaped() {
