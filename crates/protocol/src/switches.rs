@@ -345,9 +345,20 @@ impl EvalContext {
 /// that similar ids (`user-1`, `user-2`, …) spread evenly. Stable forever: changing it
 /// would move users in and out of every rollout.
 pub fn percentage_bucket(key: &str, user_id: &str) -> u32 {
+    bucket_after(switch_prefix(key), user_id)
+}
+
+/// The FNV state after `key` and its separator: what every user's bucket of one switch
+/// starts from, so a compiled switch hashes only the user id.
+fn switch_prefix(key: &str) -> Fnv1a {
     let mut h = Fnv1a::default();
     h.write(key.as_bytes());
     h.write(&[0]);
+    h
+}
+
+/// [`percentage_bucket`] from the switch's [`switch_prefix`].
+fn bucket_after(mut h: Fnv1a, user_id: &str) -> u32 {
     h.write(user_id.as_bytes());
     let mut x = h.finish();
     x ^= x >> 33;
@@ -360,7 +371,7 @@ pub fn percentage_bucket(key: &str, user_id: &str) -> u32 {
 }
 
 /// 64-bit FNV-1a, written out: std's `DefaultHasher` may change between releases.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Fnv1a(u64);
 
 impl Default for Fnv1a {
@@ -377,6 +388,38 @@ impl Hasher for Fnv1a {
     fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
             self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// The in-memory index's hash: eight bytes per multiply instead of FNV's one, so a
+/// 20-byte key costs three rounds. Not stable across releases and never stored or sent;
+/// the keys and user ids it indexes are the admin's, so no caller can flood a bucket.
+#[derive(Clone, Copy, Default)]
+struct WordHash(u64);
+
+impl Hasher for WordHash {
+    fn finish(&self) -> u64 {
+        // A final avalanche: hashbrown takes its control bits from the top seven.
+        let x = self.0 ^ (self.0 >> 29);
+        x.wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (x >> 32)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in chunks.by_ref() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            // The length keeps "a" and "a\0" apart.
+            let word = u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59);
+            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
         }
     }
 }
@@ -430,13 +473,18 @@ impl Cidr {
     }
 }
 
+fn compile(conditions: &[Condition], key: &str) -> Vec<Compiled> {
+    conditions.iter().map(|c| Compiled::new(c, key)).collect()
+}
+
 /// A condition ready to evaluate: values parsed, lists turned into sets.
 #[derive(Debug)]
 enum Compiled {
-    Percentage(u32),
-    /// FNV like the key index: the set is the admin's (at most 1,000 ids), so an
+    /// Basis points let in, and the hash state after the switch's key.
+    Percentage(u32, Fnv1a),
+    /// Hashed like the key index: the set is the admin's (at most 1,000 ids), so an
     /// attacker choosing the looked-up id cannot flood a bucket.
-    Users(std::collections::HashSet<String, BuildHasherDefault<Fnv1a>>),
+    Users(std::collections::HashSet<String, BuildHasherDefault<WordHash>>),
     Ip(Vec<Cidr>),
     Host(Vec<String>),
     Environment(Vec<String>),
@@ -450,12 +498,12 @@ enum Compiled {
 impl Compiled {
     /// Compiles a condition; values that do not parse are left out (the collector never
     /// stores them, so this only matters for hand-made snapshots).
-    fn new(condition: &Condition) -> Compiled {
+    fn new(condition: &Condition, key: &str) -> Compiled {
         match condition {
             Condition::Percentage { percent } => {
                 let bp = (percent.clamp(0.0, 100.0) * 100.0).round();
                 // Clamped to 0..=10,000 above.
-                Compiled::Percentage(bp as u32)
+                Compiled::Percentage(bp as u32, switch_prefix(key))
             }
             Condition::Users { ids } => Compiled::Users(ids.iter().cloned().collect()),
             Condition::Ip { cidrs } => {
@@ -471,17 +519,17 @@ impl Compiled {
         }
     }
 
-    fn matches(&self, key: &str, ctx: &EvalContext) -> bool {
+    fn matches(&self, ctx: &EvalContext) -> bool {
         let listed = |list: &[String], value: &Option<String>| {
             value
                 .as_deref()
                 .is_some_and(|v| list.iter().any(|x| x == v))
         };
         match self {
-            Compiled::Percentage(bp) => ctx
+            Compiled::Percentage(bp, prefix) => ctx
                 .user_id
                 .as_deref()
-                .is_some_and(|user| percentage_bucket(key, user) < *bp),
+                .is_some_and(|user| bucket_after(*prefix, user) < *bp),
             Compiled::Users(ids) => ctx.user_id.as_ref().is_some_and(|u| ids.contains(u)),
             Compiled::Ip(cidrs) => ctx
                 .ip
@@ -550,7 +598,7 @@ pub struct Snapshot {
     pub switches: Vec<Switch>,
 }
 
-type FnvMap<V> = HashMap<Box<str>, V, BuildHasherDefault<Fnv1a>>;
+type KeyMap<V> = HashMap<Box<str>, V, BuildHasherDefault<WordHash>>;
 
 /// A compiled, immutable [`Snapshot`]: evaluates any switch in nanoseconds without
 /// locks, and counts the checks per switch (relaxed atomics) for stale-switch hints.
@@ -558,16 +606,16 @@ type FnvMap<V> = HashMap<Box<str>, V, BuildHasherDefault<Fnv1a>>;
 pub struct SwitchSet {
     version: u64,
     entries: Vec<Entry>,
-    /// FNV rather than SipHash: keys are short and come from the app's own code, and
-    /// the lookup is most of the cost of a check.
-    index: FnvMap<u32>,
+    /// [`WordHash`] rather than SipHash: keys are short and come from the app's own
+    /// code, and the lookup is most of the cost of a check.
+    index: KeyMap<u32>,
 }
 
 impl SwitchSet {
     /// Compiles a snapshot. Never fails: whatever does not parse is left out of its
     /// condition, so an agent keeps working on any snapshot.
     pub fn new(snapshot: Snapshot) -> SwitchSet {
-        let mut index = FnvMap::default();
+        let mut index = KeyMap::default();
         for (i, switch) in snapshot.switches.iter().enumerate() {
             if let Ok(i) = u32::try_from(i) {
                 index.insert(switch.key.as_str().into(), i);
@@ -579,8 +627,8 @@ impl SwitchSet {
             .map(|switch| {
                 let parent = parent_key(&switch.key).and_then(|p| index.get(p).copied());
                 Entry {
-                    conditions: switch.conditions.iter().map(Compiled::new).collect(),
-                    exclusions: switch.exclusions.iter().map(Compiled::new).collect(),
+                    conditions: compile(&switch.conditions, &switch.key),
+                    exclusions: compile(&switch.exclusions, &switch.key),
                     parent,
                     evaluations: AtomicU64::new(0),
                     switch,
@@ -671,16 +719,15 @@ impl SwitchSet {
         // hand-made snapshot from looping.
         for _ in 0..=MAX_SWITCH_DEPTH {
             let entry = &self.entries[i as usize];
-            let key = entry.switch.key.as_str();
             let (active, reason) = match entry.switch.state {
                 SwitchState::On => (true, Reason::On),
                 SwitchState::Off => (false, Reason::Off),
                 SwitchState::Selective => {
-                    if entry.exclusions.iter().any(|c| c.matches(key, ctx)) {
+                    if entry.exclusions.iter().any(|c| c.matches(ctx)) {
                         (false, Reason::Excluded)
-                    } else if let Some(c) = entry.conditions.iter().find(|c| c.matches(key, ctx)) {
+                    } else if let Some(c) = entry.conditions.iter().find(|c| c.matches(ctx)) {
                         let reason = match c {
-                            Compiled::Percentage(_) => Reason::Split,
+                            Compiled::Percentage(..) => Reason::Split,
                             _ => Reason::Matched,
                         };
                         (true, reason)
