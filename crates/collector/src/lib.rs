@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex};
 
 pub use config::Config;
 pub use error::{Error, Source};
+pub use insight::{CallingRoute, HeapPoint, HeapSeries, NPlusOneRow, RouteInsight, SlowQuery};
 pub use insight::{RetentionConfig, Tier};
 pub use query::{MAX_SERIES_POINTS, Query, TimeRange};
 pub use store::{

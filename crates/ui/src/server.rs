@@ -20,6 +20,7 @@ use sightline_collector::{Project, Query, TimeRange};
 
 mod errors;
 mod logs;
+mod queries;
 mod switches;
 
 use crate::{
@@ -53,6 +54,7 @@ pub fn routes_with_site(query: Query, site: Site) -> Router {
             post(errors::issue_status),
         )
         .route("/projects/{id}/logs", get(logs::logs_list))
+        .route("/projects/{id}/queries", get(queries::queries_list))
         .route("/projects/{id}/switches", get(switches::switches_list))
         .route(
             "/projects/{id}/switches/{key}",

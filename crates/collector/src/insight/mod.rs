@@ -8,6 +8,7 @@
 //! and whose row count stays small for its length ([`tier_for`]).
 
 pub(crate) mod api;
+mod read;
 mod retention;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use sightline_protocol::quantile_of;
 
 use crate::{Error, TimeRange};
 
+pub use read::{CallingRoute, RouteInsight, SlowQuery};
 pub(crate) use retention::spawn as spawn_retention;
 
 /// How long each tier is kept, in seconds, and how often retention runs.

@@ -6,6 +6,7 @@ mod errors;
 mod logs;
 mod message;
 mod overview;
+mod queries;
 mod routes;
 mod series;
 mod switches;
@@ -18,6 +19,7 @@ pub(crate) use errors::{
 pub(crate) use logs::{LogFilters, LogsList, LogsPage};
 pub(crate) use message::{Message, SignIn};
 pub(crate) use overview::{Overview, OverviewPage};
+pub(crate) use queries::{QueriesList, QueriesPage, QuerySort};
 pub(crate) use routes::{RouteDetail, RoutePage, RoutesList, RoutesPage, Sort};
 pub(crate) use switches::{
     SwitchDetail, SwitchFilters, SwitchPage, SwitchesList, SwitchesPage, parse_state,
@@ -63,6 +65,7 @@ impl Theme {
 pub(crate) enum Section {
     Overview,
     Routes,
+    Queries,
     Errors,
     Logs,
     Switches,
@@ -332,6 +335,7 @@ fn TopBar(chrome: Chrome) -> impl IntoView {
     let tabs = view! {
         {tab(Section::Overview, "Overview", "")}
         {tab(Section::Routes, "Routes", "/routes")}
+        {tab(Section::Queries, "Queries", "/queries")}
         {tab(Section::Errors, "Errors", "/issues")}
         {tab(Section::Logs, "Logs", "/logs")}
         {tab(Section::Switches, "Switches", "/switches")}

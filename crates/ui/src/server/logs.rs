@@ -74,13 +74,13 @@ pub(super) async fn logs_list(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use axum::{
         Router,
         body::Body,
-        http::{Request, header},
+        http::Request,
     };
     use http_body_util::BodyExt;
     use sightline_collector::{Collector, Config, LogFilter};
