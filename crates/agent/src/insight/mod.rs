@@ -81,23 +81,27 @@ pub(crate) struct Normalized {
 
 thread_local! {
     /// The request whose future this thread is polling.
-    static CURRENT: Cell<Option<Arc<RequestCtx>>> = const { Cell::new(None) };
+    static CURRENT: Cell<Option<InFlight>> = const { Cell::new(None) };
     /// Raw statement hash → normalised statement. Drivers send the same few statement
     /// strings over and over; normalising is done once per thread and statement.
     static CACHE: RefCell<HashedMap<Normalized>> = RefCell::new(HashedMap::default());
 }
 
-/// The request being polled on this thread, if any.
-pub(crate) fn current() -> Option<Arc<RequestCtx>> {
+/// Takes the request being polled on this thread out of its slot, shared.
+fn take_current() -> Option<Arc<RequestCtx>> {
     CURRENT
-        .try_with(|cell| {
-            let ctx = cell.take();
-            let copy = ctx.clone();
-            cell.set(ctx);
-            copy
-        })
+        .try_with(Cell::take)
         .ok()
         .flatten()
+        .map(InFlight::into_shared)
+}
+
+/// The request being polled on this thread, if any.
+pub(crate) fn current() -> Option<Arc<RequestCtx>> {
+    let ctx = take_current()?;
+    let copy = ctx.clone();
+    let _ = CURRENT.try_with(|cell| cell.set(Some(InFlight::Shared(ctx))));
+    Some(copy)
 }
 
 /// Runs `f` with the request being polled on this thread, without touching its reference
@@ -108,23 +112,23 @@ pub(crate) fn with_current<R>(f: impl FnOnce(Option<&RequestCtx>) -> R) -> R {
     impl Drop for Restore {
         fn drop(&mut self) {
             if let Some(ctx) = self.0.take() {
-                let _ = CURRENT.try_with(|cell| cell.set(Some(ctx)));
+                let _ = CURRENT.try_with(|cell| cell.set(Some(InFlight::Shared(ctx))));
             }
         }
     }
-    let taken = Restore(CURRENT.try_with(Cell::take).ok().flatten());
+    let taken = Restore(take_current());
     f(taken.0.as_deref())
 }
 
 /// Makes `ctx` current until dropped, then restores what was current before.
 struct Current {
-    previous: Option<Arc<RequestCtx>>,
+    previous: Option<InFlight>,
 }
 
 impl Current {
     fn set(ctx: &Arc<RequestCtx>) -> Current {
         let previous = CURRENT
-            .try_with(|cell| cell.replace(Some(ctx.clone())))
+            .try_with(|cell| cell.replace(Some(InFlight::Shared(ctx.clone()))))
             .ok()
             .flatten();
         Current { previous }
@@ -280,23 +284,61 @@ struct Trace {
 
 /// One request in flight.
 pub(crate) struct RequestCtx {
-    hub: Arc<Hub>,
-    start: Instant,
-    route: Option<MatchedPath>,
-    method: MethodLabel,
-    sampled: bool,
+    head: Head,
     allocs: AtomicU64,
     alloc_bytes: AtomicU64,
     trace: Mutex<Trace>,
 }
 
-impl RequestCtx {
+/// What a request is, fixed when it starts.
+struct Head {
+    hub: Arc<Hub>,
+    start: Instant,
+    route: Option<MatchedPath>,
+    method: MethodLabel,
+    sampled: bool,
+}
+
+/// A request in flight, as the thread polling it holds it.
+enum InFlight {
+    /// Nothing has asked for the request from elsewhere yet (no query, no span): it
+    /// stays inline in the response future, with no allocation and no atomics.
+    Own {
+        head: Head,
+        allocs: u64,
+        alloc_bytes: u64,
+    },
+    /// Shared with spans, other threads and the tracing layer.
+    Shared(Arc<RequestCtx>),
+}
+
+impl InFlight {
+    fn into_shared(self) -> Arc<RequestCtx> {
+        match self {
+            InFlight::Own {
+                head,
+                allocs,
+                alloc_bytes,
+            } => Arc::new(RequestCtx {
+                head,
+                allocs: AtomicU64::new(allocs),
+                alloc_bytes: AtomicU64::new(alloc_bytes),
+                trace: Mutex::new(Trace::default()),
+            }),
+            InFlight::Shared(ctx) => ctx,
+        }
+    }
+}
+
+impl Head {
     fn route(&self) -> &str {
         self.route.as_ref().map_or(UNMATCHED, MatchedPath::as_str)
     }
+}
 
+impl RequestCtx {
     fn push(&self, trace: &mut Trace, entry: RawEntry) {
-        if trace.entries.len() < self.hub.config.max_entries {
+        if trace.entries.len() < self.head.hub.config.max_entries {
             trace.entries.push(entry);
         } else {
             trace.dropped += 1;
@@ -339,7 +381,7 @@ impl RequestCtx {
             }
             None => Name::Shared(q.sql.clone()),
         };
-        let start = end.checked_sub(duration).unwrap_or(self.start);
+        let start = end.checked_sub(duration).unwrap_or(self.head.start);
         let entry = RawEntry {
             kind: EntryKind::Query,
             name,
@@ -351,8 +393,9 @@ impl RequestCtx {
         drop(trace);
         if slot.is_none() {
             // Past the per-request bound of statement shapes: straight into the hub.
-            self.hub
-                .record_query(self.route(), self.method, q, duration_us, end);
+            let head = &self.head;
+            head.hub
+                .record_query(head.route(), head.method, q, duration_us, end);
         }
     }
 
@@ -388,12 +431,21 @@ impl RequestCtx {
             trace.finished = true;
             std::mem::take(&mut *trace)
         };
+        let allocs = self.allocs.load(Ordering::Relaxed);
+        let alloc_bytes = self.alloc_bytes.load(Ordering::Relaxed);
+        self.head.finish(trace, (allocs, alloc_bytes), status, end);
+    }
+}
+
+impl Head {
+    /// The request that did `trace` and allocated `(allocs, alloc_bytes)` is done
+    /// (answered `status` at `end`): its latency goes into the recorder, its figures
+    /// into the hub.
+    fn finish(&self, trace: Trace, (allocs, alloc_bytes): (u64, u64), status: u16, end: Instant) {
         let hub = &self.hub;
         let recorder = &hub.recorder;
         let duration = end.saturating_duration_since(self.start);
         let duration_us = micros(duration);
-        let allocs = self.allocs.load(Ordering::Relaxed);
-        let alloc_bytes = self.alloc_bytes.load(Ordering::Relaxed);
         let threshold = hub.config.n_plus_one_threshold;
         // No per-request `Vec`: the flagged fingerprints are filtered where used.
         let n_plus_one = trace.by_fingerprint.iter().any(|f| f.count() >= threshold);
@@ -465,32 +517,33 @@ impl Drop for RequestCtx {
     /// A request dropped before it finished (the client went away) counts for no route,
     /// but the statements it ran still count for their fingerprints.
     fn drop(&mut self) {
-        let trace = std::mem::take(self.trace.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let trace = self.trace.get_mut().unwrap_or_else(|e| e.into_inner());
         if trace.finished || trace.by_fingerprint.is_empty() {
             return;
         }
-        let hub = &self.hub;
+        let head = &self.head;
+        let hub = &head.hub;
         let now_ms = hub.recorder.unix_ms_at(Instant::now());
         let start = window_start(now_ms.div_euclid(1000), hub.recorder.window_secs());
         hub.with_window(start, |w| {
-            w.fold_statements(self.route(), self.method, &trace);
+            w.fold_statements(head.route(), head.method, trace);
         });
     }
 }
 
 /// The per-request handle the request layer keeps in its response future.
 pub(crate) struct Active {
-    /// Moved into the thread's slot while the request is polled, and back afterwards,
-    /// so that a poll costs no reference-count traffic.
-    ctx: Option<Arc<RequestCtx>>,
+    /// Moved into the thread's slot while the request is polled, and back afterwards;
+    /// `None` only if the slot was gone (thread teardown).
+    request: Option<InFlight>,
     span: tracing::Span,
 }
 
 /// Moves the request back out of the thread's slot into its [`Active`] when dropped,
 /// even while unwinding, and restores what was current before.
 struct Polling<'a> {
-    owner: &'a mut Option<Arc<RequestCtx>>,
-    previous: Option<Arc<RequestCtx>>,
+    owner: &'a mut Option<InFlight>,
+    previous: Option<InFlight>,
 }
 
 impl Drop for Polling<'_> {
@@ -507,38 +560,53 @@ impl Active {
     /// current, its span entered, and the allocations made meanwhile on this thread
     /// added to the request.
     pub(crate) fn scope<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        let ctx = self.ctx.take();
-        let counts = ctx.is_some();
-        // No slot (thread teardown): the request is lost, `f` still runs.
-        let previous = CURRENT
-            .try_with(|cell| cell.replace(ctx))
-            .unwrap_or_default();
-        let _polling = Polling {
-            owner: &mut self.ctx,
-            previous,
+        let before = self.request.as_ref().and_then(|_| alloc::thread_totals());
+        let out = {
+            let request = self.request.take();
+            // No slot (thread teardown): the request is lost, `f` still runs.
+            let previous = CURRENT
+                .try_with(|cell| cell.replace(request))
+                .unwrap_or_default();
+            let _polling = Polling {
+                owner: &mut self.request,
+                previous,
+            };
+            let _entered = self.span.enter();
+            f()
         };
-        let _entered = self.span.enter();
-        let before = if counts { alloc::thread_totals() } else { None };
-        let out = f();
         if let Some(before) = before
             && let Some(after) = alloc::thread_totals()
         {
-            with_current(|ctx| {
-                if let Some(ctx) = ctx {
-                    ctx.add_allocs(
-                        after.0.wrapping_sub(before.0),
-                        after.1.wrapping_sub(before.1),
-                    );
+            let (n, bytes) = (
+                after.0.wrapping_sub(before.0),
+                after.1.wrapping_sub(before.1),
+            );
+            match &mut self.request {
+                Some(InFlight::Own {
+                    allocs,
+                    alloc_bytes,
+                    ..
+                }) => {
+                    *allocs = allocs.wrapping_add(n);
+                    *alloc_bytes = alloc_bytes.wrapping_add(bytes);
                 }
-            });
+                Some(InFlight::Shared(ctx)) => ctx.add_allocs(n, bytes),
+                None => {}
+            }
         }
         out
     }
 
     /// The request finished with `status` at `end`.
     pub(crate) fn finish(self, status: u16, end: Instant) {
-        if let Some(ctx) = &self.ctx {
-            ctx.finish(status, end);
+        match self.request {
+            Some(InFlight::Own {
+                head,
+                allocs,
+                alloc_bytes,
+            }) => head.finish(Trace::default(), (allocs, alloc_bytes), status, end),
+            Some(InFlight::Shared(ctx)) => ctx.finish(status, end),
+            None => {}
         }
     }
 }
@@ -714,31 +782,37 @@ impl Hub {
             return None;
         }
         let sampled = self.config.sample_rate > 0.0 && fastrand::f64() < self.config.sample_rate;
-        let ctx = Arc::new(RequestCtx {
-            hub: self.clone(),
-            start,
-            route,
-            method,
-            sampled,
-            allocs: AtomicU64::new(0),
-            alloc_bytes: AtomicU64::new(0),
-            trace: Mutex::new(Trace::default()),
-        });
+        let request = InFlight::Own {
+            head: Head {
+                hub: self.clone(),
+                start,
+                route,
+                method,
+                sampled,
+            },
+            allocs: 0,
+            alloc_bytes: 0,
+        };
         // Created while the request is current, so the tracing layer ties the span (and
-        // every span and event under it, on any thread) to this request.
-        // No subscriber wants INFO spans (e.g. none is installed): skip making the
-        // request current just to create a disabled span.
-        let span = if tracing::level_filters::LevelFilter::current()
+        // every span and event under it, on any thread) to this request, which is then
+        // shared. No subscriber wants INFO spans (e.g. none is installed): the request
+        // stays inline, and no disabled span is made.
+        if tracing::level_filters::LevelFilter::current()
             >= tracing::level_filters::LevelFilter::INFO
         {
-            let _current = Current::set(&ctx);
-            tracing::info_span!(target: REQUEST_TARGET, "request")
-        } else {
-            tracing::Span::none()
-        };
+            let ctx = request.into_shared();
+            let span = {
+                let _current = Current::set(&ctx);
+                tracing::info_span!(target: REQUEST_TARGET, "request")
+            };
+            return Some(Active {
+                request: Some(InFlight::Shared(ctx)),
+                span,
+            });
+        }
         Some(Active {
-            ctx: Some(ctx),
-            span,
+            request: Some(request),
+            span: tracing::Span::none(),
         })
     }
 
