@@ -20,6 +20,7 @@ use sightline_collector::{Project, Query, TimeRange};
 
 mod errors;
 mod logs;
+mod memory;
 mod queries;
 mod switches;
 
@@ -55,6 +56,7 @@ pub fn routes_with_site(query: Query, site: Site) -> Router {
         )
         .route("/projects/{id}/logs", get(logs::logs_list))
         .route("/projects/{id}/queries", get(queries::queries_list))
+        .route("/projects/{id}/memory", get(memory::memory))
         .route("/projects/{id}/switches", get(switches::switches_list))
         .route(
             "/projects/{id}/switches/{key}",

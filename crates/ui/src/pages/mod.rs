@@ -4,6 +4,7 @@
 
 mod errors;
 mod logs;
+mod memory;
 mod message;
 mod overview;
 mod queries;
@@ -17,6 +18,7 @@ pub(crate) use errors::{
     EventNav, IssueDetail, IssueFilters, IssuePage, IssueRow, IssuesList, IssuesPage, Volume,
 };
 pub(crate) use logs::{LogFilters, LogsList, LogsPage};
+pub(crate) use memory::{MemoryData, MemoryPage};
 pub(crate) use message::{Message, SignIn};
 pub(crate) use overview::{Overview, OverviewPage};
 pub(crate) use queries::{QueriesList, QueriesPage, QuerySort};
@@ -68,6 +70,7 @@ pub(crate) enum Section {
     Queries,
     Errors,
     Logs,
+    Memory,
     Switches,
 }
 
@@ -338,6 +341,7 @@ fn TopBar(chrome: Chrome) -> impl IntoView {
         {tab(Section::Queries, "Queries", "/queries")}
         {tab(Section::Errors, "Errors", "/issues")}
         {tab(Section::Logs, "Logs", "/logs")}
+        {tab(Section::Memory, "Memory", "/memory")}
         {tab(Section::Switches, "Switches", "/switches")}
     };
     let back = ctx.here();
