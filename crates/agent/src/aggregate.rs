@@ -120,30 +120,25 @@ pub(crate) struct Tally {
     /// Bucket of `counts[0]`.
     base: i32,
     counts: Vec<u64>,
-    /// Values `lo..=hi` (never 0) are known to fall in bucket `last`: bucket indexes
-    /// only grow with the value, so any value between two seen in one bucket is in it.
+    /// Values `lo..=hi` (never 0) are known to fall in bucket `counts[at]`: bucket
+    /// indexes only grow with the value, so any value between two seen in one bucket
+    /// is in it too.
     lo: u64,
     hi: u64,
-    last: i32,
+    at: usize,
 }
 
 impl Tally {
+    #[inline]
     pub(crate) fn record(&mut self, value: u64) {
         if value == 0 {
             self.zeros += 1;
+        } else if self.lo <= value && value <= self.hi {
+            if let Some(n) = self.counts.get_mut(self.at) {
+                *n += 1;
+            }
         } else {
-            let bucket = if self.lo <= value && value <= self.hi {
-                self.last
-            } else {
-                let bucket = sightline_protocol::bucket_index(value);
-                if bucket == self.last && self.hi != 0 {
-                    (self.lo, self.hi) = (self.lo.min(value), self.hi.max(value));
-                } else {
-                    (self.lo, self.hi, self.last) = (value, value, bucket);
-                }
-                bucket
-            };
-            self.add(bucket);
+            self.record_in_new_range(value);
         }
         if self.count == 0 {
             (self.min, self.max) = (value, value);
@@ -155,7 +150,10 @@ impl Tally {
         self.sum = self.sum.saturating_add(value);
     }
 
-    fn add(&mut self, bucket: i32) {
+    /// Counts a non-zero value outside the remembered range, and remembers its bucket.
+    #[cold]
+    fn record_in_new_range(&mut self, value: u64) {
+        let bucket = sightline_protocol::bucket_index(value);
         if self.counts.is_empty() {
             self.base = bucket;
         } else if bucket < self.base {
@@ -163,6 +161,7 @@ impl Tally {
             let grow = usize::try_from(i64::from(self.base) - i64::from(bucket)).unwrap_or(0);
             self.counts.splice(0..0, std::iter::repeat_n(0, grow));
             self.base = bucket;
+            self.at += grow;
         }
         let Ok(at) = usize::try_from(i64::from(bucket) - i64::from(self.base)) else {
             return;
@@ -171,6 +170,11 @@ impl Tally {
             self.counts.resize(at + 1, 0);
         }
         self.counts[at] += 1;
+        if self.hi != 0 && at == self.at {
+            (self.lo, self.hi) = (self.lo.min(value), self.hi.max(value));
+        } else {
+            (self.lo, self.hi, self.at) = (value, value, at);
+        }
     }
 
     /// Adds these values to `h`, as [`Histogram::merge`] would.
