@@ -10,8 +10,9 @@
 //! ```
 //!
 //! `(Ir at 2000 − Ir at 1000) / 1000` is the cost of one request, without start-up.
-//! `queries` runs one request emitting `N` sqlx-shaped events through the tracing layer
-//! and `queries_plain` the same without it, for the cost per query event.
+//! `traced` is `instrumented` with the insight tracing layer installed. `queries` runs
+//! one request emitting `N` sqlx-shaped events through the tracing layer and
+//! `queries_plain` the same without it, for the cost per query event.
 
 use std::hint::black_box;
 
@@ -84,6 +85,19 @@ fn main() {
             }
             last
         }
+        "traced" => {
+            let app = routes().layer(agent.layer());
+            let dispatch = tracing::Dispatch::new(
+                tracing_subscriber::registry().with(sightline_agent::tracing_layer()),
+            );
+            tracing::dispatcher::with_default(&dispatch, || {
+                let mut last = http::StatusCode::OK;
+                for _ in 0..n {
+                    last = rt.block_on(one(&app, "/users/42"));
+                }
+                last
+            })
+        }
         "queries" | "queries_plain" => {
             let app = routes().layer(agent.layer());
             let dispatch = if variant == "queries" {
@@ -96,7 +110,7 @@ fn main() {
             tracing::dispatcher::with_default(&dispatch, || rt.block_on(one(&app, "/queries")))
         }
         other => {
-            eprintln!("unknown variant {other}: bare, noop, instrumented, queries, queries_plain");
+            eprintln!("unknown variant {other}: bare, noop, instrumented, traced, queries, queries_plain");
             std::process::exit(2);
         }
     };
