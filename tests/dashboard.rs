@@ -1087,3 +1087,174 @@ async fn flip_a_switch_with_a_reason_and_see_it_in_the_audit_log() {
     assert_eq!(history[0]["new"]["state"], "on");
     browser.screenshot("switch_audit_log").await;
 }
+
+/// The address the demo's syslog `transport` listener bound (`syslog tcp: …`).
+fn syslog_addr(server: &Sightline, transport: &str) -> std::net::SocketAddr {
+    let prefix = format!("syslog {transport}: ");
+    server
+        .lines
+        .iter()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{prefix}` line in {:?}", server.lines))
+}
+
+#[tokio::test]
+async fn queries_logs_and_memory_pages_show_live_demo_data() {
+    let _slot = BROWSER_SLOT.lock().await;
+    let server = Sightline::start("demo", &["--demo-rate", "40"], "demo app:");
+    let (project, _) = key_of(&server.dsns[0]);
+
+    // log lines from a peer over the demo's syslog TCP port (newline framing), one with
+    // markup in it
+    let xss = "<img src=x onerror=alert(1)> login failed for <b>root</b>";
+    let lines = [
+        "<14>1 - web-1 nginx - - - GET /health 200".to_owned(),
+        "<11>1 - db-1 postgres - - - could not write block: disk full".to_owned(),
+        format!("<12>1 - web-1 sshd - - - {xss}"),
+    ];
+    {
+        use std::io::Write;
+        let mut stream =
+            std::net::TcpStream::connect(syslog_addr(&server, "tcp")).expect("syslog tcp");
+        for line in &lines {
+            writeln!(stream, "{line}").expect("send");
+        }
+    }
+    let logs_api = format!("{}/api/0/projects/{project}/logs/", server.base);
+    eventually(Duration::from_secs(20), "the log lines stored", || async {
+        (get_json(&logs_api).await.as_array()?.len() >= 3).then_some(())
+    })
+    .await;
+    // statements the demo app ran, as the query API ranks them
+    let queries_api = format!(
+        "{}/api/0/projects/{project}/queries/?statsPeriod=1h&sort=count",
+        server.base
+    );
+    let top = eventually(Duration::from_secs(60), "demo queries", || async {
+        let rows = get_json(&queries_api).await;
+        let first = rows.as_array()?.first()?.clone();
+        Some(first)
+    })
+    .await;
+
+    let browser = Browser::start(true).await;
+
+    // Logs, at desktop width in the light scheme: the lines newest first, the markup as text
+    browser
+        .client
+        .goto(&format!("{}/projects/{project}/logs", server.base))
+        .await
+        .expect("logs");
+    let rows = browser
+        .client
+        .find_all(Locator::Css("table.logs tbody tr"))
+        .await
+        .expect("log rows");
+    assert!(rows.len() >= 3, "{} log rows", rows.len());
+    let first = rows[0].text().await.expect("row text");
+    assert!(first.contains(xss) && first.contains("warning"), "{first}");
+    let injected = browser
+        .js("return document.querySelectorAll('table.logs img, table.logs b').length;")
+        .await;
+    assert_eq!(injected, json!(0), "markup in a message stays text");
+    let charts = charts(&browser).await;
+    assert_eq!(charts[0].0, "Requests and errors (5xx)");
+    // the chart leaves the unfinished step out; the totals above it count it
+    let totals = text_of(&browser, "p.traffic-note").await;
+    let requests: u64 = totals
+        .split(' ')
+        .next()
+        .map(|n| n.replace(',', ""))
+        .and_then(|n| n.parse().ok())
+        .expect("request count");
+    assert!(requests > 0, "{totals}");
+    // severity filter through the form: err or worse keeps the disk line only
+    browser
+        .client
+        .find(Locator::Css("select[name='severity'] option[value='err']"))
+        .await
+        .expect("severity option")
+        .click()
+        .await
+        .expect("pick err");
+    browser
+        .client
+        .find(Locator::Css("form.filters button[type='submit']"))
+        .await
+        .expect("apply")
+        .click()
+        .await
+        .expect("apply");
+    let url = eventually(Duration::from_secs(10), "filtered URL", || async {
+        let url = browser.client.current_url().await.ok()?;
+        url.query()
+            .filter(|q| q.contains("severity=err"))
+            .map(str::to_owned)
+    })
+    .await;
+    assert!(url.contains("severity=err"), "{url}");
+    let text = text_of(&browser, "table.logs tbody").await;
+    assert!(
+        text.contains("disk full") && !text.contains("GET /health"),
+        "{text}"
+    );
+    browser.screenshot("logs_demo").await;
+
+    // Queries, at phone width: the most executed statement is the API's, with its count
+    browser.client.set_window_size(390, 844).await.expect("phone");
+    browser
+        .client
+        .goto(&format!(
+            "{}/projects/{project}/queries?statsPeriod=1h&sort=count",
+            server.base
+        ))
+        .await
+        .expect("queries");
+    let row = browser
+        .client
+        .find(Locator::Css("table.queries tbody tr"))
+        .await
+        .expect("query row");
+    let fingerprint = row.attr("data-fingerprint").await.expect("attr");
+    assert_eq!(fingerprint.as_deref(), top["fingerprint"].as_str());
+    let sql = text_of(&browser, "table.queries tbody tr td.sql").await;
+    assert_eq!(sql, top["sql"].as_str().expect("sql"));
+    let count: u64 = browser
+        .client
+        .find(Locator::Css("table.queries tbody tr td[data-count]"))
+        .await
+        .expect("count cell")
+        .attr("data-count")
+        .await
+        .expect("attr")
+        .and_then(|c| c.parse().ok())
+        .expect("numeric count");
+    // the demo keeps running between the two reads: never fewer than the API saw
+    assert!(count >= top["count"].as_u64().expect("count"), "{count}");
+    browser.screenshot("queries_demo_phone").await;
+
+    // Memory, at desktop width in the dark scheme: a chart per instance
+    browser.client.set_window_size(1280, 900).await.expect("desktop");
+    browser
+        .client
+        .goto(&format!("{}/projects/{project}/memory?statsPeriod=1h", server.base))
+        .await
+        .expect("memory");
+    browser
+        .client
+        .find(Locator::Css("form.theme button[value='dark']"))
+        .await
+        .expect("theme button")
+        .click()
+        .await
+        .expect("dark");
+    browser
+        .client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("html[data-theme='dark']"))
+        .await
+        .expect("dark page");
+    browser.screenshot("memory_demo_dark").await;
+}

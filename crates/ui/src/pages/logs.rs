@@ -299,7 +299,7 @@ pub(crate) fn LogsPage(data: LogsList) -> impl IntoView {
         <TopBar chrome=chrome/>
         <main class="page">
             <PageHead title="Logs" ctx=ctx.clone() window=window/>
-            <p class="note">
+            <p class="note traffic-note">
                 {format!(
                     "{} requests, {} answered 5xx in this range · ",
                     format::count(requests),

@@ -106,7 +106,12 @@ fn HeapChart(series: HeapSeries, window: Window) -> impl IntoView {
 fn Instance(series: HeapSeries, window: Window) -> impl IntoView {
     let growth = Growth::of(&series);
     let growing = growth.is_some_and(Growth::growing);
-    let peak = series.points.iter().map(|p| p.peak_bytes).max().unwrap_or(0);
+    let peak = series
+        .points
+        .iter()
+        .map(|p| p.peak_bytes)
+        .max()
+        .unwrap_or(0);
     let summary = growth.map(|g| {
         let delta = g.delta();
         let sign = if delta >= 0.0 { "+" } else { "−" };
@@ -125,7 +130,11 @@ fn Instance(series: HeapSeries, window: Window) -> impl IntoView {
     });
     let badge = growing.then(|| view! { <span class="badge growing">"growing"</span> });
     let instance = series.instance.clone();
-    let class = if growing { "instance growing" } else { "instance" };
+    let class = if growing {
+        "instance growing"
+    } else {
+        "instance"
+    };
     let flag = if growing { "true" } else { "false" };
     view! {
         <div class=class data-instance=instance data-growing=flag>
@@ -200,15 +209,18 @@ pub(crate) fn MemoryPage(data: MemoryData) -> impl IntoView {
     heap.sort_by(|a, b| {
         let key = |s: &HeapSeries| {
             let g = Growth::of(s);
-            (
-                g.is_some_and(Growth::growing),
-                g.map_or(0.0, Growth::delta),
-            )
+            (g.is_some_and(Growth::growing), g.map_or(0.0, Growth::delta))
         };
         let (ga, da) = key(a);
         let (gb, db) = key(b);
         gb.cmp(&ga)
-            .then_with(|| if ga { db.total_cmp(&da) } else { std::cmp::Ordering::Equal })
+            .then_with(|| {
+                if ga {
+                    db.total_cmp(&da)
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
             .then_with(|| a.service.cmp(&b.service))
             .then_with(|| a.instance.cmp(&b.instance))
     });
@@ -226,7 +238,10 @@ pub(crate) fn MemoryPage(data: MemoryData) -> impl IntoView {
         .flat_map(|s| s.points.iter().map(|p| p.peak_bytes))
         .max()
         .unwrap_or(0);
-    let mut routes: Vec<RouteInsight> = routes.into_iter().filter(|r| r.alloc_requests > 0).collect();
+    let mut routes: Vec<RouteInsight> = routes
+        .into_iter()
+        .filter(|r| r.alloc_requests > 0)
+        .collect();
     routes.sort_by(|a, b| {
         (b.bytes_per_request * b.alloc_requests as f64)
             .total_cmp(&(a.bytes_per_request * a.alloc_requests as f64))

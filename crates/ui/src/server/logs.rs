@@ -77,11 +77,7 @@ pub(super) async fn logs_list(
 pub(crate) mod tests {
     use std::time::Duration;
 
-    use axum::{
-        Router,
-        body::Body,
-        http::Request,
-    };
+    use axum::{Router, body::Body, http::Request};
     use http_body_util::BodyExt;
     use sightline_collector::{Collector, Config, LogFilter};
     use tokio::io::AsyncWriteExt;
@@ -163,7 +159,8 @@ pub(crate) mod tests {
             ],
         )
         .await;
-        let ui = crate::server::routes_with_site(collector.query(), crate::site::Site::without_bundle());
+        let ui =
+            crate::server::routes_with_site(collector.query(), crate::site::Site::without_bundle());
 
         let (status, html) = get(&ui, "/projects/1/logs?statsPeriod=15m").await;
         assert_eq!(status, StatusCode::OK, "{html}");

@@ -22,17 +22,20 @@ pub(super) async fn memory(
 ) -> Result<Response, PageError> {
     let params = PageParams::from(params)?;
     let frame = frame(&state.query, &id, &params).await?;
-    let chrome = frame.chrome(Section::Memory, "/memory", Vec::new(), &headers, &state.site);
+    let chrome = frame.chrome(
+        Section::Memory,
+        "/memory",
+        Vec::new(),
+        &headers,
+        &state.site,
+    );
     let window = frame.range.resolve(frame.now);
     let range = TimeRange {
         since: window.since,
         until: window.until,
     };
     let project = frame.project.id;
-    let heap = state
-        .query
-        .heap_series(project, range, window.step)
-        .await?;
+    let heap = state.query.heap_series(project, range, window.step).await?;
     let routes = state.query.route_insight(project, range).await?;
     let (theme, bundle) = (chrome.theme, chrome.bundle.clone());
     let data = MemoryData {
@@ -113,10 +116,16 @@ mod tests {
         let leaky = html.find(r#"data-instance="web-leaky""#).expect("leaky");
         let steady = html.find(r#"data-instance="web-steady""#).expect("steady");
         assert!(leaky < steady, "{html}");
-        assert!(html.contains(r#"data-instance="web-leaky" data-growing="true""#), "{html}");
+        assert!(
+            html.contains(r#"data-instance="web-leaky" data-growing="true""#),
+            "{html}"
+        );
         assert!(html.contains(r#"data-instance="web-steady" data-growing="false""#));
         assert!(html.contains(r#"data-growing-count="1""#));
-        assert!(html.contains("live 10 MiB → 20 MiB, +10 MiB (+100.0%)"), "{html}");
+        assert!(
+            html.contains("live 10 MiB → 20 MiB, +10 MiB (+100.0%)"),
+            "{html}"
+        );
         // live and peak, exact per step, in MiB
         let ts = minute - 240;
         assert!(

@@ -81,10 +81,8 @@ pub(crate) mod tests {
             ..Config::default()
         };
         let collector = Collector::open(config).await.expect("open collector");
-        let ui = crate::server::routes_with_site(
-            collector.query(),
-            crate::site::Site::without_bundle(),
-        );
+        let ui =
+            crate::server::routes_with_site(collector.query(), crate::site::Site::without_bundle());
         (collector, dir, ui)
     }
 
@@ -161,9 +159,21 @@ pub(crate) mod tests {
             InsightBatch {
                 queries: vec![
                     // many fast: most executions
-                    window(1, "SELECT * FROM comments WHERE thread_id = ?", 500, 400, "/threads/{id}"),
+                    window(
+                        1,
+                        "SELECT * FROM comments WHERE thread_id = ?",
+                        500,
+                        400,
+                        "/threads/{id}",
+                    ),
                     // few slow: highest p95 and total
-                    window(2, "SELECT count(*) FROM votes GROUP BY ?", 250_000, 3, "/leaderboard"),
+                    window(
+                        2,
+                        "SELECT count(*) FROM votes GROUP BY ?",
+                        250_000,
+                        3,
+                        "/leaderboard",
+                    ),
                     window(3, xss, 1_000, 1, "/<b>evil</b>"),
                 ],
                 n_plus_one: vec![NPlusOne {
@@ -208,17 +218,24 @@ pub(crate) mod tests {
         assert!(html.contains(r#"data-requests="20""#), "{html}");
         assert!(html.contains(r#"data-max-repeats="25""#));
         // SQL and route names are text
-        assert!(html.contains("SELECT &#x27;&lt;script&gt;alert(1)&lt;/script&gt;&#x27;") ||
-            html.contains("SELECT '&lt;script&gt;alert(1)&lt;/script&gt;'"), "{html}");
+        assert!(
+            html.contains("SELECT &#x27;&lt;script&gt;alert(1)&lt;/script&gt;&#x27;")
+                || html.contains("SELECT '&lt;script&gt;alert(1)&lt;/script&gt;'"),
+            "{html}"
+        );
         assert!(html.contains("&lt;b&gt;evil&lt;/b&gt;"));
         assert!(!html.contains("<script") && !html.contains("<img") && !html.contains("<b>"));
 
         // by count: comments first; by p95: votes first
-        let html = get(&ui, "/projects/1/queries?statsPeriod=15m&sort=count").await.1;
+        let html = get(&ui, "/projects/1/queries?statsPeriod=15m&sort=count")
+            .await
+            .1;
         let first = html.find("<tr data-fingerprint=\"").expect("a row");
         assert_eq!(&html[first + 22..first + 38], "0000000000000001", "{html}");
         assert!(html.contains(r#"aria-sort="descending" class="num"><a href="/projects/1/queries?sort=count&amp;statsPeriod=15m">Count ↓</a>"#), "{html}");
-        let html = get(&ui, "/projects/1/queries?statsPeriod=15m&sort=p95").await.1;
+        let html = get(&ui, "/projects/1/queries?statsPeriod=15m&sort=p95")
+            .await
+            .1;
         let first = html.find("<tr data-fingerprint=\"").expect("a row");
         assert_eq!(&html[first + 22..first + 38], "0000000000000002");
 
