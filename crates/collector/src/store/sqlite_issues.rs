@@ -31,8 +31,8 @@ use crate::time::utc_day;
 
 /// Runs `sql` once with all of `rows` as one JSON array in `?1`, which the statement
 /// reads back with `json_each`: one statement and one round trip to the connection's
-/// thread per table and commit, whatever the number of rows. (Per-row or per-chunk
-/// statements cost a thread handoff each, which on a busy machine dominated the commit.)
+/// thread, whatever the number of rows. For rows of a few short values (item counts,
+/// user pairs); wide or large rows go through [`execute_values`].
 async fn insert_rows<R: Serialize>(
     conn: &mut SqliteConnection,
     sql: &str,
