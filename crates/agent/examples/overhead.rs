@@ -110,7 +110,9 @@ fn main() {
             tracing::dispatcher::with_default(&dispatch, || rt.block_on(one(&app, "/queries")))
         }
         other => {
-            eprintln!("unknown variant {other}: bare, noop, instrumented, traced, queries, queries_plain");
+            eprintln!(
+                "unknown variant {other}: bare, noop, instrumented, traced, queries, queries_plain"
+            );
             std::process::exit(2);
         }
     };
