@@ -293,13 +293,20 @@ pub(crate) fn MultiChart(
         })
         .collect_view();
 
+    // A flip inside the last step (still filling) is drawn at its start, the plot's edge:
+    // the newest flips are the ones most worth seeing.
+    let last_step_end = match ts.as_slice() {
+        [.., a, b] => Some(*b + (b - a)),
+        [only] => Some(*only + 1),
+        [] => None,
+    };
     let flips = markers
         .into_iter()
         .filter(|m| {
-            ts.first().is_some_and(|&t0| m.ts >= t0) && ts.last().is_some_and(|&t1| m.ts <= t1)
+            ts.first().is_some_and(|&t0| m.ts >= t0) && last_step_end.is_some_and(|end| m.ts < end)
         })
         .map(|m| {
-            let x = coord(scale.x(m.ts));
+            let x = coord(scale.x(ts.last().map_or(m.ts, |&t1| m.ts.min(t1))));
             view! {
                 <g class="marker" data-ts=m.ts>
                     <title>{format!("{} — {}", format::date_time(m.ts), m.label)}</title>

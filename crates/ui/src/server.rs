@@ -20,6 +20,7 @@ use sightline_collector::{Project, Query, TimeRange};
 
 mod errors;
 mod logs;
+mod markers;
 mod memory;
 mod queries;
 mod switches;
@@ -388,6 +389,7 @@ async fn overview(
     let id = frame.project.id;
     let routes = state.query.routes(id, range).await?;
     let series = state.query.series(id, range, window.step, None).await?;
+    let markers = markers::flip_markers(&state.query, &headers, window).await?;
     let chrome = frame.chrome(Section::Overview, "", Vec::new(), &headers, &state.site);
     let theme = chrome.theme;
     let bundle = chrome.bundle.clone();
@@ -398,6 +400,7 @@ async fn overview(
         now: frame.now,
         routes,
         series,
+        markers,
         dsn: dsn(&frame.project, &headers),
     };
     let html = pages::document(theme, bundle, move || view! { <OverviewPage data=data/> });
@@ -468,6 +471,7 @@ async fn route_detail(
         .query
         .series(id, range, window.step, Some((&route, &method)))
         .await?;
+    let markers = markers::flip_markers(&state.query, &headers, window).await?;
     let keep = vec![("method", method.clone()), ("route", route.clone())];
     let chrome = frame.chrome(Section::Routes, "/route", keep, &headers, &state.site);
     let (theme, bundle) = (chrome.theme, chrome.bundle.clone());
@@ -479,6 +483,7 @@ async fn route_detail(
         method,
         stats,
         series,
+        markers,
     };
     let html = pages::document(theme, bundle, move || view! { <RoutePage data=data/> });
     Ok(html_page(StatusCode::OK, html))

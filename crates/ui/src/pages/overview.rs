@@ -7,6 +7,7 @@ use sightline_protocol::RouteStats;
 use super::routes::RoutesTable;
 use super::series::{TrafficCharts, fill};
 use super::{Chrome, PageHead, TopBar};
+use crate::chart::Marker;
 use crate::format;
 use crate::range::Window;
 
@@ -24,6 +25,8 @@ pub(crate) struct Overview {
     pub(crate) now: i64,
     pub(crate) routes: Vec<RouteStats>,
     pub(crate) series: Vec<sightline_protocol::SeriesPoint>,
+    /// Switch flips in the range, drawn on every chart.
+    pub(crate) markers: Vec<Marker>,
     /// The DSN to instrument an app with, shown while there is no data.
     pub(crate) dsn: String,
 }
@@ -50,6 +53,7 @@ pub(crate) fn OverviewPage(data: Overview) -> impl IntoView {
         now,
         routes,
         series,
+        markers,
         dsn,
     } = data;
     let ctx = chrome.ctx.clone();
@@ -74,7 +78,7 @@ pub(crate) fn OverviewPage(data: Overview) -> impl IntoView {
         });
         view! {
             {summary}
-            <TrafficCharts steps=steps step=window.step now=now/>
+            <TrafficCharts steps=steps step=window.step now=now markers=markers/>
             <section aria-labelledby="routes-heading">
                 <h2 id="routes-heading">"Top routes by share of time"</h2>
                 <RoutesTable ctx=ctx.clone() routes=top total_ms=total_ms sort=None/>
@@ -199,6 +203,7 @@ mod tests {
             now: NOW,
             routes,
             series,
+            markers: Vec::new(),
             dsn: "http://abc123@localhost:7070/7".to_owned(),
         }
     }

@@ -7,6 +7,7 @@ use sightline_protocol::{RouteStats, SeriesPoint};
 
 use super::series::{TrafficCharts, fill};
 use super::{Chrome, Ctx, PageHead, TopBar};
+use crate::chart::Marker;
 use crate::format;
 use crate::range::Window;
 
@@ -308,6 +309,8 @@ pub(crate) struct RouteDetail {
     /// The route's numbers over the range; `None` when it had no requests in it.
     pub(crate) stats: Option<RouteStats>,
     pub(crate) series: Vec<SeriesPoint>,
+    /// Switch flips in the range, drawn on every chart.
+    pub(crate) markers: Vec<Marker>,
 }
 
 #[component]
@@ -320,6 +323,7 @@ pub(crate) fn RoutePage(data: RouteDetail) -> impl IntoView {
         method,
         stats,
         series,
+        markers,
     } = data;
     let ctx = chrome.ctx.clone();
     let tiles = stats.map(|s| {
@@ -350,7 +354,7 @@ pub(crate) fn RoutePage(data: RouteDetail) -> impl IntoView {
             <PageHead title=route ctx=ctx window=window note=format!("{method} requests")/>
             {tiles}
             {none}
-            <TrafficCharts steps=steps step=window.step now=now/>
+            <TrafficCharts steps=steps step=window.step now=now markers=markers/>
         </main>
     }
 }
