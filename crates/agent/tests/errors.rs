@@ -558,11 +558,13 @@ async fn an_unreachable_collector_costs_the_app_nothing() {
             slowest = slowest.max(one.elapsed());
         }
     }
+    // Generous bounds, for a loaded machine: a capture that waited on the failing
+    // upload would wait out its retry backoff (seconds), every time.
     assert!(
-        slowest < Duration::from_millis(100),
+        slowest < Duration::from_secs(1),
         "slowest capture took {slowest:?}"
     );
-    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 
     // With room for two, most were dropped while the first upload failed.
     wait_until("drops to be counted", || agent.stats().events_dropped >= 1).await;

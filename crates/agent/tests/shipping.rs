@@ -253,16 +253,18 @@ async fn burst(app: &Router, n: usize, method: &str, uri: &str, expect: StatusCo
 }
 
 /// Asserts the app did not wait on the collector: an in-process request takes well
-/// under a millisecond; a request that waited on the collector would take seconds.
+/// under a millisecond; a request that waited on the collector would take seconds (the
+/// hanging collector never answers), every time. The bounds leave room for a loaded
+/// machine; speed itself is measured in the benches.
 fn assert_prompt(bursts: &[Burst]) {
     let slowest = bursts.iter().map(|b| b.slowest).max().unwrap();
     let elapsed: Duration = bursts.iter().map(|b| b.elapsed).sum();
     assert!(
-        slowest < Duration::from_millis(250),
+        slowest < Duration::from_secs(1),
         "slowest request took {slowest:?}"
     );
     assert!(
-        elapsed < Duration::from_secs(2),
+        elapsed < Duration::from_secs(5),
         "requests took {elapsed:?} in all"
     );
 }
@@ -395,8 +397,9 @@ async fn dropping_the_guard_flushes_in_the_background() {
     }
     let t = Instant::now();
     drop(guard);
+    // A blocking drop would wait for the upload (the flush below takes its time).
     assert!(
-        t.elapsed() < Duration::from_millis(100),
+        t.elapsed() < Duration::from_secs(1),
         "drop blocked {:?}",
         t.elapsed()
     );
