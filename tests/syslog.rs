@@ -368,10 +368,12 @@ fn batches(messages: &[(String, Vec<u8>)]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// `(i, n, piece)` of an event's parts.
+type Part<'m> = (usize, usize, &'m [u8]);
+
 /// Each whole event's JSON, joined from its parts; events missing a part are left out.
 fn events(messages: &[(String, Vec<u8>)]) -> Vec<Vec<u8>> {
-    let mut parts: std::collections::BTreeMap<&str, Vec<(usize, usize, &[u8])>> =
-        Default::default();
+    let mut parts: std::collections::BTreeMap<&str, Vec<Part>> = Default::default();
     for (header, body) in messages {
         if sd_param(header, "kind") != Some("event") {
             continue;
