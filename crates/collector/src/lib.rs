@@ -42,6 +42,7 @@ use std::sync::{Arc, Mutex};
 pub use config::Config;
 pub use error::{Error, Source};
 pub use insight::{CallingRoute, HeapPoint, HeapSeries, NPlusOneRow, RouteInsight, SlowQuery};
+pub use insight::{ExemplarDetail, ExemplarSummary, WaterfallEntry};
 pub use insight::{RetentionConfig, Tier};
 pub use query::{MAX_SERIES_POINTS, Query, TimeRange};
 pub use store::{

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use sightline_collector::{Project, Query, TimeRange};
 
 mod errors;
+mod exemplars;
 mod logs;
 mod markers;
 mod memory;
@@ -54,6 +55,10 @@ pub fn routes_with_site(query: Query, site: Site) -> Router {
         .route(
             "/projects/{id}/issues/{issue}/status",
             post(errors::issue_status),
+        )
+        .route(
+            "/projects/{id}/exemplars/{exemplar}",
+            get(exemplars::exemplar_detail),
         )
         .route("/projects/{id}/logs", get(logs::logs_list))
         .route("/projects/{id}/queries", get(queries::queries_list))
@@ -120,6 +125,8 @@ enum PageError {
     EventNotFound,
     /// No switch with this key.
     SwitchNotFound,
+    /// No exemplar with this id in this project (or it was pruned).
+    ExemplarNotFound,
     /// A form was posted from another site.
     CrossSite,
     /// A form lacks a field or has one we cannot read.
@@ -179,6 +186,13 @@ impl IntoResponse for PageError {
                 StatusCode::NOT_FOUND,
                 "Event not found",
                 "This issue has no stored event with this id.".to_owned(),
+            ),
+            PageError::ExemplarNotFound => (
+                StatusCode::NOT_FOUND,
+                "Exemplar not found",
+                "This project has no stored exemplar with this id; exemplars are kept as long \
+                 as raw data."
+                    .to_owned(),
             ),
             PageError::SwitchNotFound => (
                 StatusCode::NOT_FOUND,
@@ -442,6 +456,9 @@ async fn routes_list(
     Ok(html_page(StatusCode::OK, html))
 }
 
+/// Exemplars listed on a route page, newest first.
+const ROUTE_EXEMPLARS: u32 = 50;
+
 /// `GET /projects/{id}/route?method=&route=`: one route.
 async fn route_detail(
     State(state): State<UiState>,
@@ -472,6 +489,10 @@ async fn route_detail(
         .series(id, range, window.step, Some((&route, &method)))
         .await?;
     let markers = markers::flip_markers(&state.query, &headers, window).await?;
+    let exemplars = state
+        .query
+        .exemplars(id, range, Some((&route, &method)), ROUTE_EXEMPLARS)
+        .await?;
     let keep = vec![("method", method.clone()), ("route", route.clone())];
     let chrome = frame.chrome(Section::Routes, "/route", keep, &headers, &state.site);
     let (theme, bundle) = (chrome.theme, chrome.bundle.clone());
@@ -484,6 +505,7 @@ async fn route_detail(
         stats,
         series,
         markers,
+        exemplars,
     };
     let html = pages::document(theme, bundle, move || view! { <RoutePage data=data/> });
     Ok(html_page(StatusCode::OK, html))

@@ -8,6 +8,7 @@
 //! and whose row count stays small for its length ([`tier_for`]).
 
 pub(crate) mod api;
+mod exemplars;
 mod read;
 mod retention;
 

@@ -3,6 +3,7 @@
 //! time-range picker. Every link and form keeps the page's filters in the URL.
 
 mod errors;
+mod exemplars;
 mod logs;
 mod memory;
 mod message;
@@ -17,6 +18,7 @@ use leptos::prelude::*;
 pub(crate) use errors::{
     EventNav, IssueDetail, IssueFilters, IssuePage, IssueRow, IssuesList, IssuesPage, Volume,
 };
+pub(crate) use exemplars::{ExemplarData, ExemplarPage};
 pub(crate) use logs::{LogFilters, LogsList, LogsPage};
 pub(crate) use memory::{MemoryData, MemoryPage};
 pub(crate) use message::{Message, SignIn};

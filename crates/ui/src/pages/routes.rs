@@ -3,8 +3,10 @@
 //! `/projects/{id}/route?method=…&route=…`: one route's charts and numbers.
 
 use leptos::prelude::*;
+use sightline_collector::ExemplarSummary;
 use sightline_protocol::{RouteStats, SeriesPoint};
 
+use super::exemplars::ExemplarList;
 use super::series::{TrafficCharts, fill};
 use super::{Chrome, Ctx, PageHead, TopBar};
 use crate::chart::Marker;
@@ -311,6 +313,8 @@ pub(crate) struct RouteDetail {
     pub(crate) series: Vec<SeriesPoint>,
     /// Switch flips in the range, drawn on every chart.
     pub(crate) markers: Vec<Marker>,
+    /// The route's exemplars in the range, newest first.
+    pub(crate) exemplars: Vec<ExemplarSummary>,
 }
 
 #[component]
@@ -324,6 +328,7 @@ pub(crate) fn RoutePage(data: RouteDetail) -> impl IntoView {
         stats,
         series,
         markers,
+        exemplars,
     } = data;
     let ctx = chrome.ctx.clone();
     let tiles = stats.map(|s| {
@@ -347,6 +352,7 @@ pub(crate) fn RoutePage(data: RouteDetail) -> impl IntoView {
         .then(|| view! { <p class="empty">"This route had no requests in this range."</p> });
     let steps = fill(&series, window);
     let back = ctx.link("/routes", &[]);
+    let exemplar_ctx = ctx.clone();
     view! {
         <TopBar chrome=chrome/>
         <main class="page">
@@ -355,6 +361,7 @@ pub(crate) fn RoutePage(data: RouteDetail) -> impl IntoView {
             {tiles}
             {none}
             <TrafficCharts steps=steps step=window.step now=now markers=markers/>
+            <ExemplarList ctx=exemplar_ctx exemplars=exemplars/>
         </main>
     }
 }

@@ -1,0 +1,162 @@
+//! The exemplar page's handler: one kept request with its waterfall, through the same read
+//! as `/api/0/projects/{id}/exemplars/{exemplar_id}/`. Figures and statement shapes, like
+//! the Queries page, so no admin credential.
+
+use axum::{
+    extract::{self, Path, State, rejection::QueryRejection},
+    http::{HeaderMap, StatusCode},
+    response::Response,
+};
+use leptos::prelude::*;
+
+use super::{PageError, PageParams, UiState, frame, html_page};
+use crate::pages::{self, ExemplarData, ExemplarPage, Section};
+
+/// `GET /projects/{id}/exemplars/{exemplar}`
+pub(super) async fn exemplar_detail(
+    State(state): State<UiState>,
+    Path((id, exemplar)): Path<(String, String)>,
+    params: Result<extract::Query<PageParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    let params = PageParams::from(params)?;
+    let frame = frame(&state.query, &id, &params).await?;
+    let exemplar: u64 = exemplar.parse().map_err(|_| PageError::ExemplarNotFound)?;
+    let detail = state
+        .query
+        .exemplar(frame.project.id, exemplar)
+        .await?
+        .ok_or(PageError::ExemplarNotFound)?;
+    // exemplar ids belong to one project: switching project goes to its routes
+    let mut chrome = frame.chrome(
+        Section::Routes,
+        "/routes",
+        Vec::new(),
+        &headers,
+        &state.site,
+    );
+    chrome.ctx.path = format!("/projects/{}/exemplars/{exemplar}", frame.project.id);
+    let (theme, bundle) = (chrome.theme, chrome.bundle.clone());
+    let data = ExemplarData { chrome, detail };
+    let html = pages::document(theme, bundle, move || view! { <ExemplarPage data=data/> });
+    Ok(html_page(StatusCode::OK, html))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use sightline_protocol::{Entry, EntryKind, Exemplar, InsightBatch, reason};
+
+    use crate::server::logs::tests::get;
+    use crate::server::queries::tests::{collector, ingest, page_with, unix_now};
+
+    fn entry(kind: EntryKind, name: &str, offset_us: u64, duration_us: u64) -> Entry {
+        Entry {
+            fingerprint: matches!(kind, EntryKind::Query).then_some(0xfeed),
+            kind,
+            name: name.to_owned(),
+            offset_us,
+            duration_us,
+        }
+    }
+
+    #[tokio::test]
+    async fn route_lists_exemplars_and_the_waterfall_draws_each_entry_in_order() {
+        let (collector, _dir, ui) = collector().await;
+        let img = r#"handler"><img src=x onerror=alert(1)>"#;
+        let sql = "SELECT name FROM users WHERE note = '</code><script>alert(1)</script>'";
+        ingest(
+            &collector,
+            "web-1",
+            InsightBatch {
+                exemplars: vec![Exemplar {
+                    route: "/orders/{id}".to_owned(),
+                    method: "GET".to_owned(),
+                    status: 200,
+                    start_ms: (unix_now() - 60) * 1000,
+                    duration_us: 40_000,
+                    reasons: reason::SLOW | reason::N_PLUS_ONE,
+                    queries: 2,
+                    query_us: 15_000,
+                    allocs: 1_234,
+                    alloc_bytes: 56_789,
+                    dropped_entries: 0,
+                    entries: vec![
+                        entry(EntryKind::Span, img, 0, 40_000),
+                        entry(EntryKind::Query, sql, 5_000, 10_000),
+                        entry(EntryKind::Query, "SELECT ?", 20_000, 5_000),
+                        entry(EntryKind::Span, "render", 30_000, 8_000),
+                    ],
+                }],
+                ..InsightBatch::default()
+            },
+        )
+        .await;
+
+        let route = "/projects/1/route?statsPeriod=1h&method=GET&route=%2Forders%2F%7Bid%7D";
+        let html = page_with(&ui, route, "data-exemplar=").await;
+        assert!(html.contains("slow, N+1"), "{html}");
+        assert!(html.contains("40.0 ms"), "{html}");
+        let start = html.find(r#"href="/projects/1/exemplars/"#).expect("link") + 6;
+        let href = &html[start..start + html[start..].find('"').expect("quote")];
+        let href = href.replace("&amp;", "&");
+
+        let (status, page) = get(&ui, &href).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        // one row per entry, in start order, each bar placed and sized in thousandths of
+        // the 40 ms request
+        let bars: Vec<(String, String)> = page
+            .split(r#"<rect x=""#)
+            .skip(1)
+            .map(|rest| {
+                let x = &rest[..rest.find('"').expect("quote")];
+                let at = rest.find(r#"width=""#).expect("width") + 7;
+                let width = &rest[at..at + rest[at..].find('"').expect("quote")];
+                (x.to_owned(), width.to_owned())
+            })
+            .collect();
+        let expected = [
+            ("0.0", "1000.0"),
+            ("125.0", "250.0"),
+            ("500.0", "125.0"),
+            ("750.0", "200.0"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(x, w)| (x.to_string(), w.to_string()))
+            .collect();
+        assert_eq!(bars, expected, "{page}");
+        let kinds: Vec<&str> = page
+            .match_indices(r#"<tr data-kind=""#)
+            .map(|(i, m)| &page[i + m.len()..i + m.len() + 4])
+            .collect();
+        assert_eq!(kinds, ["span", "quer", "quer", "span"]);
+        let order: Vec<usize> = [
+            "handler&quot;&gt;&lt;img",
+            "users WHERE note",
+            "SELECT ?",
+            "render",
+        ]
+        .iter()
+        .map(|needle| page.find(needle).expect(needle))
+        .collect();
+        assert!(order.is_sorted(), "{page}");
+        // names are text, never markup
+        assert!(!page.contains("<script"), "{page}");
+        assert!(!page.contains("<img"), "{page}");
+        assert!(page.contains("&lt;/code&gt;&lt;script&gt;alert(1)&lt;/script&gt;"));
+        // the request's allocation counts
+        assert!(
+            page.contains(r#"data-allocs="1234" data-alloc-bytes="56789""#),
+            "{page}"
+        );
+        assert!(page.contains("1,234 · 56,789 bytes"), "{page}");
+
+        // another id, or not a number: a 404 page
+        let (status, _) = get(&ui, "/projects/1/exemplars/999999").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = get(&ui, "/projects/1/exemplars/abc").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        collector.shutdown().await;
+    }
+}
