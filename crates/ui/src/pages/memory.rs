@@ -7,7 +7,7 @@ use leptos::prelude::*;
 use sightline_collector::{HeapSeries, RouteInsight};
 
 use super::{Chrome, Ctx, PageHead, TopBar};
-use crate::chart::{MultiChart, Series};
+use crate::chart::{Marker, MultiChart, Series};
 use crate::format;
 use crate::range::Window;
 
@@ -23,6 +23,8 @@ pub(crate) struct MemoryData {
     /// Per instance, points in steps of `window.step`.
     pub(crate) heap: Vec<HeapSeries>,
     pub(crate) routes: Vec<RouteInsight>,
+    /// Switch flips in the range, drawn on every heap chart.
+    pub(crate) markers: Vec<Marker>,
 }
 
 /// `1536` → `1.5 KiB`.
@@ -69,7 +71,7 @@ impl Growth {
 
 /// One instance's live and peak heap, in MiB, over every step of the window.
 #[component]
-fn HeapChart(series: HeapSeries, window: Window) -> impl IntoView {
+fn HeapChart(series: HeapSeries, window: Window, markers: Vec<Marker>) -> impl IntoView {
     const MIB: f64 = 1024.0 * 1024.0;
     let step = window.step.max(1);
     let ts: Vec<i64> = (window.since..window.until)
@@ -98,12 +100,12 @@ fn HeapChart(series: HeapSeries, window: Window) -> impl IntoView {
             values: peak,
         },
     ];
-    view! { <MultiChart title=title unit="MiB" ts=ts series=series/> }
+    view! { <MultiChart title=title unit="MiB" ts=ts series=series markers=markers/> }
 }
 
 /// An instance: its chart and how its heap changed.
 #[component]
-fn Instance(series: HeapSeries, window: Window) -> impl IntoView {
+fn Instance(series: HeapSeries, window: Window, markers: Vec<Marker>) -> impl IntoView {
     let growth = Growth::of(&series);
     let growing = growth.is_some_and(Growth::growing);
     let peak = series
@@ -139,7 +141,7 @@ fn Instance(series: HeapSeries, window: Window) -> impl IntoView {
     view! {
         <div class=class data-instance=instance data-growing=flag>
             <p class="instance-head">{badge}<span class="muted">{summary}</span></p>
-            <HeapChart series=series window=window/>
+            <HeapChart series=series window=window markers=markers/>
         </div>
     }
 }
@@ -202,6 +204,7 @@ pub(crate) fn MemoryPage(data: MemoryData) -> impl IntoView {
         window,
         mut heap,
         routes,
+        markers,
     } = data;
     let ctx = chrome.ctx.clone();
     // growing instances first, largest growth first; then by name
@@ -262,7 +265,7 @@ pub(crate) fn MemoryPage(data: MemoryData) -> impl IntoView {
         let tile_class = if growing > 0 { "tile growing" } else { "tile" };
         let instances = heap
             .into_iter()
-            .map(|s| view! { <Instance series=s window=window/> })
+            .map(|s| view! { <Instance series=s window=window markers=markers.clone()/> })
             .collect_view();
         view! {
             <dl class="tiles">

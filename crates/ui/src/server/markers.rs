@@ -137,6 +137,26 @@ mod tests {
             .expect("flip");
         let label = "switch checkout:v2: off → on by alice";
 
+        crate::server::queries::tests::ingest(
+            &collector,
+            "web-1",
+            sightline_protocol::InsightBatch {
+                heap: vec![sightline_protocol::HeapSample {
+                    ts_ms: (unix_now() - 120) * 1000,
+                    live_bytes: 1 << 20,
+                    peak_bytes: 2 << 20,
+                }],
+                ..Default::default()
+            },
+        )
+        .await;
+        crate::server::queries::tests::page_with(
+            &ui,
+            "/projects/1/memory?statsPeriod=1h",
+            r#"data-instance="web-1""#,
+        )
+        .await;
+
         for page in [
             "/projects/1?statsPeriod=1h",
             "/projects/1/route?statsPeriod=1h&method=GET&route=%2Ffeed",
@@ -151,6 +171,10 @@ mod tests {
             );
             assert_eq!(html.matches(label).count(), 3, "{page}: {html}");
         }
+
+        // the one heap chart of the memory page
+        let (_, html) = get(&ui, "/projects/1/memory?statsPeriod=1h").await;
+        assert_eq!(html.matches(label).count(), 1, "{html}");
 
         // a range that ended before the flip: charts without it
         let day_ago = unix_now() - 86_400;

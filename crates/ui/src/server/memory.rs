@@ -37,12 +37,14 @@ pub(super) async fn memory(
     let project = frame.project.id;
     let heap = state.query.heap_series(project, range, window.step).await?;
     let routes = state.query.route_insight(project, range).await?;
+    let markers = super::markers::flip_markers(&state.query, &headers, window).await?;
     let (theme, bundle) = (chrome.theme, chrome.bundle.clone());
     let data = MemoryData {
         chrome,
         window,
         heap,
         routes,
+        markers,
     };
     let html = pages::document(theme, bundle, move || view! { <MemoryPage data=data/> });
     Ok(html_page(StatusCode::OK, html))
