@@ -1,6 +1,6 @@
 //! The exemplar page's handler: one kept request with its waterfall, through the same read
-//! as `/api/0/projects/{id}/exemplars/{exemplar_id}/`. Figures and statement shapes, like
-//! the Queries page, so no admin credential.
+//! as `/api/0/projects/{id}/exemplars/{exemplar_id}/`. Statement text and span names are
+//! stored from the apps, so like the Queries page it needs the admin credential.
 
 use axum::{
     extract::{self, Path, State, rejection::QueryRejection},
@@ -9,7 +9,7 @@ use axum::{
 };
 use leptos::prelude::*;
 
-use super::{PageError, PageParams, UiState, frame, html_page};
+use super::{PageError, PageParams, UiState, frame, html_page, require_admin};
 use crate::pages::{self, ExemplarData, ExemplarPage, Section};
 
 /// `GET /projects/{id}/exemplars/{exemplar}`
@@ -22,11 +22,6 @@ pub(super) async fn exemplar_detail(
     let params = PageParams::from(params)?;
     let frame = frame(&state.query, &id, &params).await?;
     let exemplar: u64 = exemplar.parse().map_err(|_| PageError::ExemplarNotFound)?;
-    let detail = state
-        .query
-        .exemplar(frame.project.id, exemplar)
-        .await?
-        .ok_or(PageError::ExemplarNotFound)?;
     // exemplar ids belong to one project: switching project goes to its routes
     let mut chrome = frame.chrome(
         Section::Routes,
@@ -36,6 +31,12 @@ pub(super) async fn exemplar_detail(
         &state.site,
     );
     chrome.ctx.path = format!("/projects/{}/exemplars/{exemplar}", frame.project.id);
+    require_admin(&state.query, &headers, chrome.ctx.here())?;
+    let detail = state
+        .query
+        .exemplar(frame.project.id, exemplar)
+        .await?
+        .ok_or(PageError::ExemplarNotFound)?;
     let (theme, bundle) = (chrome.theme, chrome.bundle.clone());
     let data = ExemplarData { chrome, detail };
     let html = pages::document(theme, bundle, move || view! { <ExemplarPage data=data/> });
@@ -157,6 +158,48 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, _) = get(&ui, "/projects/1/exemplars/abc").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+        collector.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn with_an_admin_token_waterfalls_and_flip_markers_need_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let collector = sightline_collector::Collector::open(sightline_collector::Config {
+            data_dir: dir.path().to_owned(),
+            admin_token: Some("s3cret-token".to_owned()),
+            ..sightline_collector::Config::default()
+        })
+        .await
+        .expect("open collector");
+        let ui =
+            crate::server::routes_with_site(collector.query(), crate::site::Site::without_bundle());
+        let (status, html) = get(&ui, "/projects/1/exemplars/1").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{html}");
+        assert!(html.contains(r#"action="/signin""#));
+        assert!(
+            html.contains(r#"value="/projects/1/exemplars/1""#),
+            "{html}"
+        );
+        // the route page stays open, its charts without the switch audit (admin data): the
+        // switch's creation is in range but not shown
+        let switch = sightline_protocol::Switch {
+            key: "checkout".to_owned(),
+            label: String::new(),
+            description: String::new(),
+            owner: String::new(),
+            default: false,
+            state: sightline_protocol::SwitchState::Off,
+            conditions: Vec::new(),
+            exclusions: Vec::new(),
+        };
+        collector
+            .ensure_switch(switch, "seed", "initial")
+            .await
+            .expect("switch");
+        let (status, html) = get(&ui, "/projects/1/route?method=GET&route=%2F").await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert!(html.contains("<svg"));
+        assert!(!html.contains("checkout"), "{html}");
         collector.shutdown().await;
     }
 }
