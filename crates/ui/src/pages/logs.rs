@@ -12,7 +12,7 @@ use sightline_protocol::SeriesPoint;
 
 use super::series::{fill, rpm};
 use super::{Chrome, Ctx, PageHead, TopBar};
-use crate::chart::{MultiChart, Series};
+use crate::chart::{Marker, MultiChart, Series};
 use crate::format;
 use crate::range::Window;
 
@@ -120,6 +120,8 @@ pub(crate) struct LogsList {
     pub(crate) filters: LogFilters,
     /// Newest first, at most [`LOG_LINES`].
     pub(crate) lines: Vec<LogLine>,
+    /// Switch flips in the range, drawn on the chart.
+    pub(crate) markers: Vec<Marker>,
 }
 
 /// `HH:MM:SS` (UTC) of unix milliseconds.
@@ -193,7 +195,12 @@ fn LogFilterForm(ctx: Ctx, filters: LogFilters) -> impl IntoView {
 
 /// Requests and 5xx answers per minute over the window: one chart, two lines.
 #[component]
-fn TrafficStrip(steps: Vec<SeriesPoint>, step: i64, now: i64) -> impl IntoView {
+fn TrafficStrip(
+    steps: Vec<SeriesPoint>,
+    step: i64,
+    now: i64,
+    markers: Vec<Marker>,
+) -> impl IntoView {
     let ts: Vec<i64> = steps.iter().map(|s| s.ts).collect();
     let per_minute = 60.0 / step.max(1) as f64;
     let requests = rpm(&steps, step, now)
@@ -216,7 +223,7 @@ fn TrafficStrip(steps: Vec<SeriesPoint>, step: i64, now: i64) -> impl IntoView {
     ];
     view! {
         <section class="charts logs-charts" aria-label="Requests and errors in this range">
-            <MultiChart title="Requests and errors (5xx)" unit="req/min" ts=ts series=series/>
+            <MultiChart title="Requests and errors (5xx)" unit="req/min" ts=ts series=series markers=markers/>
         </section>
     }
 }
@@ -231,6 +238,7 @@ pub(crate) fn LogsPage(data: LogsList) -> impl IntoView {
         series,
         filters,
         lines,
+        markers,
     } = data;
     let steps = fill(&series, window);
     let ctx = chrome.ctx.clone();
@@ -307,7 +315,7 @@ pub(crate) fn LogsPage(data: LogsList) -> impl IntoView {
                 )}
                 <a href=errors_link>"Errors in this range →"</a>
             </p>
-            <TrafficStrip steps=steps step=window.step now=now/>
+            <TrafficStrip steps=steps step=window.step now=now markers=markers/>
             <LogFilterForm ctx=ctx filters=filters/>
             {body}
         </main>

@@ -60,6 +60,7 @@ pub(super) async fn logs_list(
         .query
         .series(project, range, window.step, None)
         .await?;
+    let markers = super::markers::flip_markers(&state.query, &headers, window).await?;
     let (theme, bundle) = (chrome.theme, chrome.bundle.clone());
     let data = LogsList {
         chrome,
@@ -68,6 +69,7 @@ pub(super) async fn logs_list(
         series,
         filters,
         lines,
+        markers,
     };
     let html = pages::document(theme, bundle, move || view! { <LogsPage data=data/> });
     Ok(html_page(StatusCode::OK, html))

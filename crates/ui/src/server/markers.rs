@@ -172,9 +172,14 @@ mod tests {
             assert_eq!(html.matches(label).count(), 3, "{page}: {html}");
         }
 
-        // the one heap chart of the memory page
-        let (_, html) = get(&ui, "/projects/1/memory?statsPeriod=1h").await;
-        assert_eq!(html.matches(label).count(), 1, "{html}");
+        // the one heap chart of the memory page, the one traffic chart of the logs page
+        for page in [
+            "/projects/1/memory?statsPeriod=1h",
+            "/projects/1/logs?statsPeriod=1h",
+        ] {
+            let (_, html) = get(&ui, page).await;
+            assert_eq!(html.matches(label).count(), 1, "{page}: {html}");
+        }
 
         // a range that ended before the flip: charts without it
         let day_ago = unix_now() - 86_400;
