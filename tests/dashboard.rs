@@ -1202,7 +1202,11 @@ async fn queries_logs_and_memory_pages_show_live_demo_data() {
     browser.screenshot("logs_demo").await;
 
     // Queries, at phone width: the most executed statement is the API's, with its count
-    browser.client.set_window_size(390, 844).await.expect("phone");
+    browser
+        .client
+        .set_window_size(390, 844)
+        .await
+        .expect("phone");
     browser
         .client
         .goto(&format!(
@@ -1235,10 +1239,17 @@ async fn queries_logs_and_memory_pages_show_live_demo_data() {
     browser.screenshot("queries_demo_phone").await;
 
     // Memory, at desktop width in the dark scheme: a chart per instance
-    browser.client.set_window_size(1280, 900).await.expect("desktop");
     browser
         .client
-        .goto(&format!("{}/projects/{project}/memory?statsPeriod=1h", server.base))
+        .set_window_size(1280, 900)
+        .await
+        .expect("desktop");
+    browser
+        .client
+        .goto(&format!(
+            "{}/projects/{project}/memory?statsPeriod=1h",
+            server.base
+        ))
         .await
         .expect("memory");
     browser

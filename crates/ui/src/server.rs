@@ -29,8 +29,8 @@ mod switches;
 use crate::{
     assets,
     pages::{
-        self, Chrome, Ctx, Message, Overview, OverviewPage, ProjectLink, RouteDetail, RoutePage,
-        RoutesList, RoutesPage, Section, SignIn, Theme,
+        self, Chrome, Ctx, Message, OVERVIEW_ISSUES, Overview, OverviewIssues, OverviewPage,
+        ProjectLink, RouteDetail, RoutePage, RoutesList, RoutesPage, Section, SignIn, Theme,
     },
     range::{Range, RangeError},
     site::{self, Site},
@@ -404,6 +404,7 @@ async fn overview(
     let routes = state.query.routes(id, range).await?;
     let series = state.query.series(id, range, window.step, None).await?;
     let markers = markers::flip_markers(&state.query, &headers, window).await?;
+    let issues = overview_issues(&state.query, &headers, id).await?;
     let chrome = frame.chrome(Section::Overview, "", Vec::new(), &headers, &state.site);
     let theme = chrome.theme;
     let bundle = chrome.bundle.clone();
@@ -416,9 +417,45 @@ async fn overview(
         series,
         markers,
         dsn: dsn(&frame.project, &headers),
+        issues,
     };
     let html = pages::document(theme, bundle, move || view! { <OverviewPage data=data/> });
     Ok(html_page(StatusCode::OK, html))
+}
+
+/// Unresolved issues to show on the overview: the newest, and those that regressed.
+/// Without the admin credential (when one is configured) there are none to show, as the
+/// Errors pages ask for it.
+async fn overview_issues(
+    query: &Query,
+    headers: &HeaderMap,
+    project_id: u64,
+) -> Result<Option<OverviewIssues>, PageError> {
+    use sightline_collector::{IssueFilter, IssueSort, IssueStatus};
+    if require_admin(query, headers, String::new()).is_err() {
+        return Ok(None);
+    }
+    let unresolved = |sort, limit| IssueFilter {
+        status: Some(IssueStatus::Unresolved),
+        sort,
+        limit,
+        ..IssueFilter::default()
+    };
+    let newest = query
+        .issues(
+            project_id,
+            &unresolved(IssueSort::FirstSeen, OVERVIEW_ISSUES as u32),
+        )
+        .await?;
+    // Regressions are rare among the recently seen: a page of those, filtered.
+    let regressed = query
+        .issues(project_id, &unresolved(IssueSort::LastSeen, 200))
+        .await?
+        .into_iter()
+        .filter(|issue| issue.substatus.as_deref() == Some("regressed"))
+        .take(OVERVIEW_ISSUES)
+        .collect();
+    Ok(Some(OverviewIssues { newest, regressed }))
 }
 
 /// `GET /projects/{id}/routes?sort=&dir=`: every route, sorted.

@@ -827,3 +827,84 @@ async fn with_an_admin_token_the_new_pages_need_it() {
     assert_eq!(location(&response), "/?notice=flipped");
     collector.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_overview_lists_newest_and_regressed_issues() {
+    let (collector, _dir) = collector().await;
+    let project = collector.projects().await.expect("projects")[0].clone();
+    let ui = sightline_ui::routes(collector.query());
+    let now = unix_now();
+    let event = |message: &str, at: i64| {
+        serde_json::json!({
+            "message": message,
+            "level": "error",
+            "timestamp": at,
+            "platform": "python",
+        })
+    };
+    send_event(
+        &collector,
+        &project,
+        event("cache <b>evicted</b> too early", now - 120),
+    )
+    .await;
+    send_event(&collector, &project, event("brand new failure", now - 60)).await;
+    let issues = api_json(
+        &collector,
+        &format!("/api/0/projects/{}/issues/", project.id),
+    )
+    .await;
+    let id_of = |needle: &str| {
+        issues
+            .as_array()
+            .expect("issues")
+            .iter()
+            .find(|i| i["title"].as_str().is_some_and(|t| t.contains(needle)))
+            .and_then(|i| i["id"].as_str())
+            .expect("issue")
+            .to_owned()
+    };
+    let (old, new) = (id_of("evicted"), id_of("brand new"));
+
+    // Before anything regressed: both are newest (newest first), none regressed.
+    let overview = format!("/projects/{}?statsPeriod=1h", project.id);
+    let html = text(get(&ui, &overview).await).await;
+    let newest = html.find("brand new failure").expect("newest issue shown");
+    let older = html
+        .find("cache &lt;b&gt;evicted&lt;/b&gt; too early")
+        .expect("escaped");
+    assert!(newest < older, "newest first");
+    assert!(!html.contains("<b>evicted"), "title is text");
+    assert!(html.contains("No regressed issues."));
+
+    // Resolve the old one; its next event makes it regressed.
+    let response = post_form(
+        &ui,
+        &format!("/projects/{}/issues/{old}/status", project.id),
+        "status=resolved&back=%2F".to_owned(),
+        &[
+            ("origin", "http://sightline.test:7070"),
+            ("sec-fetch-site", "same-origin"),
+        ],
+    )
+    .await;
+    assert!(response.status().is_redirection(), "{}", response.status());
+    send_event(
+        &collector,
+        &project,
+        event("cache <b>evicted</b> too early", now),
+    )
+    .await;
+    let html = text(get(&ui, &overview).await).await;
+    let regressed = html.find("Regressed").expect("regressed list");
+    let old_at = html
+        .rfind("cache &lt;b&gt;evicted&lt;/b&gt; too early")
+        .expect("shown");
+    assert!(
+        old_at > regressed,
+        "the recurring issue is listed as regressed"
+    );
+    assert!(!html.contains("No regressed issues."));
+    assert!(html.contains(&format!("/projects/{}/issues/{old}", project.id)));
+    assert!(html.contains(&format!("/projects/{}/issues/{new}", project.id)));
+}

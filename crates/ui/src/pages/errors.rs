@@ -209,7 +209,7 @@ pub(crate) struct IssuesList {
 
 /// A level as a small coloured label.
 #[component]
-fn LevelBadge(#[prop(into)] level: String) -> impl IntoView {
+pub(crate) fn LevelBadge(#[prop(into)] level: String) -> impl IntoView {
     // only known levels become a class; anything else is shown, not styled
     let class = match level.as_str() {
         "fatal" | "error" | "warning" | "info" | "debug" => format!("badge level-{level}"),

@@ -22,7 +22,7 @@ pub(crate) use exemplars::{ExemplarData, ExemplarPage};
 pub(crate) use logs::{LogFilters, LogsList, LogsPage};
 pub(crate) use memory::{MemoryData, MemoryPage};
 pub(crate) use message::{Message, SignIn};
-pub(crate) use overview::{Overview, OverviewPage};
+pub(crate) use overview::{OVERVIEW_ISSUES, Overview, OverviewIssues, OverviewPage};
 pub(crate) use queries::{QueriesList, QueriesPage, QuerySort};
 pub(crate) use routes::{RouteDetail, RoutePage, RoutesList, RoutesPage, Sort};
 pub(crate) use switches::{

@@ -2,8 +2,10 @@
 //! totals, and the routes taking the largest share of server time.
 
 use leptos::prelude::*;
+use sightline_collector::Issue;
 use sightline_protocol::RouteStats;
 
+use super::errors::{LevelBadge, issue_href};
 use super::routes::RoutesTable;
 use super::series::{TrafficCharts, fill};
 use super::{Chrome, PageHead, TopBar};
@@ -29,6 +31,9 @@ pub(crate) struct Overview {
     pub(crate) markers: Vec<Marker>,
     /// The DSN to instrument an app with, shown while there is no data.
     pub(crate) dsn: String,
+    /// Newest and regressed issues; `None` without the admin credential (when one is
+    /// configured), as the Errors pages ask for it.
+    pub(crate) issues: Option<OverviewIssues>,
 }
 
 /// Routes by total time spent, most first, ties by name: the query API's order, enforced
@@ -55,10 +60,15 @@ pub(crate) fn OverviewPage(data: Overview) -> impl IntoView {
         series,
         markers,
         dsn,
+        issues,
     } = data;
     let ctx = chrome.ctx.clone();
     let steps = fill(&series, window);
     let empty = routes.is_empty() && steps.iter().all(|s| s.requests == 0);
+    // Shown with or without request data: an app may report only errors.
+    let issues = issues
+        .filter(|i| !empty || !i.newest.is_empty() || !i.regressed.is_empty())
+        .map(|issues| view! { <IssuesPanel ctx=ctx.clone() issues=issues now=now/> });
     let body = if empty {
         view! { <EmptyState dsn=dsn/> }.into_any()
     } else {
@@ -93,7 +103,61 @@ pub(crate) fn OverviewPage(data: Overview) -> impl IntoView {
         <main class="page">
             <PageHead title=project_name ctx=ctx window=window/>
             {body}
+            {issues}
         </main>
+    }
+}
+
+/// Issues shown on the overview.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OverviewIssues {
+    /// Unresolved issues, newest first.
+    pub(crate) newest: Vec<Issue>,
+    /// Resolved issues that came back, most recently seen first.
+    pub(crate) regressed: Vec<Issue>,
+}
+
+/// Most issues in each overview list.
+pub(crate) const OVERVIEW_ISSUES: usize = 5;
+
+/// Newest and regressed issues side by side, each linking to its issue page.
+#[component]
+fn IssuesPanel(ctx: super::Ctx, issues: OverviewIssues, now: i64) -> impl IntoView {
+    let list = |issues: Vec<Issue>, seen: fn(&Issue) -> f64, empty: &'static str| {
+        if issues.is_empty() {
+            return view! { <p class="muted">{empty}</p> }.into_any();
+        }
+        let rows = issues
+            .into_iter()
+            .map(|issue| {
+                let href = issue_href(&ctx, issue.id);
+                let when = format::ago(seen(&issue) as i64, now);
+                view! {
+                    <li>
+                        <LevelBadge level=issue.level.clone()/>
+                        " "
+                        <a href=href>{issue.title.clone()}</a>
+                        <span class="muted">{format!(" · {} events · {when}", format::count(issue.times_seen))}</span>
+                    </li>
+                }
+            })
+            .collect_view();
+        view! { <ul class="issue-list">{rows}</ul> }.into_any()
+    };
+    view! {
+        <section class="overview-issues" aria-labelledby="issues-heading">
+            <h2 id="issues-heading">"Issues"</h2>
+            <div class="columns">
+                <div>
+                    <h3>"Newest"</h3>
+                    {list(issues.newest, |i| i.first_seen, "No unresolved issues.")}
+                </div>
+                <div>
+                    <h3>"Regressed"</h3>
+                    {list(issues.regressed, |i| i.last_seen, "No regressed issues.")}
+                </div>
+            </div>
+        </section>
     }
 }
 
@@ -205,6 +269,7 @@ mod tests {
             series,
             markers: Vec::new(),
             dsn: "http://abc123@localhost:7070/7".to_owned(),
+            issues: None,
         }
     }
 
