@@ -371,9 +371,10 @@ fn batches(messages: &[(String, Vec<u8>)]) -> Vec<Vec<u8>> {
 /// `(i, n, piece)` of an event's parts.
 type Part<'m> = (usize, usize, &'m [u8]);
 
-/// Each whole event's JSON, joined from its parts; events missing a part are left out.
+/// Each whole event's JSON, joined from its parts, in the order the agent sent them
+/// (an issue's title follows its latest event); events missing a part are left out.
 fn events(messages: &[(String, Vec<u8>)]) -> Vec<Vec<u8>> {
-    let mut parts: std::collections::BTreeMap<&str, Vec<Part>> = Default::default();
+    let mut events: Vec<(&str, Vec<Part>)> = Vec::new();
     for (header, body) in messages {
         if sd_param(header, "kind") != Some("event") {
             continue;
@@ -384,11 +385,14 @@ fn events(messages: &[(String, Vec<u8>)]) -> Vec<Vec<u8>> {
             .map_or((1, 1), |(i, n)| {
                 (i.parse().expect("part"), n.parse().expect("parts"))
             });
-        parts.entry(id).or_default().push((i, n, body));
+        match events.iter_mut().find(|(seen, _)| *seen == id) {
+            Some((_, parts)) => parts.push((i, n, body)),
+            None => events.push((id, vec![(i, n, body)])),
+        }
     }
-    parts
-        .into_values()
-        .filter_map(|mut parts| {
+    events
+        .into_iter()
+        .filter_map(|(_, mut parts)| {
             parts.sort_by_key(|&(i, _, _)| i);
             let n = parts[0].1;
             let whole = parts.len() == n && parts.iter().enumerate().all(|(k, p)| p.0 == k + 1);
