@@ -209,6 +209,16 @@ pub(crate) struct Window {
     pub(crate) step: i64,
 }
 
+impl Window {
+    /// `[since, until)` as the collector's reads take it.
+    pub(crate) fn range(self) -> sightline_collector::TimeRange {
+        sightline_collector::TimeRange {
+            since: self.since,
+            until: self.until,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

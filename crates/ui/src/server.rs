@@ -16,7 +16,7 @@ use axum::{
 };
 use leptos::prelude::*;
 use serde::Deserialize;
-use sightline_collector::{Project, Query, TimeRange};
+use sightline_collector::{Project, Query};
 
 mod errors;
 mod exemplars;
@@ -396,10 +396,7 @@ async fn overview(
     let params = PageParams::from(params)?;
     let frame = frame(&state.query, &id, &params).await?;
     let window = frame.range.resolve(frame.now);
-    let range = TimeRange {
-        since: window.since,
-        until: window.until,
-    };
+    let range = window.range();
     let id = frame.project.id;
     let routes = state.query.routes(id, range).await?;
     let series = state.query.series(id, range, window.step, None).await?;
@@ -470,10 +467,7 @@ async fn routes_list(
         .ok_or(PageError::BadSort)?;
     let frame = frame(&state.query, &id, &params).await?;
     let window = frame.range.resolve(frame.now);
-    let range = TimeRange {
-        since: window.since,
-        until: window.until,
-    };
+    let range = window.range();
     let routes = state.query.routes(frame.project.id, range).await?;
     let chrome = frame.chrome(
         Section::Routes,
@@ -510,10 +504,7 @@ async fn route_detail(
     let method = method.to_ascii_uppercase();
     let frame = frame(&state.query, &id, &params).await?;
     let window = frame.range.resolve(frame.now);
-    let range = TimeRange {
-        since: window.since,
-        until: window.until,
-    };
+    let range = window.range();
     let id = frame.project.id;
     let stats = state
         .query

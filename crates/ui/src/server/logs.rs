@@ -9,7 +9,6 @@ use axum::{
 };
 use leptos::prelude::*;
 use serde::Deserialize;
-use sightline_collector::TimeRange;
 
 use super::{PageError, PageParams, UiState, frame, html_page, require_admin};
 use crate::pages::{self, LogFilters, LogsList, LogsPage, Section};
@@ -50,10 +49,7 @@ pub(super) async fn logs_list(
     );
     require_admin(&state.query, &headers, chrome.ctx.here())?;
     let window = frame.range.resolve(frame.now);
-    let range = TimeRange {
-        since: window.since,
-        until: window.until,
-    };
+    let range = window.range();
     let project = frame.project.id;
     let lines = state.query.logs(project, &filters.filter(window)).await?;
     let series = state

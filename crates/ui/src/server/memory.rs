@@ -8,7 +8,6 @@ use axum::{
     response::Response,
 };
 use leptos::prelude::*;
-use sightline_collector::TimeRange;
 
 use super::{PageError, PageParams, UiState, frame, html_page};
 use crate::pages::{self, MemoryData, MemoryPage, Section};
@@ -30,10 +29,7 @@ pub(super) async fn memory(
         &state.site,
     );
     let window = frame.range.resolve(frame.now);
-    let range = TimeRange {
-        since: window.since,
-        until: window.until,
-    };
+    let range = window.range();
     let project = frame.project.id;
     let heap = state.query.heap_series(project, range, window.step).await?;
     let routes = state.query.route_insight(project, range).await?;

@@ -8,7 +8,6 @@ use axum::{
     response::Response,
 };
 use leptos::prelude::*;
-use sightline_collector::TimeRange;
 
 use super::{PageError, PageParams, UiState, frame, html_page, require_admin};
 use crate::pages::{self, QueriesList, QueriesPage, QuerySort, Section};
@@ -32,10 +31,7 @@ pub(super) async fn queries_list(
     );
     require_admin(&state.query, &headers, chrome.ctx.here())?;
     let window = frame.range.resolve(frame.now);
-    let range = TimeRange {
-        since: window.since,
-        until: window.until,
-    };
+    let range = window.range();
     let project = frame.project.id;
     let queries = state.query.slow_queries(project, range).await?;
     let suspects = state.query.n_plus_one_suspects(project, range).await?;
