@@ -234,6 +234,9 @@ async fn demo(mut args: ServerArgs, rate: f64) -> anyhow::Result<()> {
         .service("comments")
         .environment("demo")
         .window(Duration::from_secs(2))
+        // the search backend's 20–80 ms stands in for a slow dependency: keep the slower
+        // searches whole, so the route page has waterfalls to open
+        .exemplar_slow_threshold(Duration::from_millis(50))
         .in_app_crates(["sightline_app"])
         .start()?;
     // The demo's switch-guarded features, created off on the first start.

@@ -1269,3 +1269,142 @@ async fn queries_logs_and_memory_pages_show_live_demo_data() {
         .expect("dark page");
     browser.screenshot("memory_demo_dark").await;
 }
+
+#[tokio::test]
+async fn open_an_exemplar_waterfall_from_the_routes_table() {
+    let _slot = BROWSER_SLOT.lock().await;
+    let server = Sightline::start("demo", &["--demo-rate", "40"], "demo app:");
+    let (project, _) = key_of(&server.dsns[0]);
+    // The demo's N+1 route: every request is kept whole, its statements in a waterfall.
+    let route = "/threads/{id}";
+    let list_api = reqwest::Url::parse_with_params(
+        &format!("{}/api/0/projects/{project}/exemplars/", server.base),
+        [("statsPeriod", "1h"), ("method", "GET"), ("route", route)],
+    )
+    .expect("url");
+    eventually(Duration::from_secs(60), "an N+1 exemplar", || async {
+        let list = get_json(list_api.as_str()).await;
+        list.as_array()?
+            .iter()
+            .any(|e| {
+                e["reasons"]
+                    .as_array()
+                    .is_some_and(|r| r.contains(&json!("n_plus_one")))
+            })
+            .then_some(())
+    })
+    .await;
+
+    let browser = Browser::start(true).await;
+    browser
+        .client
+        .goto(&format!(
+            "{}/projects/{project}/routes?statsPeriod=1h",
+            server.base
+        ))
+        .await
+        .expect("routes");
+    // the routes table links the route's own page, which lists its exemplars
+    browser
+        .client
+        .find(Locator::XPath(&format!(
+            "//table//td[contains(@class,'route')]/a[code[text()='{route}']]"
+        )))
+        .await
+        .expect("route link")
+        .click()
+        .await
+        .expect("open route");
+    let row = browser
+        .client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("table.exemplars tbody tr[data-exemplar]"))
+        .await
+        .expect("an exemplar row");
+    let id = row
+        .attr("data-exemplar")
+        .await
+        .expect("attr")
+        .expect("exemplar id");
+    row.find(Locator::Css("a"))
+        .await
+        .expect("exemplar link")
+        .click()
+        .await
+        .expect("open exemplar");
+    browser
+        .client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("table.waterfall tbody tr.wf-row"))
+        .await
+        .expect("waterfall rows");
+    let url = browser.client.current_url().await.expect("url");
+    assert!(
+        url.path().ends_with(&format!("/exemplars/{id}")),
+        "{url}: not exemplar {id}"
+    );
+
+    // every span and statement the API holds for it, in its order, with its timing
+    let detail = get_json(&format!(
+        "{}/api/0/projects/{project}/exemplars/{id}/",
+        server.base
+    ))
+    .await;
+    assert_eq!(detail["route"], route);
+    let shown = browser
+        .js(
+            "return [...document.querySelectorAll('table.waterfall tr.wf-row')].map(r => ({
+                kind: r.dataset.kind,
+                name: r.querySelector('.wf-name').textContent,
+                offset: Number(r.dataset.offsetMs),
+                duration: Number(r.dataset.durationMs),
+                x: Number(r.querySelector('rect.fill').getAttribute('x')),
+            }));",
+        )
+        .await;
+    let shown = shown.as_array().expect("rows");
+    let entries = detail["entries"].as_array().expect("entries");
+    assert_eq!(shown.len(), entries.len(), "{shown:?}");
+    for (row, entry) in shown.iter().zip(entries) {
+        assert_eq!(row["kind"], entry["kind"], "{row} vs {entry}");
+        assert_eq!(row["name"], entry["name"], "{row} vs {entry}");
+        let close = |a: &Value, b: &Value| {
+            (a.as_f64().expect("number") - b.as_f64().expect("number")).abs() < 1e-6
+        };
+        assert!(
+            close(&row["offset"], &entry["offset_ms"]),
+            "{row} vs {entry}"
+        );
+        assert!(
+            close(&row["duration"], &entry["duration_ms"]),
+            "{row} vs {entry}"
+        );
+    }
+    // the N+1: one statement shape at least five times, as many as the tile counts
+    let mut repeats = std::collections::BTreeMap::<&str, usize>::new();
+    for row in shown.iter().filter(|r| r["kind"] == "query") {
+        *repeats
+            .entry(row["name"].as_str().expect("name"))
+            .or_default() += 1;
+    }
+    assert!(
+        repeats.values().any(|&n| n >= 5),
+        "no repeated statement: {repeats:?}"
+    );
+    assert_eq!(
+        repeats.values().sum::<usize>() as u64,
+        detail["queries"].as_u64().expect("queries")
+    );
+    // bars start left to right in start order, placed by offset within the request
+    let xs: Vec<f64> = shown.iter().map(|r| r["x"].as_f64().expect("x")).collect();
+    assert!(xs.windows(2).all(|w| w[0] <= w[1]), "{xs:?}");
+    assert!(
+        xs.iter().any(|&x| x > 0.0),
+        "every bar at the start: {xs:?}"
+    );
+    let tiles = text_of(&browser, "dl.tiles").await;
+    assert!(tiles.contains("Queries"), "{tiles}");
+    browser.screenshot("exemplar_waterfall").await;
+}
