@@ -32,6 +32,7 @@ CREATE INDEX route_windows_by_time ON route_windows (project_id, window_start);
 -- The latency histogram of each route window, one row per non-empty log bucket
 -- (sightline_protocol::bucket_index). Merging is bucket-wise addition:
 -- INSERT … ON CONFLICT DO UPDATE SET count = count + excluded.count.
+-- Version 7 (0007_histogram_blobs.sql) replaces these rows with one blob per window.
 CREATE TABLE route_buckets (
     project_id    INTEGER NOT NULL,
     route         TEXT    NOT NULL,

@@ -7,6 +7,8 @@
 -- (project_id, tier, window_start) so range queries and retention deletes are index scans.
 
 -- Route-window rollups of the version-1 tables (raw stays in route_windows/route_buckets).
+-- Version 7 (0007_histogram_blobs.sql) folds every *_buckets table below into a histogram
+-- blob on its window row.
 CREATE TABLE route_windows_1m (
     project_id    INTEGER NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
     route         TEXT    NOT NULL,

@@ -16,7 +16,7 @@
 //! for the raw tier and exemplars, 7 days for the 1-minute tier and 30 days for the 1-hour
 //! tier — what ingest plus retention would have left after 30 days of the same hour
 //! repeating. Ingesting 30 days through the writer would take hours; the copies have the
-//! same keys, shapes and bucket spreads as ingested rows because they are ingested rows.
+//! same keys, shapes and histogram blobs as ingested rows because they are ingested rows.
 //!
 //! Traffic model: every route serves 5 requests a second in all (50 per 10-second window,
 //! spread over the instances), log-normal latency around a route-specific median, 1 % 5xx
@@ -364,16 +364,12 @@ async fn copy_tiers(dir: &Path, from: i64, counts: [i64; 3], step: i64) -> u64 {
         .expect("open db");
     let mut copied = 0;
     for (suffix, count) in [("", counts[0]), ("_1m", counts[1]), ("_1h", counts[2])] {
-        for base in ["route_windows", "route_buckets"] {
-            let table = format!("{base}{suffix}");
-            copied += copy_hour(&pool, &table, "window_start", 1, None, from, count, step).await;
-        }
+        let table = format!("route_windows{suffix}");
+        copied += copy_hour(&pool, &table, "window_start", 1, None, from, count, step).await;
     }
     for (table, time) in [
         ("insight_routes", "window_start"),
-        ("insight_route_buckets", "window_start"),
         ("query_windows", "window_start"),
-        ("query_buckets", "window_start"),
         ("query_routes", "window_start"),
         ("n_plus_one", "window_start"),
         ("heap_samples", "ts"),

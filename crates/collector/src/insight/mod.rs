@@ -123,10 +123,8 @@ impl Tier {
     }
 
     /// Longest range this tier answers, seconds: beyond it a coarser tier is read so a
-    /// query scans a bounded number of rows (≤ 360 windows per key). Histograms are
-    /// stored a row per bucket, so rows, not windows, are what a query pays for: the
-    /// 30-day history benchmark (BENCHMARKS.md) put an hour of raw windows for 20 routes
-    /// at ~1 s, and a day of minutes at ~10 s.
+    /// query scans a bounded number of rows (≤ 360 windows per key), each carrying its
+    /// histograms as one blob that the read adds up in Rust.
     fn max_span(self) -> i64 {
         match self {
             Tier::Raw => 30 * 60,

@@ -39,6 +39,10 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 6,
         sql: include_str!("../../../../migrations/sqlite/0006_issue_counts_per_commit.sql"),
     },
+    Migration {
+        version: 7,
+        sql: include_str!("../../../../migrations/sqlite/0007_histogram_blobs.sql"),
+    },
 ];
 
 /// Migrations of `all` not yet in `applied`, in order. Refuses a store that has a version

@@ -4,12 +4,14 @@ mod insight;
 mod logs;
 mod switches;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sightline_protocol::RouteWindow;
+
+use sightline_protocol::{EncodedSum, RouteWindow, merge_encoded};
 use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -63,6 +65,11 @@ impl SqliteStore {
 
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub(crate) async fn open(path: &Path) -> Result<SqliteStore, Error> {
+        Self::open_with(path, migrate::SQLITE).await
+    }
+
+    /// As [`SqliteStore::open`], applying `migrations` only (tests start from older schemas).
+    async fn open_with(path: &Path, migrations: &[Migration]) -> Result<SqliteStore, Error> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -74,7 +81,7 @@ impl SqliteStore {
             // Wait for a lock instead of failing at once: another process (a backup, the
             // sqlite3 shell) may hold it for a moment.
             .busy_timeout(WAIT)
-            // Enforce REFERENCES: buckets belong to a window, windows to a project.
+            // Enforce REFERENCES: windows and every other row belong to a project.
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
@@ -86,7 +93,7 @@ impl SqliteStore {
             pool,
             retention: crate::insight::RetentionConfig::default(),
         };
-        store.migrate(migrate::SQLITE).await?;
+        store.migrate(migrations).await?;
         Ok(store)
     }
 
@@ -197,60 +204,81 @@ async fn upsert_agent(
     Ok(to_u64(reported.saturating_sub(previous.unwrap_or(0))))
 }
 
-/// Merges one window: totals into `route_windows`, buckets added into `route_buckets`.
-/// Sums saturate at the largest integer (SQLite turns an overflowing `+` into a float,
-/// which `MIN` maps back).
+/// A stored histogram blob that `sightline_protocol::encode_buckets` cannot have written.
+fn corrupt(e: sightline_protocol::HistogramError) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
+}
+
+/// Merges one window into the route tables of every tier (`route_windows`, `_1m`, `_1h`):
+/// totals added in SQL, the latency histogram by read-modify-write of the row's blob (the
+/// writer is the only one writing, inside its transaction). Sums saturate at the largest
+/// integer (SQLite turns an overflowing `+` into a float, which `MIN` maps back).
 async fn upsert_window(
     conn: &mut SqliteConnection,
     project_id: i64,
     window: &RouteWindow,
 ) -> Result<(), sqlx::Error> {
     let latency = &window.latency;
-    sqlx::query(
-        "INSERT INTO route_windows (project_id, route, method, status_class, window_start,
-                                    window_secs, count, sum_us, min_us, max_us)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (project_id, route, method, status_class, window_start) DO UPDATE SET
-             window_secs = MAX(window_secs, excluded.window_secs),
-             count = MIN(count + excluded.count, 9223372036854775807),
-             sum_us = MIN(sum_us + excluded.sum_us, 9223372036854775807),
-             min_us = MIN(min_us, excluded.min_us),
-             max_us = MAX(max_us, excluded.max_us)",
-    )
-    .bind(project_id)
-    .bind(&window.route)
-    .bind(&window.method)
-    .bind(window.status_class)
-    .bind(window.start)
-    .bind(window.window_secs)
-    .bind(to_i64(latency.count))
-    .bind(to_i64(latency.sum))
-    .bind(to_i64(latency.min))
-    .bind(to_i64(latency.max))
-    .execute(&mut *conn)
-    .await?;
-    for (&bucket, &count) in &latency.buckets {
-        if count == 0 {
-            continue;
-        }
-        sqlx::query(
-            "INSERT INTO route_buckets (project_id, route, method, status_class, window_start,
-                                        bucket, count)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (project_id, route, method, status_class, window_start, bucket)
-             DO UPDATE SET count = MIN(count + excluded.count, 9223372036854775807)",
-        )
+    for tier in crate::insight::Tier::ALL {
+        let (start, secs) = insight::slot(tier, window.start, window.window_secs);
+        let suffix = tier.route_suffix();
+        let stored: Option<Vec<u8>> = sqlx::query_scalar(&format!(
+            "SELECT hist FROM route_windows{suffix}
+             WHERE project_id = ?1 AND route = ?2 AND method = ?3 AND status_class = ?4
+               AND window_start = ?5"
+        ))
         .bind(project_id)
         .bind(&window.route)
         .bind(&window.method)
         .bind(window.status_class)
-        .bind(window.start)
-        .bind(bucket)
-        .bind(to_i64(count))
+        .bind(start)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let hist = merge_encoded(stored.as_deref().unwrap_or_default(), &latency.buckets)
+            .map_err(corrupt)?;
+        sqlx::query(&format!(
+            "INSERT INTO route_windows{suffix} (project_id, route, method, status_class,
+                 window_start, window_secs, count, sum_us, min_us, max_us, hist)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (project_id, route, method, status_class, window_start) DO UPDATE SET
+                 window_secs = MAX(window_secs, excluded.window_secs),
+                 count = MIN(count + excluded.count, 9223372036854775807),
+                 sum_us = MIN(sum_us + excluded.sum_us, 9223372036854775807),
+                 min_us = MIN(min_us, excluded.min_us),
+                 max_us = MAX(max_us, excluded.max_us),
+                 hist = excluded.hist"
+        ))
+        .bind(project_id)
+        .bind(&window.route)
+        .bind(&window.method)
+        .bind(window.status_class)
+        .bind(start)
+        .bind(secs)
+        .bind(to_i64(latency.count))
+        .bind(to_i64(latency.sum))
+        .bind(to_i64(latency.min))
+        .bind(to_i64(latency.max))
+        .bind(hist)
         .execute(&mut *conn)
         .await?;
     }
     Ok(())
+}
+
+/// Adds up the `(key, blob)` rows of a read per key: the merged histogram of each key,
+/// flattened to `(key, bucket, count)` in key and bucket order.
+fn merge_blobs<K: Ord + Clone>(
+    rows: impl IntoIterator<Item = Result<(K, Vec<u8>), sqlx::Error>>,
+) -> Result<Vec<(K, i32, u64)>, sqlx::Error> {
+    let mut sums: BTreeMap<K, EncodedSum> = BTreeMap::new();
+    for row in rows {
+        let (key, blob) = row?;
+        sums.entry(key).or_default().add(&blob).map_err(corrupt)?;
+    }
+    Ok(sums
+        .iter()
+        .flat_map(|(key, sum)| sum.pairs().map(|(bucket, n)| (key.clone(), bucket, n)))
+        .collect())
 }
 
 #[async_trait]
@@ -343,9 +371,6 @@ impl Store for SqliteStore {
                     upsert_window(&mut tx, project_id, window)
                         .await
                         .map_err(db)?;
-                    insight::rollup_route_window(&mut tx, project_id, window)
-                        .await
-                        .map_err(db)?;
                 }
             }
             summary.windows += ingest.batch.windows.len() as u64;
@@ -394,28 +419,20 @@ impl Store for SqliteStore {
         .map(|row| class_totals(row, (row.try_get(0)?, row.try_get(1)?), 2))
         .collect::<Result<_, _>>()
         .map_err(db)?;
-        let buckets = sqlx::query(&format!(
-            "SELECT route, method, bucket, SUM(count)
-             FROM route_buckets{suffix}
-             WHERE project_id = ?1 AND window_start >= ?2 AND window_start < ?3
-             GROUP BY route, method, bucket
-             ORDER BY route, method, bucket"
+        let rows = sqlx::query(&format!(
+            "SELECT route, method, hist FROM route_windows{suffix}
+             WHERE project_id = ?1 AND window_start >= ?2 AND window_start < ?3"
         ))
         .bind(to_i64(project_id))
         .bind(range.since)
         .bind(range.until)
         .fetch_all(&mut *tx)
         .await
-        .map_err(db)?
-        .iter()
-        .map(|row| {
-            Ok((
-                (row.try_get(0)?, row.try_get(1)?),
-                row.try_get(2)?,
-                to_u64(row.try_get(3)?),
-            ))
-        })
-        .collect::<Result<_, sqlx::Error>>()
+        .map_err(db)?;
+        let buckets = merge_blobs(
+            rows.iter()
+                .map(|row| Ok(((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?))),
+        )
         .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(Aggregates { classes, buckets })
@@ -457,13 +474,11 @@ impl Store for SqliteStore {
         .map(|row| class_totals(row, row.try_get(0)?, 1))
         .collect::<Result<_, _>>()
         .map_err(db)?;
-        let buckets = sqlx::query(&format!(
-            "SELECT ?4 + ((window_start - ?4) / ?5) * ?5 AS step, bucket, SUM(count)
-             FROM route_buckets{suffix}
+        let rows = sqlx::query(&format!(
+            "SELECT ?4 + ((window_start - ?4) / ?5) * ?5 AS step, hist
+             FROM route_windows{suffix}
              WHERE project_id = ?1 AND window_start >= ?2 AND window_start < ?3
-               AND (?6 IS NULL OR (route = ?6 AND method = ?7))
-             GROUP BY step, bucket
-             ORDER BY step, bucket"
+               AND (?6 IS NULL OR (route = ?6 AND method = ?7))"
         ))
         .bind(to_i64(project_id))
         .bind(range.since)
@@ -474,10 +489,11 @@ impl Store for SqliteStore {
         .bind(method)
         .fetch_all(&mut *tx)
         .await
-        .map_err(db)?
-        .iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, to_u64(row.try_get(2)?))))
-        .collect::<Result<_, sqlx::Error>>()
+        .map_err(db)?;
+        let buckets = merge_blobs(
+            rows.iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?))),
+        )
         .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(Aggregates { classes, buckets })
@@ -566,7 +582,7 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use sightline_protocol::{AgentInfo, Histogram, MetricBatch};
+    use sightline_protocol::{AgentInfo, Histogram, MetricBatch, bucket_index};
     use tempfile::TempDir;
 
     use super::*;
@@ -669,7 +685,8 @@ mod tests {
         store.write(&[huge]).await.unwrap();
         let aggregates = store.route_aggregates(1, RANGE).await.unwrap();
         assert_eq!(aggregates.classes[0].count, i64::MAX as u64);
-        assert_eq!(aggregates.buckets[0].2, i64::MAX as u64);
+        // Bucket counts live in a blob of unsigned counts: they add up past i64::MAX.
+        assert_eq!(aggregates.buckets[0].2, (u64::MAX / 2) * 2);
         assert!(aggregates.classes[0].sum_us >= i64::MAX as f64);
     }
 
@@ -692,5 +709,280 @@ mod tests {
             .unwrap();
         reopened.ensure_default_project().await.unwrap();
         assert_eq!(reopened.projects().await.unwrap(), projects);
+    }
+
+    fn histogram(values: &[u64]) -> Histogram {
+        let mut h = Histogram::new();
+        for &v in values {
+            h.record(v);
+        }
+        h
+    }
+
+    /// One instance's batch: a route window with `latency`, and the same values as the
+    /// route's bytes-per-request and as one statement's latency.
+    fn instance_window(instance: &str, start: i64, latency: &[u64]) -> Ingest {
+        let h = histogram(latency);
+        let Ingest::Metrics(mut metrics) = ingest(1, 1, 1) else {
+            unreachable!("ingest() builds metrics")
+        };
+        metrics.batch.agent.instance = instance.into();
+        metrics.batch.windows[0].start = start;
+        metrics.batch.windows[0].latency = h.clone();
+        metrics
+            .batch
+            .insight
+            .routes
+            .push(sightline_protocol::RouteInsight {
+                start,
+                window_secs: 10,
+                route: "/r".into(),
+                method: "GET".into(),
+                queries: histogram(&vec![1; latency.len()]),
+                query_us: h.clone(),
+                allocs: Histogram::new(),
+                alloc_bytes: h.clone(),
+                n_plus_one: 0,
+            });
+        metrics
+            .batch
+            .insight
+            .queries
+            .push(sightline_protocol::QueryWindow {
+                start,
+                window_secs: 10,
+                fingerprint: 7,
+                sql: "SELECT ?".into(),
+                latency: h,
+                routes: vec![("/r".into(), "GET".into(), latency.len() as u64)],
+            });
+        Ingest::Metrics(metrics)
+    }
+
+    async fn stored_hist(store: &SqliteStore, table: &str, start: i64) -> Histogram {
+        let blob: Vec<u8> = sqlx::query_scalar(&format!(
+            "SELECT hist FROM {table} WHERE project_id = 1 AND window_start = ?1"
+        ))
+        .bind(start)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        Histogram {
+            buckets: sightline_protocol::decode_buckets(&blob).unwrap(),
+            ..Histogram::new()
+        }
+    }
+
+    #[tokio::test]
+    async fn histograms_merge_across_instances_and_tiers() {
+        use crate::insight::{InsightStore, Tier};
+        let dir = TempDir::new().unwrap();
+        let store = store(&dir).await;
+        // Hour- and minute-aligned; two instances report the same 10 s window, and one
+        // more window falls in the same minute.
+        const T: i64 = 1_699_999_200;
+        let (a, b, c) = ([900, 1_000, 1_000], [1_000, 5_000, 0], [20_000, 21_000, 1]);
+        // Separate group commits and one together: the same merge either way.
+        store.write(&[instance_window("i-1", T, &a)]).await.unwrap();
+        store
+            .write(&[
+                instance_window("i-2", T, &b),
+                instance_window("i-1", T + 20, &c),
+            ])
+            .await
+            .unwrap();
+        let same_window = histogram(&[&a[..], &b[..]].concat()).buckets;
+        let same_minute = histogram(&[&a[..], &b[..], &c[..]].concat()).buckets;
+
+        assert_eq!(
+            stored_hist(&store, "route_windows", T).await.buckets,
+            same_window
+        );
+        assert_eq!(
+            stored_hist(&store, "route_windows", T + 20).await.buckets,
+            histogram(&c).buckets
+        );
+        for table in ["route_windows_1m", "route_windows_1h"] {
+            assert_eq!(
+                stored_hist(&store, table, T).await.buckets,
+                same_minute,
+                "{table}"
+            );
+        }
+
+        // Reads over ranges of 30 s, 1 h and 1 day pick the raw, minute and hour tiers
+        // (the data is older than every retention, so the span decides); each merges to
+        // the same histogram.
+        for span in [30, 3_600, 86_400] {
+            let range = TimeRange {
+                since: T,
+                until: T + span,
+            };
+            let aggregates = store.route_aggregates(1, range).await.unwrap();
+            let buckets: BTreeMap<i32, u64> =
+                aggregates.buckets.iter().map(|&(_, i, n)| (i, n)).collect();
+            assert_eq!(buckets, same_minute, "span {span}");
+            assert_eq!(aggregates.classes[0].count, 9);
+            let series = store
+                .series_aggregates(
+                    1,
+                    range,
+                    Steps {
+                        origin: T,
+                        step_secs: span,
+                    },
+                    Some(("/r", "GET")),
+                )
+                .await
+                .unwrap();
+            assert!(series.buckets.iter().all(|&(step, _, _)| step == T));
+            let buckets: BTreeMap<i32, u64> =
+                series.buckets.iter().map(|&(_, i, n)| (i, n)).collect();
+            assert_eq!(buckets, same_minute, "series over {span}");
+        }
+
+        let range = TimeRange {
+            since: T,
+            until: T + 3_600,
+        };
+        for tier in Tier::ALL {
+            let routes = store.route_totals(1, tier, range).await.unwrap();
+            assert_eq!(routes.len(), 1);
+            let bytes: BTreeMap<i32, u64> = routes[0].buckets[&3].iter().copied().collect();
+            assert_eq!(bytes, same_minute, "{tier:?} bytes per request");
+            let queries: BTreeMap<i32, u64> = routes[0].buckets[&0].iter().copied().collect();
+            assert_eq!(queries, BTreeMap::from([(0, 9)]), "{tier:?} queries");
+            assert!(
+                !routes[0].buckets.contains_key(&2),
+                "no allocations recorded"
+            );
+            let statements = store.query_totals(1, tier, range).await.unwrap();
+            let latency: BTreeMap<i32, u64> = statements[0].buckets.iter().copied().collect();
+            assert_eq!(latency, same_minute, "{tier:?} statement latency");
+            assert_eq!(statements[0].count, 9);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_blob_is_an_error_not_a_panic() {
+        let dir = TempDir::new().unwrap();
+        let store = store(&dir).await;
+        store.write(&[ingest(1, 5, 5_000)]).await.unwrap();
+        sqlx::query("UPDATE route_windows SET hist = x'01ffff'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let read = store.route_aggregates(1, RANGE).await;
+        assert!(matches!(read, Err(Error::Store(_))), "{read:?}");
+        let write = store.write(&[ingest(1, 5, 5_000)]).await;
+        assert!(matches!(write, Err(Error::Store(_))), "{write:?}");
+    }
+
+    #[tokio::test]
+    async fn version_7_turns_bucket_rows_into_blobs() {
+        use crate::insight::{InsightStore, Tier};
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("test.db");
+        let v6 = SqliteStore::open_with(&path, &migrate::SQLITE[..6])
+            .await
+            .unwrap();
+        v6.ensure_default_project().await.unwrap();
+        // Rows as the version-6 writer left them; bucket rows out of key order on purpose,
+        // with the zero bucket, an empty bucket and one the scheme never produces.
+        sqlx::raw_sql(
+            "INSERT INTO route_windows VALUES (1, '/r', 'GET', 2, 1700000000, 10, 4, 3000, 0, 1500);
+             INSERT INTO route_windows VALUES (1, '/r', 'GET', 5, 1700000000, 10, 1, 9, 9, 9);
+             INSERT INTO route_buckets VALUES (1, '/r', 'GET', 2, 1700000000, 366, 2);
+             INSERT INTO route_buckets VALUES (1, '/r', 'GET', 2, 1700000000, -2147483648, 1);
+             INSERT INTO route_buckets VALUES (1, '/r', 'GET', 2, 1700000000, 346, 1);
+             INSERT INTO route_buckets VALUES (1, '/r', 'GET', 2, 1700000000, 400, 0);
+             INSERT INTO route_buckets VALUES (1, '/r', 'GET', 2, 1700000000, 99999, 5);
+             INSERT INTO route_windows_1h VALUES (1, '/r', 'GET', 2, 1699999200, 3600, 4, 3000, 0, 1500);
+             INSERT INTO route_buckets_1h VALUES (1, '/r', 'GET', 2, 1699999200, 346, 3);
+             INSERT INTO insight_routes VALUES (1, 0, 1700000000, '/r', 'GET', 10, 4, 8, 800, 4, 40, 4000, 0);
+             INSERT INTO insight_route_buckets VALUES (1, 0, 1700000000, '/r', 'GET', 3, 700, 4);
+             INSERT INTO insight_route_buckets VALUES (1, 0, 1700000000, '/r', 'GET', 0, 70, 4);
+             INSERT INTO insight_route_buckets VALUES (1, 0, 1700000000, '/r', 'GET', 0, 0, 1);
+             INSERT INTO query_windows VALUES (1, 1, 1699999980, 7, 60, 3, 300, 90, 110);
+             INSERT INTO query_buckets VALUES (1, 1, 1699999980, 7, 233, 1);
+             INSERT INTO query_buckets VALUES (1, 1, 1699999980, 7, 228, 2);",
+        )
+        .execute(&v6.pool)
+        .await
+        .unwrap();
+        v6.close().await;
+        drop(v6);
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        // Two rows at that start: the 2xx one has the buckets, the 5xx one none.
+        let blobs: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT hist FROM route_windows WHERE window_start = 1700000000 ORDER BY status_class",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            sightline_protocol::decode_buckets(&blobs[0]).unwrap(),
+            BTreeMap::from([(i32::MIN, 1), (346, 1), (366, 2)]),
+            "sqlite {version}"
+        );
+        assert_eq!(blobs[1], [sightline_protocol::ENCODING_V1]);
+        assert_eq!(
+            stored_hist(&store, "route_windows_1h", 1_699_999_200)
+                .await
+                .buckets,
+            BTreeMap::from([(346, 3)])
+        );
+        let routes = store
+            .route_totals(
+                1,
+                Tier::Raw,
+                TimeRange {
+                    since: 1_700_000_000,
+                    until: 1_700_000_010,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(routes[0].buckets[&3], [(700, 4)]);
+        assert_eq!(routes[0].buckets[&0], [(0, 1), (70, 4)]);
+        assert!(!routes[0].buckets.contains_key(&1));
+        let statements = store
+            .query_totals(
+                1,
+                Tier::Minute,
+                TimeRange {
+                    since: 1_699_999_980,
+                    until: 1_700_000_040,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(statements[0].buckets, [(228, 2), (233, 1)]);
+        // The bucket tables are gone, and the merged reads see the converted blobs.
+        let left: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE name LIKE '%buckets%'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(left, 0);
+        let aggregates = store.route_aggregates(1, RANGE).await.unwrap();
+        assert_eq!(
+            aggregates
+                .buckets
+                .iter()
+                .map(|&(_, i, n)| (i, n))
+                .collect::<Vec<_>>(),
+            [(i32::MIN, 1), (346, 1), (366, 2)]
+        );
+        // New writes merge into the converted blobs.
+        store.write(&[ingest(1, 2, 2_000)]).await.unwrap();
+        assert_eq!(bucket_index(1_000), 346);
+        let merged = stored_hist(&store, "route_windows", 1_700_000_000).await;
+        assert_eq!(merged.buckets[&346], 3);
     }
 }

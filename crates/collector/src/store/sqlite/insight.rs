@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use sightline_protocol::{Histogram, MetricBatch, RouteWindow};
+use sightline_protocol::{EncodedSum, MetricBatch, merge_encoded};
 use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
 
-use super::{SqliteStore, db};
+use super::{SqliteStore, corrupt, db};
 use crate::insight::{
     ExemplarDetail, ExemplarSummary, HeapPoint, HeapSeries, InsightStore, NPlusOneRow, QueryTotals,
     RetentionConfig, RouteTotals, StorageReport, TableRows, Tier, WaterfallEntry, hex,
@@ -22,7 +22,7 @@ use crate::{Error, TimeRange};
 const SAT: &str = "9223372036854775807";
 
 /// Start of the slot of `tier` holding `start`, and that slot's length.
-fn slot(tier: Tier, start: i64, window_secs: u32) -> (i64, i64) {
+pub(super) fn slot(tier: Tier, start: i64, window_secs: u32) -> (i64, i64) {
     match tier.secs() {
         None => (start, i64::from(window_secs)),
         Some(secs) => {
@@ -41,61 +41,6 @@ fn unfp(stored: i64) -> u64 {
     u64::from_ne_bytes(stored.to_ne_bytes())
 }
 
-/// Merges one route window into the 1-minute and 1-hour rollup tables (the raw tier is
-/// `route_windows` itself, written by the main store).
-pub(super) async fn rollup_route_window(
-    conn: &mut SqliteConnection,
-    project_id: i64,
-    window: &RouteWindow,
-) -> Result<(), sqlx::Error> {
-    let latency = &window.latency;
-    for tier in [Tier::Minute, Tier::Hour] {
-        let (start, secs) = slot(tier, window.start, window.window_secs);
-        let suffix = tier.route_suffix();
-        sqlx::query(&format!(
-            "INSERT INTO route_windows{suffix} (project_id, route, method, status_class,
-                 window_start, window_secs, count, sum_us, min_us, max_us)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT (project_id, route, method, status_class, window_start) DO UPDATE SET
-                 count = MIN(count + excluded.count, {SAT}),
-                 sum_us = MIN(sum_us + excluded.sum_us, {SAT}),
-                 min_us = MIN(min_us, excluded.min_us),
-                 max_us = MAX(max_us, excluded.max_us)"
-        ))
-        .bind(project_id)
-        .bind(&window.route)
-        .bind(&window.method)
-        .bind(window.status_class)
-        .bind(start)
-        .bind(secs)
-        .bind(to_i64(latency.count))
-        .bind(to_i64(latency.sum))
-        .bind(to_i64(latency.min))
-        .bind(to_i64(latency.max))
-        .execute(&mut *conn)
-        .await?;
-        for (&bucket, &count) in &latency.buckets {
-            sqlx::query(&format!(
-                "INSERT INTO route_buckets{suffix} (project_id, route, method, status_class,
-                     window_start, bucket, count)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (project_id, route, method, status_class, window_start, bucket)
-                 DO UPDATE SET count = MIN(count + excluded.count, {SAT})"
-            ))
-            .bind(project_id)
-            .bind(&window.route)
-            .bind(&window.method)
-            .bind(window.status_class)
-            .bind(start)
-            .bind(bucket)
-            .bind(to_i64(count))
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
-    Ok(())
-}
-
 /// Writes a batch's insight section into every tier.
 pub(super) async fn write_insight(
     conn: &mut SqliteConnection,
@@ -111,11 +56,42 @@ pub(super) async fn write_insight(
                 continue;
             }
             let (start, secs) = slot(tier, r.start, r.window_secs);
+            let stored = sqlx::query(
+                "SELECT queries_hist, query_us_hist, allocs_hist, alloc_bytes_hist
+                 FROM insight_routes
+                 WHERE project_id = ?1 AND tier = ?2 AND window_start = ?3 AND route = ?4
+                   AND method = ?5",
+            )
+            .bind(project_id)
+            .bind(t)
+            .bind(start)
+            .bind(&r.route)
+            .bind(&r.method)
+            .fetch_optional(&mut *conn)
+            .await?;
+            // One blob per metric, in column order.
+            let mut hists = Vec::with_capacity(4);
+            for (i, h) in [&r.queries, &r.query_us, &r.allocs, &r.alloc_bytes]
+                .into_iter()
+                .enumerate()
+            {
+                let before: Vec<u8> = match &stored {
+                    Some(row) => row.try_get(i)?,
+                    None => Vec::new(),
+                };
+                hists.push(merge_encoded(&before, &h.buckets).map_err(corrupt)?);
+            }
+            let [queries_hist, query_us_hist, allocs_hist, alloc_bytes_hist] =
+                <[Vec<u8>; 4]>::try_from(hists).map_err(|_| {
+                    sqlx::Error::Protocol("one histogram blob per insight metric".into())
+                })?;
             sqlx::query(&format!(
                 "INSERT INTO insight_routes (project_id, tier, window_start, route, method,
                      window_secs, requests, queries, query_us, alloc_requests, allocs,
-                     alloc_bytes, n_plus_one)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                     alloc_bytes, n_plus_one, queries_hist, query_us_hist, allocs_hist,
+                     alloc_bytes_hist)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                         ?16, ?17)
                  ON CONFLICT (project_id, tier, window_start, route, method) DO UPDATE SET
                      requests = MIN(requests + excluded.requests, {SAT}),
                      queries = MIN(queries + excluded.queries, {SAT}),
@@ -123,7 +99,11 @@ pub(super) async fn write_insight(
                      alloc_requests = MIN(alloc_requests + excluded.alloc_requests, {SAT}),
                      allocs = MIN(allocs + excluded.allocs, {SAT}),
                      alloc_bytes = MIN(alloc_bytes + excluded.alloc_bytes, {SAT}),
-                     n_plus_one = MIN(n_plus_one + excluded.n_plus_one, {SAT})"
+                     n_plus_one = MIN(n_plus_one + excluded.n_plus_one, {SAT}),
+                     queries_hist = excluded.queries_hist,
+                     query_us_hist = excluded.query_us_hist,
+                     allocs_hist = excluded.allocs_hist,
+                     alloc_bytes_hist = excluded.alloc_bytes_hist"
             ))
             .bind(project_id)
             .bind(t)
@@ -138,36 +118,12 @@ pub(super) async fn write_insight(
             .bind(to_i64(r.allocs.sum))
             .bind(to_i64(r.alloc_bytes.sum))
             .bind(to_i64(r.n_plus_one))
+            .bind(queries_hist)
+            .bind(query_us_hist)
+            .bind(allocs_hist)
+            .bind(alloc_bytes_hist)
             .execute(&mut *conn)
             .await?;
-            let metrics: [(i64, &Histogram); 4] = [
-                (0, &r.queries),
-                (1, &r.query_us),
-                (2, &r.allocs),
-                (3, &r.alloc_bytes),
-            ];
-            for (metric, h) in metrics {
-                for (&bucket, &count) in &h.buckets {
-                    sqlx::query(&format!(
-                        "INSERT INTO insight_route_buckets (project_id, tier, window_start,
-                             route, method, metric, bucket, count)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                         ON CONFLICT (project_id, tier, window_start, route, method, metric,
-                                      bucket)
-                         DO UPDATE SET count = MIN(count + excluded.count, {SAT})"
-                    ))
-                    .bind(project_id)
-                    .bind(t)
-                    .bind(start)
-                    .bind(&r.route)
-                    .bind(&r.method)
-                    .bind(metric)
-                    .bind(bucket)
-                    .bind(to_i64(count))
-                    .execute(&mut *conn)
-                    .await?;
-                }
-            }
         }
         for q in &insight.queries {
             if q.latency.is_empty() {
@@ -175,15 +131,28 @@ pub(super) async fn write_insight(
             }
             let (start, secs) = slot(tier, q.start, q.window_secs);
             let l = &q.latency;
+            let stored: Option<Vec<u8>> = sqlx::query_scalar(
+                "SELECT hist FROM query_windows
+                 WHERE project_id = ?1 AND tier = ?2 AND window_start = ?3 AND fingerprint = ?4",
+            )
+            .bind(project_id)
+            .bind(t)
+            .bind(start)
+            .bind(fp(q.fingerprint))
+            .fetch_optional(&mut *conn)
+            .await?;
+            let hist = merge_encoded(stored.as_deref().unwrap_or_default(), &l.buckets)
+                .map_err(corrupt)?;
             sqlx::query(&format!(
                 "INSERT INTO query_windows (project_id, tier, window_start, fingerprint,
-                     window_secs, count, sum_us, min_us, max_us)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     window_secs, count, sum_us, min_us, max_us, hist)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (project_id, tier, window_start, fingerprint) DO UPDATE SET
                      count = MIN(count + excluded.count, {SAT}),
                      sum_us = MIN(sum_us + excluded.sum_us, {SAT}),
                      min_us = MIN(min_us, excluded.min_us),
-                     max_us = MAX(max_us, excluded.max_us)"
+                     max_us = MAX(max_us, excluded.max_us),
+                     hist = excluded.hist"
             ))
             .bind(project_id)
             .bind(t)
@@ -194,25 +163,9 @@ pub(super) async fn write_insight(
             .bind(to_i64(l.sum))
             .bind(to_i64(l.min))
             .bind(to_i64(l.max))
+            .bind(hist)
             .execute(&mut *conn)
             .await?;
-            for (&bucket, &count) in &l.buckets {
-                sqlx::query(&format!(
-                    "INSERT INTO query_buckets (project_id, tier, window_start, fingerprint,
-                         bucket, count)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (project_id, tier, window_start, fingerprint, bucket)
-                     DO UPDATE SET count = MIN(count + excluded.count, {SAT})"
-                ))
-                .bind(project_id)
-                .bind(t)
-                .bind(start)
-                .bind(fp(q.fingerprint))
-                .bind(bucket)
-                .bind(to_i64(count))
-                .execute(&mut *conn)
-                .await?;
-            }
             for (route, method, count) in &q.routes {
                 sqlx::query(&format!(
                     "INSERT INTO query_routes (project_id, tier, window_start, fingerprint,
@@ -349,26 +302,16 @@ fn summary(row: &sqlx::sqlite::SqliteRow) -> Result<ExemplarSummary, sqlx::Error
 const EXEMPLAR_COLUMNS: &str = "id, route, method, status, start_ms, duration_us, reasons, queries, query_us, allocs, alloc_bytes, instance";
 
 /// Tables with a `tier` column: name, time column, primary key.
-const TIERED: [(&str, &str, &str); 7] = [
+const TIERED: [(&str, &str, &str); 5] = [
     (
         "insight_routes",
         "window_start",
         "project_id, tier, window_start, route, method",
     ),
     (
-        "insight_route_buckets",
-        "window_start",
-        "project_id, tier, window_start, route, method, metric, bucket",
-    ),
-    (
         "query_windows",
         "window_start",
         "project_id, tier, window_start, fingerprint",
-    ),
-    (
-        "query_buckets",
-        "window_start",
-        "project_id, tier, window_start, fingerprint, bucket",
     ),
     (
         "query_routes",
@@ -434,10 +377,9 @@ impl InsightStore for SqliteStore {
                 },
             );
         }
-        let buckets = sqlx::query(
-            "SELECT fingerprint, bucket, SUM(count) FROM query_buckets
-             WHERE project_id = ?1 AND tier = ?2 AND window_start >= ?3 AND window_start < ?4
-             GROUP BY fingerprint, bucket ORDER BY fingerprint, bucket",
+        let blobs = sqlx::query(
+            "SELECT fingerprint, hist FROM query_windows
+             WHERE project_id = ?1 AND tier = ?2 AND window_start >= ?3 AND window_start < ?4",
         )
         .bind(p)
         .bind(t)
@@ -446,13 +388,18 @@ impl InsightStore for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
-        for row in buckets {
+        let mut sums: BTreeMap<i64, EncodedSum> = BTreeMap::new();
+        for row in &blobs {
             let stored: i64 = row.try_get(0).map_err(db)?;
+            let blob: &[u8] = row.try_get(1).map_err(db)?;
+            sums.entry(stored)
+                .or_default()
+                .add(blob)
+                .map_err(|e| db(corrupt(e)))?;
+        }
+        for (stored, sum) in sums {
             if let Some(q) = out.get_mut(&stored) {
-                q.buckets.push((
-                    row.try_get(1).map_err(db)?,
-                    to_u64(row.try_get(2).map_err(db)?),
-                ));
+                q.buckets = sum.pairs().collect();
             }
         }
         let routes = sqlx::query(
@@ -523,10 +470,11 @@ impl InsightStore for SqliteStore {
                 },
             );
         }
-        let buckets = sqlx::query(
-            "SELECT route, method, metric, bucket, SUM(count) FROM insight_route_buckets
-             WHERE project_id = ?1 AND tier = ?2 AND window_start >= ?3 AND window_start < ?4
-             GROUP BY route, method, metric, bucket ORDER BY route, method, metric, bucket",
+        // Metric 0 queries, 1 query µs, 2 allocations, 3 bytes: the blob columns in order.
+        let blobs = sqlx::query(
+            "SELECT route, method, queries_hist, query_us_hist, allocs_hist, alloc_bytes_hist
+             FROM insight_routes
+             WHERE project_id = ?1 AND tier = ?2 AND window_start >= ?3 AND window_start < ?4",
         )
         .bind(p)
         .bind(t)
@@ -535,17 +483,23 @@ impl InsightStore for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
-        for row in buckets {
+        let mut sums: BTreeMap<(String, String), [EncodedSum; 4]> = BTreeMap::new();
+        for row in &blobs {
             let key: (String, String) = (row.try_get(0).map_err(db)?, row.try_get(1).map_err(db)?);
-            let metric: i64 = row.try_get(2).map_err(db)?;
+            let per_metric = sums.entry(key).or_default();
+            for (metric, sum) in per_metric.iter_mut().enumerate() {
+                let blob: &[u8] = row.try_get(2 + metric).map_err(db)?;
+                sum.add(blob).map_err(|e| db(corrupt(e)))?;
+            }
+        }
+        for (key, per_metric) in sums {
             if let Some(r) = out.get_mut(&key) {
-                r.buckets
-                    .entry(u8::try_from(metric).unwrap_or(u8::MAX))
-                    .or_default()
-                    .push((
-                        row.try_get(3).map_err(db)?,
-                        to_u64(row.try_get(4).map_err(db)?),
-                    ));
+                for (metric, sum) in (0u8..).zip(per_metric.iter()) {
+                    let pairs: Vec<(i32, u64)> = sum.pairs().collect();
+                    if !pairs.is_empty() {
+                        r.buckets.insert(metric, pairs);
+                    }
+                }
             }
         }
         tx.commit().await.map_err(db)?;
@@ -720,17 +674,16 @@ impl InsightStore for SqliteStore {
         let mut tables = Vec::new();
         for tier in Tier::ALL {
             let suffix = tier.route_suffix();
-            for base in ["route_windows", "route_buckets"] {
-                let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {base}{suffix}"))
+            let rows: i64 =
+                sqlx::query_scalar(&format!("SELECT COUNT(*) FROM route_windows{suffix}"))
                     .fetch_one(&mut *conn)
                     .await
                     .map_err(db)?;
-                tables.push(TableRows {
-                    table: format!("{base}{suffix}"),
-                    tier: Some(tier),
-                    rows: to_u64(rows),
-                });
-            }
+            tables.push(TableRows {
+                table: format!("route_windows{suffix}"),
+                tier: Some(tier),
+                rows: to_u64(rows),
+            });
         }
         for (table, _, _) in TIERED {
             let counts = sqlx::query(&format!(
@@ -785,28 +738,17 @@ impl InsightStore for SqliteStore {
         for tier in Tier::ALL {
             let cutoff = now.saturating_sub(retention.keep_secs(tier));
             let suffix = tier.route_suffix();
-            // Buckets first: they reference the windows.
-            for (table, key) in [
-                (
-                    "route_buckets",
-                    "project_id, route, method, status_class, window_start, bucket",
-                ),
-                (
-                    "route_windows",
-                    "project_id, route, method, status_class, window_start",
-                ),
-            ] {
-                let done = sqlx::query(&format!(
-                    "DELETE FROM {table}{suffix} WHERE ({key}) IN (
-                         SELECT {key} FROM {table}{suffix} WHERE window_start < ?1 LIMIT ?2)"
-                ))
-                .bind(cutoff)
-                .bind(limit)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-                deleted += done.rows_affected();
-            }
+            let key = "project_id, route, method, status_class, window_start";
+            let done = sqlx::query(&format!(
+                "DELETE FROM route_windows{suffix} WHERE ({key}) IN (
+                     SELECT {key} FROM route_windows{suffix} WHERE window_start < ?1 LIMIT ?2)"
+            ))
+            .bind(cutoff)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            deleted += done.rows_affected();
             for (table, column, key) in TIERED {
                 let done = sqlx::query(&format!(
                     "DELETE FROM {table} WHERE ({key}) IN (
