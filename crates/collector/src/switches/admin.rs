@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use sightline_protocol::SwitchState;
 
-use super::{Action, ChangeMeta, ChangeRecord, SwitchRecord, Switches};
+use super::{Action, AuditFilter, ChangeMeta, ChangeRecord, SwitchRecord, Switches};
 use crate::Error;
 use crate::http::extract::constant_time_eq;
 
@@ -69,9 +69,13 @@ impl Switchboard {
         self.switches.store()?.switch_history(key).await
     }
 
-    /// Every change, newest first, at most `limit`.
-    pub async fn audit(&self, limit: u32) -> Result<Vec<ChangeRecord>, Error> {
-        self.switches.store()?.switch_audit(limit, None).await
+    /// Every change `filter` admits, newest first, at most `limit`.
+    pub async fn audit(
+        &self,
+        limit: u32,
+        filter: &AuditFilter,
+    ) -> Result<Vec<ChangeRecord>, Error> {
+        self.switches.store()?.switch_audit(limit, filter).await
     }
 
     /// Sets a switch's state, audited as `actor` with `reason` (required). With

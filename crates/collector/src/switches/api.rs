@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sightline_protocol::{Condition, Switch, SwitchState};
 
 use super::auth::Admin;
-use super::{Action, ChangeMeta, ChangeRecord, SwitchRecord, Switches};
+use super::{Action, AuditFilter, ChangeMeta, ChangeRecord, SwitchRecord, Switches};
 use crate::Error;
 use crate::http::AppState;
 use crate::http::extract::ApiQuery;
@@ -262,6 +262,10 @@ struct AuditParams {
     limit: Option<u32>,
     /// Only changes with a smaller id: the next page after the last row seen.
     before: Option<u64>,
+    /// Only changes at or after this unix second.
+    since: Option<i64>,
+    /// Only changes before this unix second.
+    until: Option<i64>,
 }
 
 /// `GET /api/0/audit/`: every switch change, newest first.
@@ -277,7 +281,17 @@ async fn audit(
         )));
     }
     Ok(Json(
-        switches.store()?.switch_audit(limit, params.before).await?,
+        switches
+            .store()?
+            .switch_audit(
+                limit,
+                &AuditFilter {
+                    before: params.before,
+                    since: params.since,
+                    until: params.until,
+                },
+            )
+            .await?,
     ))
 }
 

@@ -129,6 +129,17 @@ pub(crate) struct SwitchUsage {
     pub recent_evaluations: u64,
 }
 
+/// Which audit rows a read wants; every field narrows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only changes with a smaller id: the next page after the last row seen.
+    pub before: Option<u64>,
+    /// Only changes made at or after this unix second.
+    pub since: Option<i64>,
+    /// Only changes made before this unix second.
+    pub until: Option<i64>,
+}
+
 /// Storage of switches, their history and their check counts. A separate trait from
 /// [`Store`] so backends (and test wrappers) opt in through [`Store::switches`].
 #[async_trait]
@@ -153,11 +164,11 @@ pub(crate) trait SwitchStore: Send + Sync {
     /// One change of one switch.
     async fn switch_change(&self, key: &str, version: u64) -> Result<Option<ChangeRecord>, Error>;
 
-    /// Every change, newest first: at most `limit`, with ids below `before` if given.
+    /// Every change that `filter` admits, newest first, at most `limit`.
     async fn switch_audit(
         &self,
         limit: u32,
-        before: Option<u64>,
+        filter: &AuditFilter,
     ) -> Result<Vec<ChangeRecord>, Error>;
 
     /// Every switch with its check history, counting checks from `since_day` on.

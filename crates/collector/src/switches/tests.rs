@@ -374,6 +374,49 @@ async fn every_change_is_audited_and_any_version_can_be_restored() {
     .await;
     assert_eq!(page.as_array().unwrap().len(), 2);
     assert_eq!(page[0]["id"].as_u64(), Some(ids[2]));
+
+    // a time window (what the charts' flip markers read): move r1, r2, r3 an hour back,
+    // a second apart
+    let pool = rw_pool(&dir).await;
+    let hour_ago = crate::query::unix_now() - 3_600;
+    for (second, id) in ids[2..].iter().rev().enumerate() {
+        sqlx::query("UPDATE switch_changes SET at = ?1 WHERE id = ?2")
+            .bind(hour_ago + second as i64)
+            .bind(*id as i64)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let reasons = |page: Value| -> Vec<String> {
+        page.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["reason"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (query, expected) in [
+        (
+            format!("since={}&until={}", hour_ago + 1, hour_ago + 3),
+            &["r3", "r2"][..],
+        ),
+        (format!("until={}", hour_ago + 1), &["r1"][..]),
+        (
+            format!("since={}", hour_ago + 3),
+            &["p99 regressed", "r4"][..],
+        ),
+        (
+            format!("since={hour_ago}&limit=1&before={}", ids[3]),
+            &["r1"][..],
+        ),
+    ] {
+        let page = expect(
+            &router,
+            request("GET", &format!("/api/0/audit/?{query}"), None),
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(reasons(page), expected, "{query}");
+    }
     expect(
         &router,
         request("GET", "/api/0/audit/?limit=0", None),

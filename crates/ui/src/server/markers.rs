@@ -2,15 +2,15 @@
 //! line each, so a latency jump can be matched to the flip that caused it.
 
 use axum::http::HeaderMap;
-use sightline_collector::{Query, SwitchChange};
+use sightline_collector::{AuditFilter, Query, SwitchChange};
 
 use super::{PageError, require_admin};
 use crate::chart::Marker;
 use crate::range::Window;
 
-/// Most audit entries read for one page. The audit is read newest first, so on a server
-/// with more changes than this after the range's start the oldest flips of a long range
-/// go unmarked; the Switches page lists them all.
+/// Most audit entries read for one page's range, newest first: a range with more changes
+/// than this marks only its newest ones (a chart of a few hundred pixels could not tell
+/// more apart); the Switches page and `/api/0/audit/` list them all.
 const MAX_AUDIT: u32 = 1_000;
 
 /// The state flips (and creations) in `[window.since, window.until)`, oldest first.
@@ -26,14 +26,19 @@ pub(super) async fn flip_markers(
     if require_admin(query, headers, String::new()).is_err() {
         return Ok(Vec::new());
     }
-    let audit = query.switchboard().audit(MAX_AUDIT).await?;
-    Ok(markers(audit, window))
+    let range = AuditFilter {
+        before: None,
+        since: Some(window.since),
+        until: Some(window.until),
+    };
+    let audit = query.switchboard().audit(MAX_AUDIT, &range).await?;
+    Ok(markers(audit))
 }
 
-fn markers(audit: Vec<SwitchChange>, window: Window) -> Vec<Marker> {
+/// Markers for the state changes among `audit` (newest first), oldest first.
+fn markers(audit: Vec<SwitchChange>) -> Vec<Marker> {
     let mut markers: Vec<Marker> = audit
         .into_iter()
-        .filter(|c| c.at >= window.since && c.at < window.until)
         .filter_map(|c| {
             let what = match &c.old {
                 Some(old) if old.state == c.new.state => return None,

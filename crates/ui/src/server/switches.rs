@@ -10,6 +10,7 @@ use axum::{
 };
 use leptos::prelude::*;
 use serde::Deserialize;
+use sightline_collector::AuditFilter;
 
 use super::{
     PageError, PageParams, UiState, frame, html_page, require_admin, same_origin, with_notice,
@@ -46,7 +47,7 @@ pub(super) async fn switches_list(
     require_admin(&state.query, &headers, chrome.ctx.here())?;
     let board = state.query.switchboard();
     let switches = board.list().await?;
-    let recent = board.audit(RECENT_CHANGES).await?;
+    let recent = board.audit(RECENT_CHANGES, &AuditFilter::default()).await?;
     let (theme, bundle) = (chrome.theme, chrome.bundle.clone());
     let data = SwitchesList {
         chrome,

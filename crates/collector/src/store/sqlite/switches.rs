@@ -11,7 +11,9 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::{SqliteStore, db};
 use crate::Error;
 use crate::store::{to_i64, to_u64};
-use crate::switches::{Action, ChangeRecord, NewChange, SwitchRecord, SwitchStore, SwitchUsage};
+use crate::switches::{
+    Action, AuditFilter, ChangeRecord, NewChange, SwitchRecord, SwitchStore, SwitchUsage,
+};
 
 /// Stored JSON that no longer parses is a store fault, not the client's.
 fn corrupt(e: serde_json::Error) -> Error {
@@ -256,14 +258,17 @@ impl SwitchStore for SqliteStore {
     async fn switch_audit(
         &self,
         limit: u32,
-        before: Option<u64>,
+        filter: &AuditFilter,
     ) -> Result<Vec<ChangeRecord>, Error> {
         sqlx::query(&format!(
             "SELECT {CHANGE_COLUMNS} FROM switch_changes
-             WHERE ?1 IS NULL OR id < ?1
-             ORDER BY id DESC LIMIT ?2"
+             WHERE (?1 IS NULL OR id < ?1) AND (?2 IS NULL OR at >= ?2)
+                   AND (?3 IS NULL OR at < ?3)
+             ORDER BY id DESC LIMIT ?4"
         ))
-        .bind(before.map(to_i64))
+        .bind(filter.before.map(to_i64))
+        .bind(filter.since)
+        .bind(filter.until)
         .bind(limit)
         .fetch_all(&self.pool)
         .await
