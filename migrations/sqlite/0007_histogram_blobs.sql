@@ -2,17 +2,18 @@
 --
 -- Until now a histogram was stored one row per non-empty bucket (route_buckets*,
 -- insight_route_buckets, query_buckets), so a day's routes table read a million rows and
--- grouped them in SQL. Now every window row carries its histograms as blobs in the format
--- of sightline_protocol::encode_buckets: the byte 0x01, then per non-empty bucket in
--- ascending order a big-endian u16 code (0 = the zero bucket, otherwise index + 2) and a
--- big-endian u64 count. The writer merges an incoming window by read-modify-write inside
--- its transaction (there is one writer); readers add the blobs of a range in Rust.
+-- grouped them in SQL. Now every window row carries its histograms as blobs that
+-- sightline_protocol::decode_buckets reads: a format byte, then the non-empty buckets in
+-- ascending order. The writer merges an incoming window by read-modify-write inside its
+-- transaction (there is one writer) and writes format 2 (varints, ~3 bytes a bucket);
+-- readers add up the blobs of a range in Rust.
 --
--- The bucket rows already stored are converted here (fixed width, so plain SQL can build
--- the blob: `unhex`, and `ORDER BY` inside an aggregate, need SQLite 3.44, which sqlx
--- bundles), then their tables are dropped. Buckets outside the scheme's range
--- (-1..=2300 = sightline_protocol::MAX_BUCKET, or the zero bucket) and empty ones were
--- never written and are skipped.
+-- The bucket rows already stored are converted here into format 1, which plain SQL can
+-- build: the byte 0x01, then per bucket a big-endian u16 code (0 = the zero bucket,
+-- otherwise index + 2) and a big-endian u64 count (`unhex` and `ORDER BY` inside an
+-- aggregate need SQLite 3.44; sqlx bundles a newer one). Then their tables are dropped.
+-- Buckets outside the scheme's range (-1..=2300 = sightline_protocol::MAX_BUCKET, or the
+-- zero bucket) and empty ones were never written and are skipped.
 
 ALTER TABLE route_windows ADD COLUMN hist BLOB NOT NULL DEFAULT x'01';
 ALTER TABLE route_windows_1m ADD COLUMN hist BLOB NOT NULL DEFAULT x'01';

@@ -168,11 +168,19 @@ pub fn quantile_of(buckets: impl IntoIterator<Item = (i32, u64)>, q: f64) -> Opt
     None
 }
 
-/// Version byte that opens every encoded bucket list (format 1, below).
-pub const ENCODING_V1: u8 = 1;
+/// First byte of a fixed-width bucket list (format 1): per bucket a big-endian `u16`
+/// code and `u64` count. Only SQL writes it (the collector's migration that turned bucket
+/// rows into blobs); decoders read both formats.
+pub const ENCODING_FIXED: u8 = 1;
 
 /// Bytes per `(bucket, count)` pair in format 1.
-pub const ENCODED_PAIR_LEN: usize = 10;
+pub const FIXED_PAIR_LEN: usize = 10;
+
+/// First byte of a varint bucket list (format 2), what [`encode_buckets`] writes.
+pub const ENCODING_VARINT: u8 = 2;
+
+/// Largest bucket code: [`MAX_BUCKET`] + 2.
+const MAX_CODE: u16 = MAX_BUCKET as u16 + 2;
 
 /// The stored code of bucket `index`: 0 for [`ZERO_BUCKET`], `index + 2` for the indexes
 /// the scheme produces (`-1..=MAX_BUCKET`), so codes fit a `u16` and sort as indexes do.
@@ -186,79 +194,130 @@ fn bucket_code(index: i32) -> Option<u16> {
     u16::try_from(index + 2).ok()
 }
 
-fn code_bucket(code: u16) -> Option<i32> {
-    match i32::from(code) {
-        0 => Some(ZERO_BUCKET),
-        c if c - 2 <= MAX_BUCKET => Some(c - 2),
-        _ => None,
+fn code_bucket(code: u16) -> i32 {
+    if code == 0 {
+        ZERO_BUCKET
+    } else {
+        i32::from(code) - 2
     }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads one LEB128 varint at `*at`; `None` when it is cut off or longer than a `u64`.
+fn get_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        let part = u64::from(byte & 0x7f);
+        if shift == 63 && part > 1 {
+            return None;
+        }
+        v |= part << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
 }
 
 /// Encodes sparse bucket counts as stored by the collector, one blob per window:
 ///
 /// ```text
-/// 0x01 (format 1), then per non-empty bucket in ascending index order:
-///     bucket code (u16, big-endian; 0 = ZERO_BUCKET, else index + 2)
-///     count       (u64, big-endian)
+/// 0x02 (format 2), then per non-empty bucket in ascending index order:
+///     code delta (LEB128 varint; the code is 0 for ZERO_BUCKET, else index + 2, and the
+///                 delta is from the previous bucket's code, or from 0 for the first)
+///     count      (LEB128 varint)
 /// ```
 ///
-/// Fixed width so SQL can build it too: the collector's SQLite migration does with
+/// About 3 bytes a bucket: an hour of one route's latencies is a few hundred bytes.
+/// Empty buckets are left out; an empty histogram is the format byte alone. Decoders also
+/// read format 1 (fixed width, [`ENCODING_FIXED`]), which SQL can build:
 /// `unhex('01' || group_concat(printf('%04X%016X', code, count), '' ORDER BY bucket))`.
-/// Empty buckets are left out; an empty histogram is the version byte alone.
 pub fn encode_buckets(buckets: &BTreeMap<i32, u64>) -> Result<Vec<u8>, HistogramError> {
-    let mut out = Vec::with_capacity(1 + buckets.len() * ENCODED_PAIR_LEN);
-    out.push(ENCODING_V1);
+    let mut out = Vec::with_capacity(1 + buckets.len() * 3);
+    out.push(ENCODING_VARINT);
+    let mut previous = 0u16;
     for (&index, &count) in buckets {
         if count == 0 {
             continue;
         }
         let code = bucket_code(index).ok_or(HistogramError::BucketOutOfRange(index))?;
-        out.extend_from_slice(&code.to_be_bytes());
-        out.extend_from_slice(&count.to_be_bytes());
+        put_varint(&mut out, u64::from(code - previous));
+        put_varint(&mut out, count);
+        previous = code;
     }
     Ok(out)
 }
 
-/// The pairs of an encoded blob after checking all of it: a known version, whole pairs,
-/// codes strictly ascending and in range. An empty slice reads as an empty histogram.
-fn encoded_pairs(bytes: &[u8]) -> Result<impl Iterator<Item = (i32, u64)> + '_, HistogramError> {
-    let body = match bytes.split_first() {
-        None => &[][..],
-        Some((&ENCODING_V1, body)) => body,
-        Some(_) => return Err(HistogramError::BadEncoding("unknown format version")),
-    };
-    if body.len() % ENCODED_PAIR_LEN != 0 {
-        return Err(HistogramError::BadEncoding("truncated pair"));
-    }
-    let code = |pair: &[u8]| u16::from_be_bytes([pair[0], pair[1]]);
+/// Parses a blob of either format into `out` as `(code, count)`, checking all of it: a
+/// known format, whole pairs, codes strictly ascending and in range. At most
+/// `MAX_CODE + 1` pairs can pass, so a decode is bounded whatever the input. An empty
+/// slice reads as an empty histogram; empty buckets are dropped.
+fn parse_encoded(bytes: &[u8], out: &mut Vec<(u16, u64)>) -> Result<(), HistogramError> {
+    out.clear();
+    let bad = HistogramError::BadEncoding;
     let mut previous: Option<u16> = None;
-    for pair in body.chunks_exact(ENCODED_PAIR_LEN) {
-        let c = code(pair);
-        if code_bucket(c).is_none() {
-            return Err(HistogramError::BadEncoding("bucket code out of range"));
+    let mut push = |code: u64, count: u64| {
+        let code = u16::try_from(code)
+            .ok()
+            .filter(|&c| c <= MAX_CODE)
+            .ok_or(bad("bucket code out of range"))?;
+        if previous.is_some_and(|p| p >= code) {
+            return Err(bad("buckets out of order"));
         }
-        if previous.is_some_and(|p| p >= c) {
-            return Err(HistogramError::BadEncoding("buckets out of order"));
+        previous = Some(code);
+        if count > 0 {
+            out.push((code, count));
         }
-        previous = Some(c);
+        Ok(())
+    };
+    match bytes.split_first() {
+        None => Ok(()),
+        Some((&ENCODING_VARINT, body)) => {
+            let mut at = 0;
+            let mut code = 0u64;
+            while at < body.len() {
+                let delta = get_varint(body, &mut at).ok_or(bad("bad varint"))?;
+                let count = get_varint(body, &mut at).ok_or(bad("truncated pair"))?;
+                code = code.saturating_add(delta);
+                push(code, count)?;
+            }
+            Ok(())
+        }
+        Some((&ENCODING_FIXED, body)) => {
+            if body.len() % FIXED_PAIR_LEN != 0 {
+                return Err(bad("truncated pair"));
+            }
+            for pair in body.chunks_exact(FIXED_PAIR_LEN) {
+                let mut count = [0u8; 8];
+                count.copy_from_slice(&pair[2..]);
+                push(
+                    u64::from(u16::from_be_bytes([pair[0], pair[1]])),
+                    u64::from_be_bytes(count),
+                )?;
+            }
+            Ok(())
+        }
+        Some(_) => Err(bad("unknown format")),
     }
-    Ok(body.chunks_exact(ENCODED_PAIR_LEN).map(move |pair| {
-        let mut count = [0u8; 8];
-        count.copy_from_slice(&pair[2..]);
-        // Checked above.
-        let index = code_bucket(code(pair)).unwrap_or(ZERO_BUCKET);
-        (index, u64::from_be_bytes(count))
-    }))
 }
 
 /// Adds the buckets of an encoded blob into `into` (saturating). A corrupt blob is an
 /// error and leaves `into` unchanged.
 pub fn add_encoded(into: &mut BTreeMap<i32, u64>, bytes: &[u8]) -> Result<(), HistogramError> {
-    for (index, count) in encoded_pairs(bytes)? {
-        if count > 0 {
-            let slot = into.entry(index).or_insert(0);
-            *slot = slot.saturating_add(count);
-        }
+    let mut pairs = Vec::new();
+    parse_encoded(bytes, &mut pairs)?;
+    for (code, count) in pairs {
+        let slot = into.entry(code_bucket(code)).or_insert(0);
+        *slot = slot.saturating_add(count);
     }
     Ok(())
 }
@@ -269,6 +328,8 @@ pub fn add_encoded(into: &mut BTreeMap<i32, u64>, bytes: &[u8]) -> Result<(), Hi
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EncodedSum {
     counts: Vec<u64>,
+    /// Reused parse buffer.
+    scratch: Vec<(u16, u64)>,
 }
 
 impl EncodedSum {
@@ -280,13 +341,18 @@ impl EncodedSum {
     /// Adds the buckets of one blob (saturating). A corrupt blob is an error and adds
     /// nothing.
     pub fn add(&mut self, bytes: &[u8]) -> Result<(), HistogramError> {
-        for (index, count) in encoded_pairs(bytes)? {
-            // In range: `encoded_pairs` checked every code.
-            let code = usize::from(bucket_code(index).unwrap_or(0));
-            if code >= self.counts.len() {
-                self.counts.resize(code + 1, 0);
-            }
-            self.counts[code] = self.counts[code].saturating_add(count);
+        parse_encoded(bytes, &mut self.scratch)?;
+        // Codes ascend: the last one is the largest.
+        let needed = self
+            .scratch
+            .last()
+            .map_or(0, |&(last, _)| usize::from(last) + 1);
+        if needed > self.counts.len() {
+            self.counts.resize(needed, 0);
+        }
+        for &(code, count) in &self.scratch {
+            let slot = &mut self.counts[usize::from(code)];
+            *slot = slot.saturating_add(count);
         }
         Ok(())
     }
@@ -294,14 +360,10 @@ impl EncodedSum {
     /// Non-empty `(bucket index, count)` pairs in ascending index order, as
     /// [`quantile_of`] takes them.
     pub fn pairs(&self) -> impl Iterator<Item = (i32, u64)> + '_ {
-        self.counts
-            .iter()
-            .enumerate()
+        (0u16..)
+            .zip(&self.counts)
             .filter(|&(_, &n)| n > 0)
-            .map(|(code, &n)| {
-                let code = u16::try_from(code).unwrap_or(u16::MAX);
-                (code_bucket(code).unwrap_or(ZERO_BUCKET), n)
-            })
+            .map(|(code, &n)| (code_bucket(code), n))
     }
 }
 
@@ -470,11 +532,14 @@ mod tests {
 
         #[test]
         fn decoding_arbitrary_bytes_never_panics(
-            versioned in any::<bool>(),
+            versioned in any::<u8>(),
             tail in prop::collection::vec(any::<u8>(), 0..200),
         ) {
             // Mostly past the version check, so the pair checks are what is exercised.
-            let bytes: Vec<u8> = versioned.then_some(ENCODING_V1).into_iter().chain(tail).collect();
+            let bytes: Vec<u8> = [Some(ENCODING_VARINT), Some(ENCODING_FIXED), None][usize::from(versioned) % 3]
+                .into_iter()
+                .chain(tail)
+                .collect();
             if let Ok(buckets) = decode_buckets(&bytes) {
                 // Whatever decodes re-encodes to a valid blob.
                 let again = encode_buckets(&buckets).expect("re-encode");
@@ -483,42 +548,87 @@ mod tests {
         }
     }
 
-    #[test]
-    fn encoding_is_the_fixed_width_format_sql_builds() {
-        let h = recorded(&[0, 1, 1, 3]);
-        let blob = encode_buckets(&h.buckets).unwrap();
-        // version, then (code, count): zero bucket → 0, index 0 → 2, index 56 → 58.
-        let mut expected = vec![ENCODING_V1];
-        for (code, count) in [(0u16, 1u64), (2, 2), (2 + bucket_index(3) as u16, 1)] {
-            expected.extend_from_slice(&code.to_be_bytes());
-            expected.extend_from_slice(&count.to_be_bytes());
+    /// Format 1 as the collector's migration builds it in SQL.
+    fn fixed(pairs: &[(u16, u64)]) -> Vec<u8> {
+        let mut out = vec![ENCODING_FIXED];
+        for (code, count) in pairs {
+            out.extend_from_slice(&code.to_be_bytes());
+            out.extend_from_slice(&count.to_be_bytes());
         }
-        assert_eq!(blob, expected);
-        assert_eq!(encode_buckets(&BTreeMap::new()).unwrap(), [ENCODING_V1]);
-        assert_eq!(decode_buckets(&[]).unwrap(), BTreeMap::new());
-        assert_eq!(decode_buckets(&[ENCODING_V1]).unwrap(), BTreeMap::new());
+        out
+    }
+
+    #[test]
+    fn both_formats_decode_to_the_same_buckets() {
+        let h = recorded(&[0, 1, 1, 3, 1_000_000]);
+        let three = bucket_index(3);
+        let million = bucket_index(1_000_000);
+        let expected = BTreeMap::from([(ZERO_BUCKET, 1), (0, 2), (three, 1), (million, 1)]);
+        assert_eq!(h.buckets, expected);
+        // Codes: zero bucket → 0, index i → i + 2, stored as deltas.
+        let varint = encode_buckets(&h.buckets).unwrap();
+        let (c3, cm) = (three as u8 + 2, million as u16 + 2);
+        let mut want = vec![ENCODING_VARINT, 0, 1, 2, 2, c3 - 2, 1];
+        put_varint(&mut want, u64::from(cm - u16::from(c3)));
+        want.push(1);
+        assert_eq!(varint, want);
+        let sql = fixed(&[(0, 1), (2, 2), (u16::from(c3), 1), (cm, 1)]);
+        assert_eq!(decode_buckets(&sql).unwrap(), expected);
+        assert_eq!(decode_buckets(&varint).unwrap(), expected);
+        // Merging into a format-1 blob writes format 2.
+        let merged = merge_encoded(&sql, &BTreeMap::from([(0, 1)])).unwrap();
+        assert_eq!(merged[0], ENCODING_VARINT);
+        assert_eq!(decode_buckets(&merged).unwrap()[&0], 3);
+        assert_eq!(encode_buckets(&BTreeMap::new()).unwrap(), [ENCODING_VARINT]);
+        for empty in [&[][..], &[ENCODING_VARINT], &[ENCODING_FIXED]] {
+            assert_eq!(decode_buckets(empty).unwrap(), BTreeMap::new());
+        }
+        // Counts up to u64::MAX survive.
+        let huge = BTreeMap::from([(MAX_BUCKET, u64::MAX)]);
+        assert_eq!(
+            decode_buckets(&encode_buckets(&huge).unwrap()).unwrap(),
+            huge
+        );
     }
 
     #[test]
     fn corrupt_blobs_are_errors() {
-        let blob = encode_buckets(&recorded(&[5, 500, 50_000]).buckets).unwrap();
         let bad = |b: &[u8]| matches!(decode_buckets(b), Err(HistogramError::BadEncoding(_)));
-        assert!(bad(&blob[..blob.len() - 1]), "truncated");
-        assert!(bad(&[2]), "unknown version");
-        let mut swapped = blob.clone();
-        swapped[1..11].copy_from_slice(&blob[11..21]);
-        swapped[11..21].copy_from_slice(&blob[1..11]);
-        assert!(bad(&swapped), "out of order");
-        let mut far = blob.clone();
-        far[1..3].copy_from_slice(&u16::MAX.to_be_bytes());
-        assert!(bad(&far), "code out of range");
+        let blob = encode_buckets(&recorded(&[5, 500, 50_000]).buckets).unwrap();
+        assert!(bad(&blob[..blob.len() - 1]), "truncated varint pair");
+        assert!(bad(&[ENCODING_VARINT, 0x80]), "cut-off varint");
+        assert!(
+            bad(&[
+                ENCODING_VARINT,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0x7f,
+                1
+            ]),
+            "varint past 64 bits"
+        );
+        assert!(bad(&[ENCODING_VARINT, 5, 1, 0, 1]), "repeated code");
+        assert!(bad(&[ENCODING_VARINT, 0xff, 0x7f, 1]), "code out of range");
+        assert!(bad(&[3]), "unknown format");
+        let sql = fixed(&[(10, 1), (20, 1)]);
+        assert!(bad(&sql[..sql.len() - 1]), "truncated fixed pair");
+        assert!(bad(&fixed(&[(20, 1), (10, 1)])), "out of order");
+        assert!(bad(&fixed(&[(u16::MAX, 1)])), "fixed code out of range");
         // A failed add leaves the target as it was.
+        let far = fixed(&[(10, 1), (u16::MAX, 1)]);
         let mut into = BTreeMap::from([(7, 1)]);
         assert!(add_encoded(&mut into, &far).is_err());
         assert_eq!(into, BTreeMap::from([(7, 1)]));
         let mut sum = EncodedSum::new();
         assert!(sum.add(&far).is_err());
-        assert_eq!(sum, EncodedSum::new());
+        assert_eq!(sum.pairs().count(), 0);
         assert_eq!(
             encode_buckets(&BTreeMap::from([(MAX_BUCKET + 1, 1)])),
             Err(HistogramError::BucketOutOfRange(MAX_BUCKET + 1))

@@ -30,9 +30,9 @@ pub use batch::{
 };
 pub use dsn::{Dsn, DsnError};
 pub use histogram::{
-    ENCODED_PAIR_LEN, ENCODING_V1, EncodedSum, Histogram, HistogramError, MAX_BUCKET,
-    RELATIVE_ACCURACY, ZERO_BUCKET, add_encoded, bucket_index, bucket_value, decode_buckets,
-    encode_buckets, merge_encoded, quantile_of,
+    ENCODING_FIXED, ENCODING_VARINT, EncodedSum, FIXED_PAIR_LEN, Histogram, HistogramError,
+    MAX_BUCKET, RELATIVE_ACCURACY, ZERO_BUCKET, add_encoded, bucket_index, bucket_value,
+    decode_buckets, encode_buckets, merge_encoded, quantile_of,
 };
 pub use insight::{
     Entry, EntryKind, Exemplar, HeapSample, InsightBatch, InsightError, MAX_EXEMPLAR_ENTRIES,

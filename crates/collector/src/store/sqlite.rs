@@ -930,7 +930,7 @@ mod tests {
             BTreeMap::from([(i32::MIN, 1), (346, 1), (366, 2)]),
             "sqlite {version}"
         );
-        assert_eq!(blobs[1], [sightline_protocol::ENCODING_V1]);
+        assert_eq!(blobs[1], [sightline_protocol::ENCODING_FIXED]);
         assert_eq!(
             stored_hist(&store, "route_windows_1h", 1_699_999_200)
                 .await
