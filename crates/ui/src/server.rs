@@ -29,8 +29,9 @@ mod switches;
 use crate::{
     assets,
     pages::{
-        self, Chrome, Ctx, Message, OVERVIEW_ISSUES, Overview, OverviewIssues, OverviewPage,
-        ProjectLink, RouteDetail, RoutePage, RoutesList, RoutesPage, Section, SignIn, Theme,
+        self, Chrome, Ctx, ExemplarRows, Message, OVERVIEW_ISSUES, Overview, OverviewIssues,
+        OverviewPage, ProjectLink, RouteDetail, RoutePage, RoutesList, RoutesPage, Section, SignIn,
+        Theme,
     },
     range::{Range, RangeError},
     site::{self, Site},
@@ -290,6 +291,8 @@ struct PageParams {
     state: Option<String>,
     /// A form's outcome (one of a fixed set).
     notice: Option<String>,
+    /// The route page: list the exemplars after this one (its id).
+    before: Option<String>,
 }
 
 impl PageParams {
@@ -502,6 +505,10 @@ async fn route_detail(
         return Err(PageError::RouteMissing);
     };
     let method = method.to_ascii_uppercase();
+    let before = match params.before.as_deref().filter(|b| !b.is_empty()) {
+        Some(b) => Some(b.parse::<u64>().map_err(|_| PageError::BadFilter)?),
+        None => None,
+    };
     let frame = frame(&state.query, &id, &params).await?;
     let window = frame.range.resolve(frame.now);
     let range = window.range();
@@ -517,10 +524,21 @@ async fn route_detail(
         .series(id, range, window.step, Some((&route, &method)))
         .await?;
     let markers = markers::flip_markers(&state.query, &headers, window).await?;
-    let exemplars = state
+    // one more than a page, to know whether an older page exists
+    let mut exemplars = state
         .query
-        .exemplars(id, range, Some((&route, &method)), ROUTE_EXEMPLARS)
+        .exemplars(
+            id,
+            range,
+            Some((&route, &method)),
+            before,
+            ROUTE_EXEMPLARS + 1,
+        )
         .await?;
+    let older = (exemplars.len() > ROUTE_EXEMPLARS as usize).then(|| {
+        exemplars.truncate(ROUTE_EXEMPLARS as usize);
+        exemplars.last().map_or(0, |e| e.id)
+    });
     let keep = vec![("method", method.clone()), ("route", route.clone())];
     let chrome = frame.chrome(Section::Routes, "/route", keep, &headers, &state.site);
     let (theme, bundle) = (chrome.theme, chrome.bundle.clone());
@@ -533,7 +551,11 @@ async fn route_detail(
         stats,
         series,
         markers,
-        exemplars,
+        exemplars: ExemplarRows {
+            rows: exemplars,
+            paged: before.is_some(),
+            older,
+        },
     };
     let html = pages::document(theme, bundle, move || view! { <RoutePage data=data/> });
     Ok(html_page(StatusCode::OK, html))

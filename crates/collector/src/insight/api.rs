@@ -76,6 +76,8 @@ struct ListParams {
     route: Option<String>,
     method: Option<String>,
     interval: Option<i64>,
+    /// Exemplars: the page after this exemplar id.
+    before: Option<u64>,
 }
 
 impl ListParams {
@@ -308,7 +310,7 @@ async fn heap(
     Ok(Json(store.heap(project_id, tier, range, step).await?))
 }
 
-/// `GET /api/0/projects/{id}/exemplars/?route=&method=&limit=`
+/// `GET /api/0/projects/{id}/exemplars/?route=&method=&limit=&before=`
 async fn exemplars(
     State(query): State<Query>,
     ProjectId(project_id): ProjectId,
@@ -327,7 +329,7 @@ async fn exemplars(
     };
     Ok(Json(
         insight(&query)?
-            .exemplars(project_id, range, route, params.limit())
+            .exemplars(project_id, range, route, params.before, params.limit())
             .await?,
     ))
 }

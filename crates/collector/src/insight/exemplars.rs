@@ -9,13 +9,15 @@ const MAX_EXEMPLARS: u32 = 1_000;
 
 impl Query {
     /// Exemplars started in `range`, newest first, at most `limit` (capped at
-    /// `MAX_EXEMPLARS`); with `route`, only that `(route, method)`. Empty when the store
-    /// keeps no insight.
+    /// `MAX_EXEMPLARS`); with `route`, only that `(route, method)`; with `before` (an
+    /// exemplar id), the next page after that exemplar. Empty when the store keeps no
+    /// insight.
     pub async fn exemplars(
         &self,
         project_id: u64,
         range: TimeRange,
         route: Option<(&str, &str)>,
+        before: Option<u64>,
         limit: u32,
     ) -> Result<Vec<ExemplarSummary>, Error> {
         if range.since >= range.until {
@@ -28,7 +30,13 @@ impl Query {
             return Ok(Vec::new());
         };
         store
-            .exemplars(project_id, range, route, limit.clamp(1, MAX_EXEMPLARS))
+            .exemplars(
+                project_id,
+                range,
+                route,
+                before,
+                limit.clamp(1, MAX_EXEMPLARS),
+            )
             .await
     }
 

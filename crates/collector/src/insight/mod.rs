@@ -365,12 +365,14 @@ pub(crate) trait InsightStore: Send + Sync {
         step_secs: i64,
     ) -> Result<Vec<HeapSeries>, Error>;
 
-    /// Exemplars started in `range`, newest first.
+    /// Exemplars started in `range`, newest first (by start, then id); with `before`,
+    /// only those listed after that exemplar.
     async fn exemplars(
         &self,
         project_id: u64,
         range: TimeRange,
         route: Option<(&str, &str)>,
+        before: Option<u64>,
         limit: u32,
     ) -> Result<Vec<ExemplarSummary>, Error>;
 

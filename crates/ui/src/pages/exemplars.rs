@@ -27,14 +27,48 @@ fn exemplar_href(ctx: &Ctx, id: u64) -> String {
     ctx.link(&format!("/exemplars/{id}"), &[])
 }
 
-/// The route page's exemplar table, newest first.
+/// One page of a route's exemplars, newest first.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ExemplarRows {
+    pub(crate) rows: Vec<ExemplarSummary>,
+    /// Whether this is a later page (it continues after some exemplar).
+    pub(crate) paged: bool,
+    /// The last row's id when older exemplars follow: the next page's `before`.
+    pub(crate) older: Option<u64>,
+}
+
+/// The route page's exemplar table, newest first, with links to the newest and the next
+/// older page.
 #[component]
-pub(crate) fn ExemplarList(ctx: Ctx, exemplars: Vec<ExemplarSummary>) -> impl IntoView {
+pub(crate) fn ExemplarList(ctx: Ctx, page: ExemplarRows) -> impl IntoView {
+    let ExemplarRows {
+        rows: exemplars,
+        paged,
+        older,
+    } = page;
+    // this page with `before` set (or dropped, for the newest page)
+    let page_href = |before: Option<u64>| {
+        let mut keep = ctx.keep.clone();
+        keep.retain(|(k, _)| *k != "before");
+        keep.extend(before.map(|id| ("before", id.to_string())));
+        Ctx {
+            keep,
+            ..ctx.clone()
+        }
+        .here()
+    };
+    let newest = paged.then(|| view! { <a href=page_href(None)>"← Newest exemplars"</a> });
+    let next = older.map(|id| {
+        view! { <a href=page_href(Some(id)) rel="next">"Older exemplars →"</a> }
+    });
+    let pager = (newest.is_some() || next.is_some())
+        .then(|| view! { <nav class="pager">{newest}{next}</nav> });
     if exemplars.is_empty() {
         return view! {
             <section aria-labelledby="exemplars-heading">
                 <h2 id="exemplars-heading">"Exemplars"</h2>
                 <p class="empty">"No exemplars kept for this route in this range."</p>
+                {pager}
             </section>
         }
         .into_any();
@@ -80,6 +114,7 @@ pub(crate) fn ExemplarList(ctx: Ctx, exemplars: Vec<ExemplarSummary>) -> impl In
                     <tbody>{rows}</tbody>
                 </table>
             </div>
+            {pager}
         </section>
     }
     .into_any()

@@ -18,7 +18,7 @@ use leptos::prelude::*;
 pub(crate) use errors::{
     EventNav, IssueDetail, IssueFilters, IssuePage, IssueRow, IssuesList, IssuesPage, Volume,
 };
-pub(crate) use exemplars::{ExemplarData, ExemplarPage};
+pub(crate) use exemplars::{ExemplarData, ExemplarPage, ExemplarRows};
 pub(crate) use logs::{LogFilters, LogsList, LogsPage};
 pub(crate) use memory::{MemoryData, MemoryPage};
 pub(crate) use message::{Message, SignIn};

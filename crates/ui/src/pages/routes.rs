@@ -3,10 +3,9 @@
 //! `/projects/{id}/route?method=…&route=…`: one route's charts and numbers.
 
 use leptos::prelude::*;
-use sightline_collector::ExemplarSummary;
 use sightline_protocol::{RouteStats, SeriesPoint};
 
-use super::exemplars::ExemplarList;
+use super::exemplars::{ExemplarList, ExemplarRows};
 use super::series::{TrafficCharts, fill};
 use super::{Chrome, Ctx, PageHead, TopBar};
 use crate::chart::Marker;
@@ -313,8 +312,8 @@ pub(crate) struct RouteDetail {
     pub(crate) series: Vec<SeriesPoint>,
     /// Switch flips in the range, drawn on every chart.
     pub(crate) markers: Vec<Marker>,
-    /// The route's exemplars in the range, newest first.
-    pub(crate) exemplars: Vec<ExemplarSummary>,
+    /// A page of the route's exemplars in the range, newest first.
+    pub(crate) exemplars: ExemplarRows,
 }
 
 #[component]
@@ -361,7 +360,7 @@ pub(crate) fn RoutePage(data: RouteDetail) -> impl IntoView {
             {tiles}
             {none}
             <TrafficCharts steps=steps step=window.step now=now markers=markers/>
-            <ExemplarList ctx=exemplar_ctx exemplars=exemplars/>
+            <ExemplarList ctx=exemplar_ctx page=exemplars/>
         </main>
     }
 }

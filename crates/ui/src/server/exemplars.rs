@@ -162,6 +162,82 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_route_page_pages_through_its_exemplars_newest_first() {
+        let (collector, _dir, ui) = collector().await;
+        // 120 exemplars, two per start second (ties are ordered by id), newest is
+        // duration 119 ms
+        let start = (unix_now() - 600) * 1000;
+        let exemplars = (0..120u64)
+            .map(|i| Exemplar {
+                route: "/feed".to_owned(),
+                method: "GET".to_owned(),
+                status: 200,
+                start_ms: start + (i as i64 / 2) * 1000,
+                duration_us: (i + 1) * 1000,
+                reasons: reason::SAMPLED,
+                queries: 0,
+                query_us: 0,
+                allocs: 0,
+                alloc_bytes: 0,
+                dropped_entries: 0,
+                entries: Vec::new(),
+            })
+            .collect();
+        ingest(
+            &collector,
+            "web-1",
+            InsightBatch {
+                exemplars,
+                ..InsightBatch::default()
+            },
+        )
+        .await;
+        let durations = |html: &str| -> Vec<u64> {
+            html.split("<tr data-exemplar=")
+                .skip(1)
+                .map(|row| {
+                    let cell = &row[row.find(r#"<td class="num">"#).expect("duration") + 16..];
+                    cell[..cell.find(" ms").expect("ms")]
+                        .parse::<f64>()
+                        .expect("number") as u64
+                })
+                .collect()
+        };
+        let next = |html: &str| -> Option<String> {
+            let at = html.find(r#"rel="next""#)?;
+            let href = &html[html[..at].rfind("href=\"").expect("href") + 6..at];
+            Some(href[..href.find('"').expect("quote")].replace("&amp;", "&"))
+        };
+        let mut page = "/projects/1/route?statsPeriod=1h&method=GET&route=%2Ffeed".to_owned();
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let (status, html) = get(&ui, &page).await;
+            assert_eq!(status, StatusCode::OK, "{html}");
+            let rows = durations(&html);
+            assert!(rows.len() <= 50, "{} rows on one page", rows.len());
+            // later pages link back to the newest
+            assert_eq!(html.contains("Newest exemplars"), pages > 0, "{html}");
+            seen.extend(rows);
+            pages += 1;
+            match next(&html) {
+                Some(href) => {
+                    assert!(href.contains("before="), "{href}");
+                    assert!(href.contains("route=%2Ffeed"), "{href}");
+                    page = href;
+                }
+                None => break,
+            }
+        }
+        assert_eq!(pages, 3);
+        // every exemplar once, newest first
+        assert_eq!(seen, (1..=120).rev().collect::<Vec<u64>>());
+        let (status, _) = get(&ui, "/projects/1/route?method=GET&route=%2Ffeed&before=x").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        collector.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn with_an_admin_token_waterfalls_and_flip_markers_need_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let collector = sightline_collector::Collector::open(sightline_collector::Config {

@@ -607,13 +607,18 @@ impl InsightStore for SqliteStore {
         project_id: u64,
         range: TimeRange,
         route: Option<(&str, &str)>,
+        before: Option<u64>,
         limit: u32,
     ) -> Result<Vec<ExemplarSummary>, Error> {
         let (route, method) = route.unzip();
+        // `before` names a row; the page after it continues the (start_ms, id) order. A
+        // pruned `before` row leaves nothing after it (older rows went first).
         sqlx::query(&format!(
             "SELECT {EXEMPLAR_COLUMNS} FROM exemplars
              WHERE project_id = ?1 AND start_ms >= ?2 AND start_ms < ?3
                AND (?4 IS NULL OR (route = ?4 AND method = ?5))
+               AND (?7 IS NULL OR (start_ms, id) <
+                    (SELECT start_ms, id FROM exemplars WHERE id = ?7 AND project_id = ?1))
              ORDER BY start_ms DESC, id DESC LIMIT ?6"
         ))
         .bind(to_i64(project_id))
@@ -622,6 +627,7 @@ impl InsightStore for SqliteStore {
         .bind(route)
         .bind(method)
         .bind(i64::from(limit))
+        .bind(before.map(to_i64))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?
