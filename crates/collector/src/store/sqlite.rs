@@ -32,6 +32,15 @@ const MAX_CONNECTIONS: u32 = 4;
 /// How long a request waits for a connection or a lock before the store counts as down.
 const WAIT: Duration = Duration::from_secs(5);
 
+/// Page cache per connection, as SQLite's negative `cache_size` (KiB): 32 MiB.
+const CACHE_KIB: i64 = -32 * 1024;
+
+/// WAL pages after which a commit checkpoints (SQLite's default is 1,000).
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 8_192;
+
+/// Size the WAL file is truncated back to after a checkpoint.
+const WAL_SIZE_LIMIT_BYTES: u64 = 64 << 20;
+
 /// The one place SQLite driver errors become domain errors.
 fn db(e: sqlx::Error) -> Error {
     match e {
@@ -82,7 +91,22 @@ impl SqliteStore {
             // sqlite3 shell) may hold it for a moment.
             .busy_timeout(WAIT)
             // Enforce REFERENCES: windows and every other row belong to a project.
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // 32 MiB of page cache per connection (default 2 MB): the index pages every
+            // commit touches (event ids, each issue's newest events, tags) stay in memory
+            // instead of being read back between commits. Bounded, so RSS stays bounded.
+            .pragma("cache_size", CACHE_KIB.to_string())
+            // Statement journals and sort spills in memory, not temp files: they live for
+            // one statement and are small next to the cache.
+            .pragma("temp_store", "memory")
+            // Checkpoint once the WAL holds ~32 MB (8,192 pages) instead of ~4 MB: every
+            // commit rewrites the same hot index pages, and checkpointing after nearly
+            // every group commit copied them into the database each time. Durability is
+            // unchanged: a commit is fsynced in the WAL before it is acknowledged.
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
+            // After a checkpoint, truncate the WAL back to this size so a burst does not
+            // leave a large file behind.
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES.to_string());
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(WAIT)
@@ -641,6 +665,10 @@ mod tests {
             ("synchronous", "2"), // FULL
             ("foreign_keys", "1"),
             ("busy_timeout", "5000"),
+            ("cache_size", "-32768"),
+            ("temp_store", "2"), // MEMORY
+            ("wal_autocheckpoint", "8192"),
+            ("journal_size_limit", "67108864"),
         ] {
             let row = sqlx::query(&format!("PRAGMA {pragma}"))
                 .fetch_one(&mut *conn)
