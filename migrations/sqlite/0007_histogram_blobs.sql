@@ -15,48 +15,105 @@
 -- Buckets outside the scheme's range (-1..=2300 = sightline_protocol::MAX_BUCKET, or the
 -- zero bucket) and empty ones were never written and are skipped.
 
-ALTER TABLE route_windows ADD COLUMN hist BLOB NOT NULL DEFAULT x'01';
-ALTER TABLE route_windows_1m ADD COLUMN hist BLOB NOT NULL DEFAULT x'01';
-ALTER TABLE route_windows_1h ADD COLUMN hist BLOB NOT NULL DEFAULT x'01';
+-- Route windows of every tier are rebuilt with the time first in their primary key:
+-- every read is a time range, and with (route, …, window_start) first it went through
+-- the by-time index and one primary-key lookup per row, several times slower than a
+-- range scan of the table itself. The by-time indexes go with the old tables.
+CREATE TABLE route_windows_v7 (
+    project_id    INTEGER NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    route         TEXT    NOT NULL,
+    method        TEXT    NOT NULL,
+    status_class  INTEGER NOT NULL CHECK (status_class BETWEEN 1 AND 5),
+    window_start  INTEGER NOT NULL,         -- unix seconds
+    window_secs   INTEGER NOT NULL CHECK (window_secs > 0),
+    count         INTEGER NOT NULL,         -- requests
+    sum_us        INTEGER NOT NULL,         -- latency sum, microseconds
+    min_us        INTEGER NOT NULL,
+    max_us        INTEGER NOT NULL,
+    hist          BLOB    NOT NULL,         -- latency buckets
+    PRIMARY KEY (project_id, window_start, route, method, status_class)
+) WITHOUT ROWID;
+INSERT INTO route_windows_v7
+SELECT w.project_id, w.route, w.method, w.status_class, w.window_start, w.window_secs,
+       w.count, w.sum_us, w.min_us, w.max_us,
+       COALESCE((
+           SELECT unhex('01' || group_concat(
+               printf('%04X%016X', CASE b.bucket WHEN -2147483648 THEN 0 ELSE b.bucket + 2 END,
+                      b.count),
+               '' ORDER BY b.bucket))
+           FROM route_buckets b
+           WHERE b.project_id = w.project_id AND b.route = w.route AND b.method = w.method
+             AND b.status_class = w.status_class AND b.window_start = w.window_start
+             AND b.count > 0 AND (b.bucket = -2147483648 OR b.bucket BETWEEN -1 AND 2300)
+       ), x'01')
+FROM route_windows w;
+DROP TABLE route_buckets;
+DROP TABLE route_windows;
+ALTER TABLE route_windows_v7 RENAME TO route_windows;
 
-UPDATE route_windows AS w SET hist = b.hist
-FROM (
-    SELECT project_id, route, method, status_class, window_start,
-           unhex('01' || group_concat(
-               printf('%04X%016X', CASE bucket WHEN -2147483648 THEN 0 ELSE bucket + 2 END, count),
-               '' ORDER BY bucket)) AS hist
-    FROM route_buckets
-    WHERE count > 0 AND (bucket = -2147483648 OR bucket BETWEEN -1 AND 2300)
-    GROUP BY project_id, route, method, status_class, window_start
-) AS b
-WHERE w.project_id = b.project_id AND w.route = b.route AND w.method = b.method
-  AND w.status_class = b.status_class AND w.window_start = b.window_start;
+CREATE TABLE route_windows_1m_v7 (
+    project_id    INTEGER NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    route         TEXT    NOT NULL,
+    method        TEXT    NOT NULL,
+    status_class  INTEGER NOT NULL CHECK (status_class BETWEEN 1 AND 5),
+    window_start  INTEGER NOT NULL,         -- unix seconds
+    window_secs   INTEGER NOT NULL CHECK (window_secs > 0),
+    count         INTEGER NOT NULL,         -- requests
+    sum_us        INTEGER NOT NULL,         -- latency sum, microseconds
+    min_us        INTEGER NOT NULL,
+    max_us        INTEGER NOT NULL,
+    hist          BLOB    NOT NULL,         -- latency buckets
+    PRIMARY KEY (project_id, window_start, route, method, status_class)
+) WITHOUT ROWID;
+INSERT INTO route_windows_1m_v7
+SELECT w.project_id, w.route, w.method, w.status_class, w.window_start, w.window_secs,
+       w.count, w.sum_us, w.min_us, w.max_us,
+       COALESCE((
+           SELECT unhex('01' || group_concat(
+               printf('%04X%016X', CASE b.bucket WHEN -2147483648 THEN 0 ELSE b.bucket + 2 END,
+                      b.count),
+               '' ORDER BY b.bucket))
+           FROM route_buckets_1m b
+           WHERE b.project_id = w.project_id AND b.route = w.route AND b.method = w.method
+             AND b.status_class = w.status_class AND b.window_start = w.window_start
+             AND b.count > 0 AND (b.bucket = -2147483648 OR b.bucket BETWEEN -1 AND 2300)
+       ), x'01')
+FROM route_windows_1m w;
+DROP TABLE route_buckets_1m;
+DROP TABLE route_windows_1m;
+ALTER TABLE route_windows_1m_v7 RENAME TO route_windows_1m;
 
-UPDATE route_windows_1m AS w SET hist = b.hist
-FROM (
-    SELECT project_id, route, method, status_class, window_start,
-           unhex('01' || group_concat(
-               printf('%04X%016X', CASE bucket WHEN -2147483648 THEN 0 ELSE bucket + 2 END, count),
-               '' ORDER BY bucket)) AS hist
-    FROM route_buckets_1m
-    WHERE count > 0 AND (bucket = -2147483648 OR bucket BETWEEN -1 AND 2300)
-    GROUP BY project_id, route, method, status_class, window_start
-) AS b
-WHERE w.project_id = b.project_id AND w.route = b.route AND w.method = b.method
-  AND w.status_class = b.status_class AND w.window_start = b.window_start;
-
-UPDATE route_windows_1h AS w SET hist = b.hist
-FROM (
-    SELECT project_id, route, method, status_class, window_start,
-           unhex('01' || group_concat(
-               printf('%04X%016X', CASE bucket WHEN -2147483648 THEN 0 ELSE bucket + 2 END, count),
-               '' ORDER BY bucket)) AS hist
-    FROM route_buckets_1h
-    WHERE count > 0 AND (bucket = -2147483648 OR bucket BETWEEN -1 AND 2300)
-    GROUP BY project_id, route, method, status_class, window_start
-) AS b
-WHERE w.project_id = b.project_id AND w.route = b.route AND w.method = b.method
-  AND w.status_class = b.status_class AND w.window_start = b.window_start;
+CREATE TABLE route_windows_1h_v7 (
+    project_id    INTEGER NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    route         TEXT    NOT NULL,
+    method        TEXT    NOT NULL,
+    status_class  INTEGER NOT NULL CHECK (status_class BETWEEN 1 AND 5),
+    window_start  INTEGER NOT NULL,         -- unix seconds
+    window_secs   INTEGER NOT NULL CHECK (window_secs > 0),
+    count         INTEGER NOT NULL,         -- requests
+    sum_us        INTEGER NOT NULL,         -- latency sum, microseconds
+    min_us        INTEGER NOT NULL,
+    max_us        INTEGER NOT NULL,
+    hist          BLOB    NOT NULL,         -- latency buckets
+    PRIMARY KEY (project_id, window_start, route, method, status_class)
+) WITHOUT ROWID;
+INSERT INTO route_windows_1h_v7
+SELECT w.project_id, w.route, w.method, w.status_class, w.window_start, w.window_secs,
+       w.count, w.sum_us, w.min_us, w.max_us,
+       COALESCE((
+           SELECT unhex('01' || group_concat(
+               printf('%04X%016X', CASE b.bucket WHEN -2147483648 THEN 0 ELSE b.bucket + 2 END,
+                      b.count),
+               '' ORDER BY b.bucket))
+           FROM route_buckets_1h b
+           WHERE b.project_id = w.project_id AND b.route = w.route AND b.method = w.method
+             AND b.status_class = w.status_class AND b.window_start = w.window_start
+             AND b.count > 0 AND (b.bucket = -2147483648 OR b.bucket BETWEEN -1 AND 2300)
+       ), x'01')
+FROM route_windows_1h w;
+DROP TABLE route_buckets_1h;
+DROP TABLE route_windows_1h;
+ALTER TABLE route_windows_1h_v7 RENAME TO route_windows_1h;
 
 -- Per-request histograms of insight_routes, one column per metric (the old `metric`
 -- values 0-3).
@@ -106,8 +163,5 @@ FROM (
 WHERE w.project_id = b.project_id AND w.tier = b.tier AND w.window_start = b.window_start
   AND w.fingerprint = b.fingerprint;
 
-DROP TABLE route_buckets;
-DROP TABLE route_buckets_1m;
-DROP TABLE route_buckets_1h;
 DROP TABLE insight_route_buckets;
 DROP TABLE query_buckets;
