@@ -1086,6 +1086,46 @@ async fn flip_a_switch_with_a_reason_and_see_it_in_the_audit_log() {
     assert_eq!(history[0]["reason"], reason);
     assert_eq!(history[0]["new"]["state"], "on");
     browser.screenshot("switch_audit_log").await;
+
+    // an exclusion through the add form: the API sees it, the page lists it in words
+    pick(
+        &browser,
+        "form.condition-add input[name='list'][value='exclusions']",
+    )
+    .await;
+    pick(
+        &browser,
+        "form.condition-add select[name='kind'] option[value='environment']",
+    )
+    .await;
+    type_into(
+        &browser,
+        "form.condition-add input[name='values']",
+        "staging, load-test",
+    )
+    .await;
+    type_into(
+        &browser,
+        "form.condition-add input[name='reason']",
+        "keep the cache off where the load test runs",
+    )
+    .await;
+    pick(&browser, "form.condition-add button[type='submit']").await;
+    browser
+        .client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("[data-notice='conditions']"))
+        .await
+        .expect("conditions notice");
+    let switch = get_json(&api).await;
+    assert_eq!(
+        switch["exclusions"],
+        json!([{"kind": "environment", "environments": ["staging", "load-test"]}])
+    );
+    let listed = text_of(&browser, "ul.exclusions li .condition-text").await;
+    assert_eq!(listed, "environment in staging, load-test");
+    browser.screenshot("switch_conditions").await;
 }
 
 /// The address the demo's syslog `transport` listener bound (`syslog tcp: …`).

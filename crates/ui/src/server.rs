@@ -77,6 +77,10 @@ pub fn routes_with_site(query: Query, site: Site) -> Router {
             "/projects/{id}/switches/{key}/revert",
             post(switches::revert),
         )
+        .route(
+            "/projects/{id}/switches/{key}/conditions",
+            post(switches::conditions),
+        )
         .route("/signin", post(sign_in))
         .route("/theme", post(set_theme))
         .route(assets::CSS_PATH, get(stylesheet))

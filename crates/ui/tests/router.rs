@@ -743,6 +743,130 @@ async fn switch_forms_flip_and_revert_with_a_reason_into_the_audit_log() {
     collector.shutdown().await;
 }
 
+/// What the collector's OFREP endpoint answers for `key` and user `user`.
+async fn evaluate(collector: &Collector, key: &str, user: &str) -> serde_json::Value {
+    let response = collector
+        .router()
+        .oneshot(
+            Request::post(format!("/ofrep/v1/evaluate/flags/{key}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    serde_json::json!({"context": {"targetingKey": user}}).to_string(),
+                ))
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = serde_json::from_str(&text(response).await).expect("json");
+    body["value"].clone()
+}
+
+#[tokio::test]
+async fn condition_forms_add_and_remove_what_agents_evaluate() {
+    let (collector, _dir) = collector().await;
+    collector
+        .ensure_switch(demo_switch("checkout"), "seed", "initial")
+        .await
+        .expect("switch");
+    let ui = sightline_ui::routes(collector.query());
+    let page = "/projects/1/switches/checkout";
+    let action = format!("{page}/conditions");
+    let edit = |body: String| {
+        post_form(
+            &ui,
+            &action,
+            format!("{body}&back=%2Fprojects%2F1%2Fswitches%2Fcheckout"),
+            &[],
+        )
+    };
+    let html = text(get(&ui, page).await).await;
+    assert!(html.contains(r#"class="condition-add""#), "{html}");
+
+    // users alice and bob turn it on; bob is excluded; then selective
+    let response = edit(
+        "edit=add&list=conditions&kind=users&values=alice%2C+bob&reason=beta&expected_version=1"
+            .to_owned(),
+    )
+    .await;
+    assert_eq!(location(&response), format!("{page}?notice=conditions"));
+    let response = edit(
+        "edit=add&list=exclusions&kind=users&values=bob&reason=not+bob&expected_version=2"
+            .to_owned(),
+    )
+    .await;
+    assert_eq!(location(&response), format!("{page}?notice=conditions"));
+    // what no switch may hold is refused, the switch unchanged
+    for body in [
+        "edit=add&list=conditions&kind=ip&values=not-an-ip&reason=x&expected_version=3",
+        "edit=add&list=conditions&kind=percentage&values=150&reason=x&expected_version=3",
+        "edit=add&list=conditions&kind=attribute&values=pro&op=equals&reason=x&expected_version=3",
+        "edit=add&list=conditions&kind=users&values=+%2C+&reason=x&expected_version=3",
+        "edit=remove&list=conditions&index=7&reason=x&expected_version=3",
+        "edit=drop&list=conditions&index=0&reason=x&expected_version=3",
+    ] {
+        let response = edit(body.to_owned()).await;
+        assert_eq!(
+            location(&response),
+            format!("{page}?notice=invalid"),
+            "{body}"
+        );
+    }
+    let response = edit(
+        "edit=add&list=conditions&kind=host&values=web-1&reason=+&expected_version=3".to_owned(),
+    )
+    .await;
+    assert_eq!(location(&response), format!("{page}?notice=reason-missing"));
+    // a stale page conflicts
+    let response = edit(
+        "edit=add&list=conditions&kind=host&values=web-1&reason=x&expected_version=1".to_owned(),
+    )
+    .await;
+    assert_eq!(location(&response), format!("{page}?notice=conflict"));
+    let response = post_form(
+        &ui,
+        &format!("{page}/state"),
+        "state=selective&reason=beta+starts&expected_version=3&back=%2F".to_owned(),
+        &[],
+    )
+    .await;
+    assert_eq!(location(&response), "/?notice=flipped");
+    let record = collector
+        .query()
+        .switchboard()
+        .get("checkout")
+        .await
+        .expect("read")
+        .expect("switch");
+    assert_eq!(
+        record.switch.conditions,
+        [sightline_protocol::Condition::Users {
+            ids: vec!["alice".to_owned(), "bob".to_owned()]
+        }]
+    );
+    assert_eq!(record.version, 4);
+    // agents evaluate what the forms made: alice in, bob excluded, carol not listed
+    assert_eq!(evaluate(&collector, "checkout", "alice").await, true);
+    assert_eq!(evaluate(&collector, "checkout", "bob").await, false);
+    assert_eq!(evaluate(&collector, "checkout", "carol").await, false);
+    let html = text(get(&ui, page).await).await;
+    assert!(html.contains("user id in alice, bob"), "{html}");
+    assert!(html.contains("conditions changed") && html.contains("exclusions changed"));
+
+    // a percentage and an attribute, then the user list goes
+    let response = edit("edit=add&list=conditions&kind=attribute&name=plan&op=in&values=pro%2Cteam&reason=paying&expected_version=4".to_owned()).await;
+    assert_eq!(location(&response), format!("{page}?notice=conditions"));
+    let response =
+        edit("edit=remove&list=conditions&index=0&reason=beta+over&expected_version=5".to_owned())
+            .await;
+    assert_eq!(location(&response), format!("{page}?notice=conditions"));
+    assert_eq!(evaluate(&collector, "checkout", "alice").await, false);
+    let html = text(get(&ui, page).await).await;
+    assert!(html.contains("attribute plan in pro, team"), "{html}");
+    assert!(!html.contains("user id in alice, bob"), "{html}");
+    collector.shutdown().await;
+}
+
 #[tokio::test]
 async fn with_an_admin_token_the_new_pages_need_it() {
     let dir = tempfile::tempdir().expect("tempdir");

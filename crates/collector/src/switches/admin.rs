@@ -8,11 +8,23 @@
 
 use std::sync::Arc;
 
-use sightline_protocol::SwitchState;
+use sightline_protocol::{Condition, Switch, SwitchState};
 
 use super::{Action, AuditFilter, ChangeMeta, ChangeRecord, SwitchRecord, Switches};
 use crate::Error;
 use crate::http::extract::constant_time_eq;
+
+/// One edit of a switch's conditions or exclusions, as the dashboard makes them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConditionEdit {
+    /// Appends `condition` to the conditions, or with `exclusion` to the exclusions.
+    Add {
+        exclusion: bool,
+        condition: Condition,
+    },
+    /// Removes the condition (or exclusion) at `index`.
+    Remove { exclusion: bool, index: usize },
+}
 
 /// Switch administration for the dashboard. Cheap to clone.
 #[derive(Clone)]
@@ -88,15 +100,46 @@ impl Switchboard {
         reason: &str,
         expected_version: Option<u64>,
     ) -> Result<SwitchRecord, Error> {
-        let meta = ChangeMeta {
-            actor: actor.to_owned(),
-            reason: super::api::reason_of(Some(reason.to_owned()))?,
-            expected_version,
-        };
+        let meta = meta(actor, reason, expected_version)?;
         self.switches
             .change(key, Action::Update, meta, |existing| {
                 let mut switch = existing.ok_or(Error::NotFound("switch"))?.switch.clone();
                 switch.state = state;
+                Ok(switch)
+            })
+            .await
+    }
+
+    /// Adds or removes one condition or exclusion of a switch, audited as `actor` with
+    /// `reason` (required); the result is validated as every change is. With
+    /// `expected_version`, 409 if the switch moved on since the client saw it.
+    pub async fn edit_conditions(
+        &self,
+        key: &str,
+        edit: ConditionEdit,
+        actor: &str,
+        reason: &str,
+        expected_version: Option<u64>,
+    ) -> Result<SwitchRecord, Error> {
+        let meta = meta(actor, reason, expected_version)?;
+        self.switches
+            .change(key, Action::Update, meta, |existing| {
+                let mut switch = existing.ok_or(Error::NotFound("switch"))?.switch.clone();
+                match edit {
+                    ConditionEdit::Add {
+                        exclusion,
+                        condition,
+                    } => list_of(&mut switch, exclusion).push(condition),
+                    ConditionEdit::Remove { exclusion, index } => {
+                        let list = list_of(&mut switch, exclusion);
+                        if index >= list.len() {
+                            return Err(Error::BadRequest(format!(
+                                "the switch has no condition {index}"
+                            )));
+                        }
+                        list.remove(index);
+                    }
+                }
                 Ok(switch)
             })
             .await
@@ -112,13 +155,27 @@ impl Switchboard {
         reason: &str,
         expected_version: Option<u64>,
     ) -> Result<SwitchRecord, Error> {
-        let meta = ChangeMeta {
-            actor: actor.to_owned(),
-            reason: super::api::reason_of(Some(reason.to_owned()))?,
-            expected_version,
-        };
+        let meta = meta(actor, reason, expected_version)?;
         self.switches.revert(key, version, meta).await
     }
+}
+
+/// A switch's conditions, or its exclusions.
+fn list_of(switch: &mut Switch, exclusion: bool) -> &mut Vec<Condition> {
+    if exclusion {
+        &mut switch.exclusions
+    } else {
+        &mut switch.conditions
+    }
+}
+
+/// Who changes a switch, why, and from which version: as the API checks them.
+fn meta(actor: &str, reason: &str, expected_version: Option<u64>) -> Result<ChangeMeta, Error> {
+    Ok(ChangeMeta {
+        actor: actor.to_owned(),
+        reason: super::api::reason_of(Some(reason.to_owned()))?,
+        expected_version,
+    })
 }
 
 impl Switches {

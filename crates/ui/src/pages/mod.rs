@@ -26,7 +26,8 @@ pub(crate) use overview::{OVERVIEW_ISSUES, Overview, OverviewIssues, OverviewPag
 pub(crate) use queries::{QueriesList, QueriesPage, QuerySort};
 pub(crate) use routes::{RouteDetail, RoutePage, RoutesList, RoutesPage, Sort};
 pub(crate) use switches::{
-    SwitchDetail, SwitchFilters, SwitchPage, SwitchesList, SwitchesPage, parse_state,
+    SwitchDetail, SwitchFilters, SwitchPage, SwitchesList, SwitchesPage, condition_from_form,
+    parse_state,
 };
 
 use crate::islands::LiveToggle;
@@ -86,6 +87,7 @@ pub(crate) enum Notice {
     NoneSelected,
     Flipped,
     Reverted,
+    ConditionsChanged,
     Unchanged,
     ReasonMissing,
     Conflict,
@@ -93,13 +95,14 @@ pub(crate) enum Notice {
 }
 
 impl Notice {
-    const ALL: [Notice; 10] = [
+    const ALL: [Notice; 11] = [
         Notice::Resolved,
         Notice::Ignored,
         Notice::Unresolved,
         Notice::NoneSelected,
         Notice::Flipped,
         Notice::Reverted,
+        Notice::ConditionsChanged,
         Notice::Unchanged,
         Notice::ReasonMissing,
         Notice::Conflict,
@@ -118,6 +121,7 @@ impl Notice {
             Notice::NoneSelected => "none-selected",
             Notice::Flipped => "flipped",
             Notice::Reverted => "reverted",
+            Notice::ConditionsChanged => "conditions",
             Notice::Unchanged => "unchanged",
             Notice::ReasonMissing => "reason-missing",
             Notice::Conflict => "conflict",
@@ -133,6 +137,9 @@ impl Notice {
             Notice::NoneSelected => "Select at least one issue first.",
             Notice::Flipped => "Switch changed. Connected agents pick it up within a second.",
             Notice::Reverted => "Switch reverted. Connected agents pick it up within a second.",
+            Notice::ConditionsChanged => {
+                "Conditions changed. Connected agents pick them up within a second."
+            }
             Notice::Unchanged => "Nothing changed: the switch is already in that state.",
             Notice::ReasonMissing => "Not changed: every change needs a reason.",
             Notice::Conflict => {

@@ -8,7 +8,7 @@
 
 use leptos::prelude::*;
 use sightline_collector::{SwitchAction, SwitchChange, SwitchRecord};
-use sightline_protocol::{Switch, SwitchState};
+use sightline_protocol::{AttributeOp, Condition, Switch, SwitchState};
 
 use super::{Chrome, Ctx, Notice, NoticeLine, TopBar};
 use crate::format;
@@ -116,6 +116,188 @@ fn action_href(project: u64, key: &str, what: &str) -> String {
         "/projects/{project}/switches/{}/{what}",
         super::encode_path(key)
     )
+}
+
+/// Condition kinds as the add form names them, with what its values field means.
+const CONDITION_KINDS: [(&str, &str); 6] = [
+    ("percentage", "Percentage of users (sticky)"),
+    ("users", "User ids"),
+    ("ip", "IP addresses or CIDR blocks"),
+    ("host", "Hosts"),
+    ("environment", "Environments"),
+    ("attribute", "App attribute"),
+];
+
+/// Attribute comparisons as the add form names them.
+const ATTRIBUTE_OPS: [(AttributeOp, &str); 3] = [
+    (AttributeOp::Equals, "equals"),
+    (AttributeOp::In, "in"),
+    (AttributeOp::Prefix, "prefix"),
+];
+
+/// A condition from the add form's fields: `kind` (one of [`CONDITION_KINDS`]), `values`
+/// (comma- or newline-separated; for a percentage one number, `%` allowed) and, for an
+/// attribute, its `name` and comparison `op`. `None` when the fields make no condition;
+/// bounds (percent range, CIDR syntax, lengths) are the switch's own validation.
+pub(crate) fn condition_from_form(
+    kind: &str,
+    values: &str,
+    name: &str,
+    op: &str,
+) -> Option<Condition> {
+    let list: Vec<String> = values
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if list.is_empty() {
+        return None;
+    }
+    Some(match kind {
+        "percentage" => {
+            let [value] = list.as_slice() else {
+                return None;
+            };
+            Condition::Percentage {
+                percent: value.trim_end_matches('%').trim().parse().ok()?,
+            }
+        }
+        "users" => Condition::Users { ids: list },
+        "ip" => Condition::Ip { cidrs: list },
+        "host" => Condition::Host { hosts: list },
+        "environment" => Condition::Environment { environments: list },
+        "attribute" => Condition::Attribute {
+            name: Some(name.trim()).filter(|n| !n.is_empty())?.to_owned(),
+            op: ATTRIBUTE_OPS
+                .into_iter()
+                .find(|(_, text)| *text == op)
+                .map(|(op, _)| op)?,
+            values: list,
+        },
+        _ => return None,
+    })
+}
+
+/// One condition in words: `25 % of users`, `user id in a, b`, ….
+pub(crate) fn describe(condition: &Condition) -> String {
+    match condition {
+        Condition::Percentage { percent } => format!("{percent} % of users"),
+        Condition::Users { ids } => format!("user id in {}", ids.join(", ")),
+        Condition::Ip { cidrs } => format!("client IP in {}", cidrs.join(", ")),
+        Condition::Host { hosts } => format!("host in {}", hosts.join(", ")),
+        Condition::Environment { environments } => {
+            format!("environment in {}", environments.join(", "))
+        }
+        Condition::Attribute { name, op, values } => {
+            let op = ATTRIBUTE_OPS
+                .into_iter()
+                .find(|(o, _)| o == op)
+                .map_or("?", |(_, text)| text);
+            format!("attribute {name} {op} {}", values.join(", "))
+        }
+    }
+}
+
+/// A switch's conditions or exclusions, each with a remove form (reason required).
+#[component]
+fn ConditionList(
+    project: u64,
+    record: SwitchRecord,
+    back: String,
+    /// The exclusions rather than the conditions.
+    exclusion: bool,
+) -> impl IntoView {
+    let key = record.switch.key.clone();
+    let list = if exclusion {
+        record.switch.exclusions.clone()
+    } else {
+        record.switch.conditions.clone()
+    };
+    if list.is_empty() {
+        return view! { <p class="muted">"None."</p> }.into_any();
+    }
+    let which = if exclusion {
+        "exclusions"
+    } else {
+        "conditions"
+    };
+    let rows = list
+        .iter()
+        .enumerate()
+        .map(|(index, condition)| {
+            let reason_id = format!("remove-{which}-{index}");
+            view! {
+                <li data-condition=index>
+                    <span class="condition-text">{describe(condition)}</span>
+                    <details class="flip-inline">
+                        <summary>"Remove…"</summary>
+                        <form class="flip condition-remove" method="post"
+                            action=action_href(project, &key, "conditions")>
+                            <input type="hidden" name="back" value=back.clone()/>
+                            <input type="hidden" name="expected_version"
+                                value=record.version.to_string()/>
+                            <input type="hidden" name="edit" value="remove"/>
+                            <input type="hidden" name="list" value=which/>
+                            <input type="hidden" name="index" value=index.to_string()/>
+                            <label for=reason_id.clone()>"Reason (required)"</label>
+                            <input id=reason_id type="text" name="reason" required=true
+                                maxlength=MAX_REASON_LEN/>
+                            <button type="submit">"Remove"</button>
+                        </form>
+                    </details>
+                </li>
+            }
+        })
+        .collect_view();
+    view! { <ul class=format!("conditions {which}")>{rows}</ul> }.into_any()
+}
+
+/// Adds a condition (turns the switch on when selective) or an exclusion (keeps it off,
+/// winning over every condition).
+#[component]
+fn ConditionForm(project: u64, record: SwitchRecord, back: String) -> impl IntoView {
+    let key = record.switch.key.clone();
+    let kinds = CONDITION_KINDS
+        .into_iter()
+        .map(|(value, label)| view! { <option value=value>{label}</option> })
+        .collect_view();
+    let ops = ATTRIBUTE_OPS
+        .into_iter()
+        .map(|(_, text)| view! { <option value=text>{text}</option> })
+        .collect_view();
+    view! {
+        <form class="flip condition-add" method="post" action=action_href(project, &key, "conditions")>
+            <input type="hidden" name="back" value=back/>
+            <input type="hidden" name="expected_version" value=record.version.to_string()/>
+            <input type="hidden" name="edit" value="add"/>
+            <fieldset class="states">
+                <legend>"Adds"</legend>
+                <label class="choice">
+                    <input type="radio" name="list" value="conditions" checked=true/>
+                    <span>"A condition"<small>" turns it on when selective"</small></span>
+                </label>
+                <label class="choice">
+                    <input type="radio" name="list" value="exclusions"/>
+                    <span>"An exclusion"<small>" keeps it off, over any condition"</small></span>
+                </label>
+            </fieldset>
+            <label for="condition-kind">"Kind"</label>
+            <select id="condition-kind" name="kind">{kinds}</select>
+            <label for="condition-values">"Values"</label>
+            <input id="condition-values" type="text" name="values" required=true
+                placeholder="25 for a percentage; otherwise comma-separated ids, CIDRs, hosts, …"/>
+            <label for="condition-name">"Attribute name and comparison (app attribute only)"</label>
+            <div class="inline">
+                <input id="condition-name" type="text" name="name" placeholder="e.g. plan"/>
+                <select name="op" aria-label="comparison">{ops}</select>
+            </div>
+            <label for="condition-reason">"Reason (required, kept in the audit log)"</label>
+            <input id="condition-reason" type="text" name="reason" required=true
+                maxlength=MAX_REASON_LEN placeholder="e.g. open to the beta customers"/>
+            <button type="submit" class="primary">"Add"</button>
+        </form>
+    }
 }
 
 /// Off / on / selective (and inherit for a child switch), a required reason, apply.
@@ -414,9 +596,6 @@ pub(crate) fn SwitchPage(data: SwitchDetail) -> impl IntoView {
     let back = ctx.here();
     let list = ctx.link("/switches", &[]);
     let s = record.switch.clone();
-    let json = |value: &[sightline_protocol::Condition]| {
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    };
     let or_dash = |text: &str| {
         if text.is_empty() {
             "–".to_owned()
@@ -426,8 +605,6 @@ pub(crate) fn SwitchPage(data: SwitchDetail) -> impl IntoView {
     };
     let owner = or_dash(&s.owner);
     let description = or_dash(&s.description);
-    let conditions = (!s.conditions.is_empty()).then(|| json(&s.conditions));
-    let exclusions = (!s.exclusions.is_empty()).then(|| json(&s.exclusions));
     view! {
         <TopBar chrome=chrome/>
         <main class="page">
@@ -447,6 +624,17 @@ pub(crate) fn SwitchPage(data: SwitchDetail) -> impl IntoView {
                         <FlipForm project=ctx.project record=record.clone() back=back.clone()
                             parent_exists=parent_exists/>
                     </section>
+                    <section class="panel">
+                        <h2>"Conditions"</h2>
+                        <h3>"Any turns it on (when selective)"</h3>
+                        <ConditionList project=ctx.project record=record.clone() back=back.clone()
+                            exclusion=false/>
+                        <h3>"Exclusions (win over conditions)"</h3>
+                        <ConditionList project=ctx.project record=record.clone() back=back.clone()
+                            exclusion=true/>
+                        <h3>"Add"</h3>
+                        <ConditionForm project=ctx.project record=record.clone() back=back.clone()/>
+                    </section>
                 </div>
                 <aside class="issue-side">
                     <section class="panel">
@@ -458,17 +646,7 @@ pub(crate) fn SwitchPage(data: SwitchDetail) -> impl IntoView {
                             <dt>"Version"</dt><dd>{format!("v{}", record.version)}</dd>
                             <dt>"State since"</dt><dd title=format::date_time(record.state_since)>{format::ago(record.state_since, now)}</dd>
                         </dl>
-                        <h3>"Conditions (selective: any turns it on)"</h3>
-                        {match conditions {
-                            Some(c) => view! { <pre>{c}</pre> }.into_any(),
-                            None => view! { <p class="muted">"None."</p> }.into_any(),
-                        }}
-                        <h3>"Exclusions (win over conditions)"</h3>
-                        {match exclusions {
-                            Some(c) => view! { <pre>{c}</pre> }.into_any(),
-                            None => view! { <p class="muted">"None."</p> }.into_any(),
-                        }}
-                        <p class="muted">"Conditions are edited through the API (PATCH /api/0/switches/{key})."</p>
+                        <p class="muted">"Label, owner and description are edited through the API (PATCH /api/0/switches/{key})."</p>
                     </section>
                 </aside>
             </div>
@@ -478,5 +656,86 @@ pub(crate) fn SwitchPage(data: SwitchDetail) -> impl IntoView {
                     revert=Some((record.version, back)) with_key=false/>
             </section>
         </main>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_add_form_makes_each_kind_of_condition() {
+        let users = condition_from_form("users", " alice,bob\n carol ,, ", "", "");
+        assert_eq!(
+            users,
+            Some(Condition::Users {
+                ids: vec!["alice".into(), "bob".into(), "carol".into()]
+            })
+        );
+        assert_eq!(
+            condition_from_form("percentage", "12.5 %", "", ""),
+            Some(Condition::Percentage { percent: 12.5 })
+        );
+        assert_eq!(
+            condition_from_form("attribute", "pro", " plan ", "equals"),
+            Some(Condition::Attribute {
+                name: "plan".into(),
+                op: AttributeOp::Equals,
+                values: vec!["pro".into()]
+            })
+        );
+        for (kind, values, name, op) in [
+            ("percentage", "10, 20", "", ""),
+            ("percentage", "ten", "", ""),
+            ("users", " , ", "", ""),
+            ("attribute", "pro", "", "equals"),
+            ("attribute", "pro", "plan", "like"),
+            ("weekday", "monday", "", ""),
+        ] {
+            assert_eq!(
+                condition_from_form(kind, values, name, op),
+                None,
+                "{kind} {values}"
+            );
+        }
+        // every kind the form offers parses
+        for (kind, _) in CONDITION_KINDS {
+            let values = if kind == "percentage" {
+                "5"
+            } else {
+                "10.0.0.0/8"
+            };
+            assert!(
+                condition_from_form(kind, values, "plan", "in").is_some(),
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn conditions_read_as_words() {
+        let op = |op| Condition::Attribute {
+            name: "plan".into(),
+            op,
+            values: vec!["pro".into(), "team".into()],
+        };
+        assert_eq!(
+            describe(&op(AttributeOp::In)),
+            "attribute plan in pro, team"
+        );
+        assert_eq!(
+            describe(&op(AttributeOp::Prefix)),
+            "attribute plan prefix pro, team"
+        );
+        assert_eq!(
+            describe(&Condition::Percentage { percent: 25.0 }),
+            "25 % of users"
+        );
+        assert_eq!(
+            describe(&Condition::Ip {
+                cidrs: vec!["10.0.0.0/8".into()]
+            }),
+            "client IP in 10.0.0.0/8"
+        );
     }
 }

@@ -10,7 +10,7 @@ use axum::{
 };
 use leptos::prelude::*;
 use serde::Deserialize;
-use sightline_collector::AuditFilter;
+use sightline_collector::{AuditFilter, ConditionEdit};
 
 use super::{
     PageError, PageParams, UiState, frame, html_page, require_admin, same_origin, with_notice,
@@ -125,6 +125,56 @@ pub(super) struct RevertForm {
     back: String,
 }
 
+/// The condition forms' fields: `edit` is `add` (with `kind`, `values`, and for an
+/// attribute `name` and `op`) or `remove` (with `index`); `list` is `conditions` or
+/// `exclusions`.
+#[derive(Debug, Deserialize)]
+pub(super) struct ConditionForm {
+    edit: String,
+    list: String,
+    index: Option<usize>,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    values: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    op: String,
+    #[serde(default)]
+    reason: String,
+    expected_version: Option<u64>,
+    #[serde(default)]
+    back: String,
+}
+
+impl ConditionForm {
+    /// The edit the fields ask for; `None` when they make none.
+    fn edit(&self) -> Option<ConditionEdit> {
+        let exclusion = match self.list.as_str() {
+            "conditions" => false,
+            "exclusions" => true,
+            _ => return None,
+        };
+        match self.edit.as_str() {
+            "add" => Some(ConditionEdit::Add {
+                exclusion,
+                condition: pages::condition_from_form(
+                    &self.kind,
+                    &self.values,
+                    &self.name,
+                    &self.op,
+                )?,
+            }),
+            "remove" => Some(ConditionEdit::Remove {
+                exclusion,
+                index: self.index?,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// What a refused change tells the person who asked for it.
 fn refusal(error: sightline_collector::Error) -> Result<Notice, PageError> {
     use sightline_collector::Error;
@@ -163,6 +213,34 @@ pub(super) async fn set_state(
             Ok(_) => Notice::Flipped,
             Err(error) => refusal(error)?,
         }
+    };
+    Ok(Redirect::to(&with_notice(&form.back, notice)).into_response())
+}
+
+/// `POST /projects/{id}/switches/{key}/conditions`: adds or removes one condition or
+/// exclusion ([`ConditionForm`]).
+pub(super) async fn conditions(
+    State(state): State<UiState>,
+    Path((_, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<ConditionForm>,
+) -> Result<Response, PageError> {
+    same_origin(&headers)?;
+    require_admin(&state.query, &headers, form.back.clone())?;
+    let notice = if form.reason.trim().is_empty() {
+        Notice::ReasonMissing
+    } else if let Some(edit) = form.edit() {
+        let result = state
+            .query
+            .switchboard()
+            .edit_conditions(&key, edit, ACTOR, &form.reason, form.expected_version)
+            .await;
+        match result {
+            Ok(_) => Notice::ConditionsChanged,
+            Err(error) => refusal(error)?,
+        }
+    } else {
+        Notice::Invalid
     };
     Ok(Redirect::to(&with_notice(&form.back, notice)).into_response())
 }
