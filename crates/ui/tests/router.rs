@@ -781,7 +781,7 @@ async fn condition_forms_add_and_remove_what_agents_evaluate() {
         )
     };
     let html = text(get(&ui, page).await).await;
-    assert!(html.contains(r#"class="condition-add""#), "{html}");
+    assert!(html.contains(r#"class="flip condition-add""#), "{html}");
 
     // users alice and bob turn it on; bob is excluded; then selective
     let response = edit(

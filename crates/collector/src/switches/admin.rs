@@ -101,13 +101,11 @@ impl Switchboard {
         expected_version: Option<u64>,
     ) -> Result<SwitchRecord, Error> {
         let meta = meta(actor, reason, expected_version)?;
-        self.switches
-            .change(key, Action::Update, meta, |existing| {
-                let mut switch = existing.ok_or(Error::NotFound("switch"))?.switch.clone();
-                switch.state = state;
-                Ok(switch)
-            })
-            .await
+        self.update(key, meta, |switch| {
+            switch.state = state;
+            Ok(())
+        })
+        .await
     }
 
     /// Adds or removes one condition or exclusion of a switch, audited as `actor` with
@@ -122,24 +120,38 @@ impl Switchboard {
         expected_version: Option<u64>,
     ) -> Result<SwitchRecord, Error> {
         let meta = meta(actor, reason, expected_version)?;
+        self.update(key, meta, |switch| {
+            match edit {
+                ConditionEdit::Add {
+                    exclusion,
+                    condition,
+                } => list_of(switch, exclusion).push(condition),
+                ConditionEdit::Remove { exclusion, index } => {
+                    let list = list_of(switch, exclusion);
+                    if index >= list.len() {
+                        return Err(Error::BadRequest(format!(
+                            "the switch has no condition {index}"
+                        )));
+                    }
+                    list.remove(index);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Changes an existing switch in place with `edit`.
+    async fn update(
+        &self,
+        key: &str,
+        meta: ChangeMeta,
+        edit: impl FnOnce(&mut Switch) -> Result<(), Error>,
+    ) -> Result<SwitchRecord, Error> {
         self.switches
             .change(key, Action::Update, meta, |existing| {
                 let mut switch = existing.ok_or(Error::NotFound("switch"))?.switch.clone();
-                match edit {
-                    ConditionEdit::Add {
-                        exclusion,
-                        condition,
-                    } => list_of(&mut switch, exclusion).push(condition),
-                    ConditionEdit::Remove { exclusion, index } => {
-                        let list = list_of(&mut switch, exclusion);
-                        if index >= list.len() {
-                            return Err(Error::BadRequest(format!(
-                                "the switch has no condition {index}"
-                            )));
-                        }
-                        list.remove(index);
-                    }
-                }
+                edit(&mut switch)?;
                 Ok(switch)
             })
             .await

@@ -10,7 +10,7 @@ use axum::{
 };
 use leptos::prelude::*;
 use serde::Deserialize;
-use sightline_collector::{AuditFilter, ConditionEdit};
+use sightline_collector::{AuditFilter, ConditionEdit, SwitchRecord};
 
 use super::{
     PageError, PageParams, UiState, frame, html_page, require_admin, same_origin, with_notice,
@@ -175,14 +175,21 @@ impl ConditionForm {
     }
 }
 
-/// What a refused change tells the person who asked for it.
-fn refusal(error: sightline_collector::Error) -> Result<Notice, PageError> {
+/// What a change tells the person who asked for it: `done`; `Unchanged` when the switch
+/// stayed at the version their page showed; or why it was refused.
+fn outcome(
+    result: Result<SwitchRecord, sightline_collector::Error>,
+    expected_version: Option<u64>,
+    done: Notice,
+) -> Result<Notice, PageError> {
     use sightline_collector::Error;
-    match error {
-        Error::Conflict(_) => Ok(Notice::Conflict),
-        Error::BadRequest(_) => Ok(Notice::Invalid),
-        Error::NotFound(_) => Err(PageError::SwitchNotFound),
-        other => Err(other.into()),
+    match result {
+        Ok(record) if Some(record.version) == expected_version => Ok(Notice::Unchanged),
+        Ok(_) => Ok(done),
+        Err(Error::Conflict(_)) => Ok(Notice::Conflict),
+        Err(Error::BadRequest(_)) => Ok(Notice::Invalid),
+        Err(Error::NotFound(_)) => Err(PageError::SwitchNotFound),
+        Err(other) => Err(other.into()),
     }
 }
 
@@ -208,11 +215,7 @@ pub(super) async fn set_state(
             .switchboard()
             .set_state(&key, target, ACTOR, &form.reason, form.expected_version)
             .await;
-        match result {
-            Ok(record) if Some(record.version) == form.expected_version => Notice::Unchanged,
-            Ok(_) => Notice::Flipped,
-            Err(error) => refusal(error)?,
-        }
+        outcome(result, form.expected_version, Notice::Flipped)?
     };
     Ok(Redirect::to(&with_notice(&form.back, notice)).into_response())
 }
@@ -235,10 +238,7 @@ pub(super) async fn conditions(
             .switchboard()
             .edit_conditions(&key, edit, ACTOR, &form.reason, form.expected_version)
             .await;
-        match result {
-            Ok(_) => Notice::ConditionsChanged,
-            Err(error) => refusal(error)?,
-        }
+        outcome(result, form.expected_version, Notice::ConditionsChanged)?
     } else {
         Notice::Invalid
     };
@@ -269,11 +269,7 @@ pub(super) async fn revert(
                 form.expected_version,
             )
             .await;
-        match result {
-            Ok(record) if Some(record.version) == form.expected_version => Notice::Unchanged,
-            Ok(_) => Notice::Reverted,
-            Err(error) => refusal(error)?,
-        }
+        outcome(result, form.expected_version, Notice::Reverted)?
     };
     Ok(Redirect::to(&with_notice(&form.back, notice)).into_response())
 }
