@@ -8,7 +8,7 @@ use sightline_protocol::{EncodedSum, MetricBatch, merge_encoded};
 use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
 
-use super::{SqliteStore, corrupt, db};
+use super::{SqliteStore, add_framed, corrupt, db, framed};
 use crate::insight::{
     ExemplarDetail, ExemplarSummary, HeapPoint, HeapSeries, InsightStore, NPlusOneRow, QueryTotals,
     RetentionConfig, RouteTotals, StorageReport, TableRows, Tier, WaterfallEntry, hex,
@@ -345,16 +345,17 @@ impl InsightStore for SqliteStore {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let (p, t) = (to_i64(project_id), tier.id());
         let mut out: BTreeMap<i64, QueryTotals> = BTreeMap::new();
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT w.fingerprint, SUM(w.count), TOTAL(w.sum_us), MIN(w.min_us), MAX(w.max_us),
-                    COALESCE(f.sql, '')
+                    COALESCE(f.sql, ''), {hist}
              FROM query_windows w
              LEFT JOIN query_fingerprints f
                  ON f.project_id = w.project_id AND f.fingerprint = w.fingerprint
              WHERE w.project_id = ?1 AND w.tier = ?2 AND w.window_start >= ?3
                AND w.window_start < ?4
              GROUP BY w.fingerprint",
-        )
+            hist = framed("w.hist"),
+        ))
         .bind(p)
         .bind(t)
         .bind(range.since)
@@ -364,6 +365,8 @@ impl InsightStore for SqliteStore {
         .map_err(db)?;
         for row in rows {
             let stored: i64 = row.try_get(0).map_err(db)?;
+            let mut latency = EncodedSum::new();
+            add_framed(&mut latency, row.try_get(6).map_err(db)?).map_err(db)?;
             out.insert(
                 stored,
                 QueryTotals {
@@ -373,34 +376,10 @@ impl InsightStore for SqliteStore {
                     min_us: to_u64(row.try_get(3).map_err(db)?),
                     max_us: to_u64(row.try_get(4).map_err(db)?),
                     sql: row.try_get(5).map_err(db)?,
+                    buckets: latency.pairs().collect(),
                     ..QueryTotals::default()
                 },
             );
-        }
-        let blobs = sqlx::query(
-            "SELECT fingerprint, hist FROM query_windows
-             WHERE project_id = ?1 AND tier = ?2 AND window_start >= ?3 AND window_start < ?4",
-        )
-        .bind(p)
-        .bind(t)
-        .bind(range.since)
-        .bind(range.until)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-        let mut sums: BTreeMap<i64, EncodedSum> = BTreeMap::new();
-        for row in &blobs {
-            let stored: i64 = row.try_get(0).map_err(db)?;
-            let blob: &[u8] = row.try_get(1).map_err(db)?;
-            sums.entry(stored)
-                .or_default()
-                .add(blob)
-                .map_err(|e| db(corrupt(e)))?;
-        }
-        for (stored, sum) in sums {
-            if let Some(q) = out.get_mut(&stored) {
-                q.buckets = sum.pairs().collect();
-            }
         }
         let routes = sqlx::query(
             "SELECT fingerprint, route, method, SUM(count) AS n FROM query_routes
@@ -434,76 +413,55 @@ impl InsightStore for SqliteStore {
         tier: Tier,
         range: TimeRange,
     ) -> Result<Vec<RouteTotals>, Error> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
         let (p, t) = (to_i64(project_id), tier.id());
-        let mut out: BTreeMap<(String, String), RouteTotals> = BTreeMap::new();
-        let rows = sqlx::query(
+        // Metric 0 queries, 1 query µs, 2 allocations, 3 bytes: the blob columns in order.
+        let rows = sqlx::query(&format!(
             "SELECT route, method, SUM(requests), SUM(queries), TOTAL(query_us),
-                    SUM(alloc_requests), SUM(allocs), TOTAL(alloc_bytes), SUM(n_plus_one)
+                    SUM(alloc_requests), SUM(allocs), TOTAL(alloc_bytes), SUM(n_plus_one),
+                    {}, {}, {}, {}
              FROM insight_routes
              WHERE project_id = ?1 AND tier = ?2 AND window_start >= ?3 AND window_start < ?4
              GROUP BY route, method",
-        )
+            framed("queries_hist"),
+            framed("query_us_hist"),
+            framed("allocs_hist"),
+            framed("alloc_bytes_hist"),
+        ))
         .bind(p)
         .bind(t)
         .bind(range.since)
         .bind(range.until)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await
         .map_err(db)?;
+        let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let route: String = row.try_get(0).map_err(db)?;
-            let method: String = row.try_get(1).map_err(db)?;
-            out.insert(
-                (route.clone(), method.clone()),
-                RouteTotals {
-                    route,
-                    method,
-                    requests: to_u64(row.try_get(2).map_err(db)?),
-                    queries: to_u64(row.try_get(3).map_err(db)?),
-                    query_us: row.try_get(4).map_err(db)?,
-                    alloc_requests: to_u64(row.try_get(5).map_err(db)?),
-                    allocs: to_u64(row.try_get(6).map_err(db)?),
-                    alloc_bytes: row.try_get(7).map_err(db)?,
-                    n_plus_one: to_u64(row.try_get(8).map_err(db)?),
-                    buckets: BTreeMap::new(),
-                },
-            );
-        }
-        // Metric 0 queries, 1 query µs, 2 allocations, 3 bytes: the blob columns in order.
-        let blobs = sqlx::query(
-            "SELECT route, method, queries_hist, query_us_hist, allocs_hist, alloc_bytes_hist
-             FROM insight_routes
-             WHERE project_id = ?1 AND tier = ?2 AND window_start >= ?3 AND window_start < ?4",
-        )
-        .bind(p)
-        .bind(t)
-        .bind(range.since)
-        .bind(range.until)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-        let mut sums: BTreeMap<(String, String), [EncodedSum; 4]> = BTreeMap::new();
-        for row in &blobs {
-            let key: (String, String) = (row.try_get(0).map_err(db)?, row.try_get(1).map_err(db)?);
-            let per_metric = sums.entry(key).or_default();
-            for (metric, sum) in per_metric.iter_mut().enumerate() {
-                let blob: &[u8] = row.try_get(2 + metric).map_err(db)?;
-                sum.add(blob).map_err(|e| db(corrupt(e)))?;
-            }
-        }
-        for (key, per_metric) in sums {
-            if let Some(r) = out.get_mut(&key) {
-                for (metric, sum) in (0u8..).zip(per_metric.iter()) {
-                    let pairs: Vec<(i32, u64)> = sum.pairs().collect();
-                    if !pairs.is_empty() {
-                        r.buckets.insert(metric, pairs);
-                    }
+            let mut buckets = BTreeMap::new();
+            for metric in 0u8..4 {
+                let mut sum = EncodedSum::new();
+                add_framed(&mut sum, row.try_get(9 + usize::from(metric)).map_err(db)?)
+                    .map_err(db)?;
+                let pairs: Vec<(i32, u64)> = sum.pairs().collect();
+                if !pairs.is_empty() {
+                    buckets.insert(metric, pairs);
                 }
             }
+            out.push(RouteTotals {
+                route: row.try_get(0).map_err(db)?,
+                method: row.try_get(1).map_err(db)?,
+                requests: to_u64(row.try_get(2).map_err(db)?),
+                queries: to_u64(row.try_get(3).map_err(db)?),
+                query_us: row.try_get(4).map_err(db)?,
+                alloc_requests: to_u64(row.try_get(5).map_err(db)?),
+                allocs: to_u64(row.try_get(6).map_err(db)?),
+                alloc_bytes: row.try_get(7).map_err(db)?,
+                n_plus_one: to_u64(row.try_get(8).map_err(db)?),
+                buckets,
+            });
         }
-        tx.commit().await.map_err(db)?;
-        Ok(out.into_values().collect())
+        // By route and method, as the map this replaced returned them.
+        out.sort_by(|a, b| (&a.route, &a.method).cmp(&(&b.route, &b.method)));
+        Ok(out)
     }
 
     async fn n_plus_one(
