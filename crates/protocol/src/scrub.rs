@@ -7,8 +7,11 @@
 //! whatever any other SDK sent.
 //!
 //! It runs on every string of every event at ingest, so each check starts with a cheap
-//! byte scan and only then runs a regex.
+//! byte scan and only then runs a regex. [`scrub_json`] does the same to an event's JSON
+//! text without building a tree of it, and hands the text back as it came when nothing
+//! needed scrubbing (the usual case), so ingest can store it without re-serialising.
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -110,6 +113,238 @@ fn scrub_value(value: &mut Value, depth: usize) {
     }
 }
 
+/// Scrubs an event given as JSON text: parsing the result gives the same value as
+/// parsing `json` and applying [`scrub_event`] (where an object repeats a key, both keep
+/// the last). Returns the text itself when nothing needed scrubbing, and `None` when
+/// `json` is not one well-formed JSON value (callers parse it first).
+pub fn scrub_json(json: &str) -> Option<Cow<'_, str>> {
+    let mut scan = Scanner {
+        text: json,
+        pos: 0,
+        edits: Vec::new(),
+    };
+    scan.ws();
+    scan.walk(0)?;
+    scan.ws();
+    if scan.pos != json.len() {
+        return None;
+    }
+    if scan.edits.is_empty() {
+        return Some(Cow::Borrowed(json));
+    }
+    let mut out = String::with_capacity(json.len() + 16 * scan.edits.len());
+    let mut at = 0;
+    for (range, replacement) in &scan.edits {
+        out.push_str(&json[at..range.start]);
+        out.push_str(replacement);
+        at = range.end;
+    }
+    out.push_str(&json[at..]);
+    Some(Cow::Owned(out))
+}
+
+/// Deeper than serde_json parses (128), so any text it accepted can be skipped.
+const MAX_SKIP_DEPTH: usize = 256;
+
+/// A JSON string holding [`FILTERED`].
+const FILTERED_JSON: &str = "\"[Filtered]\"";
+
+/// Walks JSON text the way [`scrub_value`] walks a tree, noting replacements (in text
+/// order, never overlapping) instead of making them.
+struct Scanner<'a> {
+    text: &'a str,
+    pos: usize,
+    edits: Vec<(std::ops::Range<usize>, Cow<'static, str>)>,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.pos).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    fn eat(&mut self, byte: u8) -> Option<()> {
+        (self.peek() == Some(byte)).then(|| self.pos += 1)
+    }
+
+    /// The value at `pos` (no leading whitespace), scrubbed as at `depth`.
+    fn walk(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return self.skip(depth);
+        }
+        match self.peek()? {
+            b'{' => {
+                self.pos += 1;
+                self.ws();
+                if self.eat(b'}').is_some() {
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    let key = self.string()?;
+                    self.ws();
+                    self.eat(b':')?;
+                    self.ws();
+                    if (is_sensitive_key(&key) || key == "cookies") && self.peek()? != b'n' {
+                        let start = self.pos;
+                        self.skip(depth + 1)?;
+                        self.edits
+                            .push((start..self.pos, Cow::Borrowed(FILTERED_JSON)));
+                    } else {
+                        self.walk(depth + 1)?;
+                    }
+                    self.ws();
+                    if self.eat(b',').is_none() {
+                        return self.eat(b'}');
+                    }
+                }
+            }
+            b'[' => {
+                self.pos += 1;
+                self.ws();
+                if self.eat(b']').is_some() {
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    if !self.sensitive_pair(depth + 1) {
+                        self.walk(depth + 1)?;
+                    }
+                    self.ws();
+                    if self.eat(b',').is_none() {
+                        return self.eat(b']');
+                    }
+                }
+            }
+            b'"' => {
+                let start = self.pos;
+                let text = self.string()?;
+                if let Some(clean) = scrub_text(&text) {
+                    let json = serde_json::to_string(&clean).ok()?;
+                    self.edits.push((start..self.pos, Cow::Owned(json)));
+                }
+                Some(())
+            }
+            _ => self.skip(depth),
+        }
+    }
+
+    /// A header pair `[name, value]` with a sensitive name: notes its value's
+    /// replacement and moves past it. Anything else is left where it was.
+    fn sensitive_pair(&mut self, depth: usize) -> bool {
+        let start = self.pos;
+        let found = (|| {
+            self.eat(b'[')?;
+            self.ws();
+            if self.peek()? != b'"' || !is_sensitive_key(&self.string()?) {
+                return None;
+            }
+            self.ws();
+            self.eat(b',')?;
+            self.ws();
+            let value_start = self.pos;
+            self.skip(depth + 1)?;
+            let value_end = self.pos;
+            self.ws();
+            self.eat(b']')?;
+            Some(value_start..value_end)
+        })();
+        match found {
+            Some(range) => {
+                self.edits.push((range, Cow::Borrowed(FILTERED_JSON)));
+                true
+            }
+            None => {
+                self.pos = start;
+                false
+            }
+        }
+    }
+
+    /// Reads a string token, unescaped.
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        let start = self.pos;
+        self.eat(b'"')?;
+        let bytes = self.text.as_bytes();
+        let mut escaped = false;
+        loop {
+            match *bytes.get(self.pos)? {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    self.pos += 2;
+                }
+                _ => self.pos += 1,
+            }
+        }
+        self.pos += 1;
+        let token = self.text.get(start..self.pos)?;
+        if escaped {
+            serde_json::from_str::<String>(token).ok().map(Cow::Owned)
+        } else {
+            Some(Cow::Borrowed(&token[1..token.len() - 1]))
+        }
+    }
+
+    /// Moves past one value without looking inside it; gives up past serde_json's own
+    /// nesting limit rather than recurse without bound.
+    fn skip(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_SKIP_DEPTH {
+            return None;
+        }
+        match self.peek()? {
+            b'"' => {
+                let bytes = self.text.as_bytes();
+                self.pos += 1;
+                loop {
+                    match *bytes.get(self.pos)? {
+                        b'"' => break,
+                        b'\\' => self.pos += 2,
+                        _ => self.pos += 1,
+                    }
+                }
+                self.pos += 1;
+                Some(())
+            }
+            open @ (b'{' | b'[') => {
+                let close = if open == b'{' { b'}' } else { b']' };
+                self.pos += 1;
+                self.ws();
+                if self.eat(close).is_some() {
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    if open == b'{' {
+                        self.string()?;
+                        self.ws();
+                        self.eat(b':')?;
+                        self.ws();
+                    }
+                    self.skip(depth + 1)?;
+                    self.ws();
+                    if self.eat(b',').is_none() {
+                        return self.eat(close);
+                    }
+                }
+            }
+            _ => {
+                let start = self.pos;
+                while matches!(self.peek(), Some(b) if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.'))
+                {
+                    self.pos += 1;
+                }
+                (self.pos > start).then_some(())
+            }
+        }
+    }
+}
+
 /// Replaces credit-card numbers (13–19 digits, optionally grouped by spaces or dashes,
 /// passing the Luhn check) and `key=value` credentials in query strings inside a text.
 /// Returns `None` when nothing changed.
@@ -172,9 +407,155 @@ fn luhn(candidate: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
     use serde_json::json;
 
     use super::*;
+
+    /// What [`scrub_event`] makes of the parsed text.
+    fn scrubbed_tree(text: &str) -> Value {
+        let mut value: Value = serde_json::from_str(text).expect("valid json");
+        scrub_event(&mut value);
+        value
+    }
+
+    /// What [`scrub_json`] makes of the text, parsed.
+    fn scrubbed_text(text: &str) -> Value {
+        let out = scrub_json(text).expect("valid json is scanned");
+        serde_json::from_str(&out).expect("scrubbed text is json")
+    }
+
+    #[test]
+    fn text_scrubbing_matches_tree_scrubbing() {
+        let event = json!({
+            "request": {
+                "headers": {"Authorization": "Bearer abc", "Cookie": "sid=1", "Accept": "text/html"},
+                "cookies": {"sid": "1"},
+                "query_string": "page=2&token=s3cr3t",
+                "data": {"user": "bob", "password": "hunter2", "card": "4111 1111 1111 1111"}
+            },
+            "extra": {"api_key": null, "Set-Cookie": ["x"], "order": "4111111111111112"},
+            "breadcrumbs": {"values": [{"message": "charged 4012-8888-8888-1881 ok"}]},
+            "contexts": {"headers": [["X-Api-Key", {"a": 1}], ["Host", "example.com"], ["token", "a", "b"]]},
+            "escaped": "card\t4111 1111 1111 1111 \u{e9} \"q\"",
+            "numbers": [1, -2.5e3, 0, true, false, null, {}, []]
+        });
+        for text in [
+            event.to_string(),
+            serde_json::to_string_pretty(&event).unwrap(),
+        ] {
+            assert_eq!(scrubbed_text(&text), scrubbed_tree(&text));
+        }
+    }
+
+    #[test]
+    fn text_comes_back_as_is_when_clean() {
+        let text = r#"{ "message": "user 1234 not found", "tags": [["a", "b"]], "n": 1.50 }"#;
+        assert!(matches!(scrub_json(text), Some(Cow::Borrowed(t)) if t == text));
+    }
+
+    #[test]
+    fn repeated_keys_keep_the_last_as_a_tree_does() {
+        for text in [
+            r#"{"password": "x", "password": null}"#,
+            r#"{"password": null, "password": "x"}"#,
+            r#"{"a": "4111 1111 1111 1111", "a": "plain"}"#,
+            r#"{"h": [["Cookie", "1"]], "h": [["Cookie", "2"], ["Host", "x"]]}"#,
+        ] {
+            assert_eq!(scrubbed_text(text), scrubbed_tree(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn escaped_keys_are_read_unescaped() {
+        let text = r#"{"pass\u0077ord": "x", "\u0063ookies": {"a": 1}}"#;
+        assert_eq!(
+            scrubbed_text(text),
+            json!({"password": FILTERED, "cookies": FILTERED})
+        );
+    }
+
+    #[test]
+    fn depth_limit_is_the_trees() {
+        let mut deep = json!({"password": "x", "note": "token=abc"});
+        for _ in 0..70 {
+            deep = json!({"next": deep, "secret": 1, "list": [["Cookie", "c"]]});
+        }
+        let text = deep.to_string();
+        assert_eq!(scrubbed_text(&text), scrubbed_tree(&text));
+    }
+
+    #[test]
+    fn malformed_text_is_refused_without_panicking() {
+        for text in ["", "{", "[1,", r#"{"a" 1}"#, r#""open"#, "{} x", "[[[[[[[["] {
+            assert_eq!(scrub_json(text), None, "{text}");
+        }
+        let deep = "[".repeat(100_000);
+        assert_eq!(scrub_json(&deep), None);
+    }
+
+    /// Keys that exercise every rule: sensitive, `cookies`, and ordinary.
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("password".to_owned()),
+            Just("Set-Cookie".to_owned()),
+            Just("cookies".to_owned()),
+            Just("db_token".to_owned()),
+            Just("user".to_owned()),
+            Just("headers".to_owned()),
+            "[a-zA-Z_-]{0,8}",
+            ".{0,6}",
+        ]
+    }
+
+    /// Strings that exercise every rule: cards, query secrets, escapes, anything.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("4111 1111 1111 1111".to_owned()),
+            Just("paid 4012-8888-8888-1881, ok".to_owned()),
+            Just("a=1&token=xyz".to_owned()),
+            Just("Cookie".to_owned()),
+            Just("Authorization".to_owned()),
+            "[0-9 =&a-z\"\\\n]{0,24}",
+            ".{0,12}",
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            text().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(6, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                (text(), inner.clone())
+                    .prop_map(|(name, value)| Value::Array(vec![Value::String(name), value])),
+                prop::collection::vec((key(), inner), 0..6)
+                    .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn text_and_tree_scrubbing_agree(value in json_value(), pretty in any::<bool>()) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&value).unwrap()
+            } else {
+                value.to_string()
+            };
+            prop_assert_eq!(scrubbed_text(&text), scrubbed_tree(&text));
+        }
+
+        #[test]
+        fn text_scrubbing_never_panics(text in ".{0,256}") {
+            let _ = scrub_json(&text);
+        }
+    }
 
     #[test]
     fn headers_fields_and_cards_are_filtered() {

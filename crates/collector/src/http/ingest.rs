@@ -344,7 +344,7 @@ fn event_record(payload: &[u8], fallback_id: &str, now: f64) -> Result<EventReco
         hash: event.grouping.hash,
         grouped_by: event.grouping.grouped_by.as_str(),
         grouping_values: json(&event.grouping.values),
-        payload: json(&event.payload),
+        payload: event.payload,
     })
 }
 

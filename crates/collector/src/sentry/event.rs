@@ -2,11 +2,12 @@
 //! whatever shape the SDK sent (strings or objects for `message`, maps or pair lists for
 //! tags and headers, RFC 3339 strings or unix numbers for timestamps).
 
-use serde_json::Value;
+use std::borrow::Cow;
 
 use sightline_protocol::scrub;
 
 use super::grouping::{self, Grouping};
+use super::json::Value;
 use crate::time::days_from_civil;
 
 /// Largest event payload accepted, as Sentry's.
@@ -35,8 +36,10 @@ pub struct Event {
     pub user: Option<String>,
     pub tags: Vec<(String, String)>,
     pub grouping: Grouping,
-    /// The whole event after scrubbing, as stored and served back.
-    pub payload: Value,
+    /// The whole event after scrubbing, as JSON text to store and serve back: the text
+    /// as it came when nothing needed scrubbing and its `event_id` was already in
+    /// normal form.
+    pub payload: String,
 }
 
 /// An event that cannot be stored.
@@ -55,26 +58,41 @@ pub enum EventError {
 
 /// Reads, scrubs and groups one event payload. `fallback_id` is used when the event has
 /// no `event_id` (the envelope header's, or a fresh one).
+///
+/// The event is scrubbed as text ([`scrub::scrub_json`]) and read through a borrowing
+/// tree ([`Value`]); the result is what parsing it into a `serde_json::Value`, scrubbing
+/// that ([`scrub::scrub_event`]) and setting its `event_id` would give.
 pub fn read(payload: &[u8], fallback_id: &str, now: f64) -> Result<Event, EventError> {
     if payload.len() > MAX_EVENT_BYTES {
         return Err(EventError::TooLarge);
     }
-    let mut value: Value = serde_json::from_slice(payload).map_err(|_| EventError::NotAnObject)?;
-    if !value.is_object() {
+    // Text that is not UTF-8 is not JSON either (serde_json rejects it in strings, and
+    // anywhere else it is a syntax error).
+    let text = std::str::from_utf8(payload).map_err(|_| EventError::NotAnObject)?;
+    let raw = Value::parse(text).map_err(|_| EventError::NotAnObject)?;
+    if !raw.is_object() {
         return Err(EventError::NotAnObject);
     }
-    let event_id = match value.get("event_id") {
+    let event_id = match raw.get("event_id") {
         None | Some(Value::Null) => fallback_id.to_owned(),
         Some(Value::String(id)) => normalize_uuid(id).ok_or(EventError::BadEventId)?,
         Some(_) => return Err(EventError::BadEventId),
     };
-    scrub::scrub_event(&mut value);
-    let grouping = grouping::group(&value);
+    let scrubbed = scrub::scrub_json(text).ok_or(EventError::NotAnObject)?;
+    let reparsed;
+    let value = match &scrubbed {
+        Cow::Borrowed(_) => &raw,
+        Cow::Owned(clean) => {
+            reparsed = Value::parse(clean).map_err(|_| EventError::NotAnObject)?;
+            &reparsed
+        }
+    };
+    let grouping = grouping::group(value);
     let timestamp = value
         .get("timestamp")
         .and_then(parse_timestamp)
         .unwrap_or(now);
-    let text = |key: &str| {
+    let text_field = |key: &str| {
         value
             .get(key)
             .and_then(Value::as_str)
@@ -82,27 +100,38 @@ pub fn read(payload: &[u8], fallback_id: &str, now: f64) -> Result<Event, EventE
             .map(|s| truncate(s, 200))
     };
     let level = level(value.get("level").and_then(Value::as_str));
-    let event = Event {
-        event_id: event_id.clone(),
+    let payload = if value.get("event_id").and_then(Value::as_str) == Some(event_id.as_str()) {
+        // A copy in either case (the scrubbed text is rare and small next to the rest).
+        scrubbed.as_ref().to_owned()
+    } else {
+        with_event_id(&scrubbed, &event_id)?
+    };
+    Ok(Event {
         timestamp,
         level,
-        title: title(&value),
-        culprit: culprit(&value),
-        platform: text("platform").unwrap_or_else(|| "other".to_owned()),
-        environment: text("environment"),
-        release: text("release"),
-        user: user(&value),
-        tags: tags(&value, level),
+        title: title(value),
+        culprit: culprit(value),
+        platform: text_field("platform").unwrap_or_else(|| "other".to_owned()),
+        environment: text_field("environment"),
+        release: text_field("release"),
+        user: user(value),
+        tags: tags(value, level),
         grouping,
-        payload: Value::Null,
-    };
-    if let Some(obj) = value.as_object_mut() {
-        obj.insert("event_id".to_owned(), Value::String(event_id));
-    }
-    Ok(Event {
-        payload: value,
-        ..event
+        payload,
+        event_id,
     })
+}
+
+/// The event text with its `event_id` set (rare: SDKs send ids in normal form).
+fn with_event_id(text: &str, event_id: &str) -> Result<String, EventError> {
+    let mut value: serde_json::Value =
+        serde_json::from_str(text).map_err(|_| EventError::NotAnObject)?;
+    let object = value.as_object_mut().ok_or(EventError::NotAnObject)?;
+    object.insert(
+        "event_id".to_owned(),
+        serde_json::Value::String(event_id.to_owned()),
+    );
+    serde_json::to_string(&value).map_err(|_| EventError::NotAnObject)
 }
 
 /// `550e8400-e29b-…` or `550e8400e29b…` → 32 lowercase hex characters.
@@ -198,7 +227,7 @@ fn culprit(event: &Value) -> String {
         .iter()
         .find_map(|k| {
             frame
-                .get(*k)
+                .get(k)
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
         })
@@ -240,7 +269,7 @@ fn tags(event: &Value, level: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut push = |k: &str, v: &Value| {
         let v = match v {
-            Value::String(s) => s.clone(),
+            Value::String(s) => s.to_string(),
             Value::Null => return,
             other => other.to_string(),
         };
@@ -255,10 +284,16 @@ fn tags(event: &Value, level: &str) -> Vec<(String, String)> {
         out.push((k.to_owned(), truncate(&v, MAX_TAG_VALUE)));
     };
     match event.get("tags") {
-        Some(Value::Object(map)) => map.iter().for_each(|(k, v)| push(k, v)),
+        // Sorted and one per key, as a `serde_json::Map` iterates: which tags make the
+        // cut of [`MAX_TAGS`] must not depend on how the SDK ordered them.
+        Some(map @ Value::Object(_)) => map
+            .members()
+            .unwrap_or_default()
+            .into_iter()
+            .for_each(|(k, v)| push(k, v)),
         Some(Value::Array(pairs)) => {
             for pair in pairs {
-                if let Some([Value::String(k), v]) = pair.as_array().map(Vec::as_slice) {
+                if let Some([Value::String(k), v]) = pair.as_array() {
                     push(k, v);
                 }
             }
@@ -270,7 +305,7 @@ fn tags(event: &Value, level: &str) -> Vec<(String, String)> {
             push(key, v);
         }
     }
-    push("level", &Value::String(level.to_owned()));
+    push("level", &Value::String(Cow::Borrowed(level)));
     out.sort();
     out
 }
@@ -343,11 +378,12 @@ fn parse_rfc3339(s: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
     use serde_json::json;
 
     use super::*;
 
-    fn read_json(v: Value) -> Event {
+    fn read_json(v: serde_json::Value) -> Event {
         read(
             v.to_string().as_bytes(),
             "0123456789abcdef0123456789abcdef",
@@ -389,7 +425,8 @@ mod tests {
                 ("level".into(), "warning".into())
             ]
         );
-        assert_eq!(e.payload["event_id"], "9ec79c33ec9942ab8353589fcb2e04dc");
+        let payload: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
+        assert_eq!(payload["event_id"], "9ec79c33ec9942ab8353589fcb2e04dc");
     }
 
     #[test]
@@ -422,6 +459,110 @@ mod tests {
         );
     }
 
+    /// What the old path stored and read: the event parsed into a `serde_json::Value`,
+    /// scrubbed as a tree and written out again (sorted keys, repeats gone).
+    fn tree_scrubbed(text: &str) -> String {
+        let mut value: serde_json::Value = serde_json::from_str(text).expect("json");
+        scrub::scrub_event(&mut value);
+        value.to_string()
+    }
+
+    fn same_event(a: &Event, b: &Event) -> Result<(), TestCaseError> {
+        let payload = |e: &Event| serde_json::from_str::<serde_json::Value>(&e.payload).unwrap();
+        prop_assert_eq!(payload(a), payload(b));
+        prop_assert_eq!(&a.event_id, &b.event_id);
+        prop_assert_eq!(a.timestamp.to_bits(), b.timestamp.to_bits());
+        prop_assert_eq!(a.level, b.level);
+        prop_assert_eq!(&a.title, &b.title);
+        prop_assert_eq!(&a.culprit, &b.culprit);
+        prop_assert_eq!(&a.platform, &b.platform);
+        prop_assert_eq!(&a.environment, &b.environment);
+        prop_assert_eq!(&a.release, &b.release);
+        prop_assert_eq!(&a.user, &b.user);
+        prop_assert_eq!(&a.tags, &b.tags);
+        prop_assert_eq!(&a.grouping, &b.grouping);
+        Ok(())
+    }
+
+    /// Event-shaped JSON text: the fields ingest reads, in any shape, with secrets,
+    /// repeated keys and escapes.
+    fn event_text() -> impl Strategy<Value = String> {
+        let text = prop_oneof![
+            Just("user 1234 not found".to_owned()),
+            Just("card 4111 1111 1111 1111".to_owned()),
+            Just("GET /a?token=abc".to_owned()),
+            Just("".to_owned()),
+            Just("9EC79C33-EC99-42AB-8353-589FCB2E04DC".to_owned()),
+            Just("9ec79c33ec9942ab8353589fcb2e04dc".to_owned()),
+            "[a-zA-Z0-9 :.\"\\\n{}]{0,16}",
+        ];
+        let leaf = prop_oneof![
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            any::<i32>().prop_map(|n| n.to_string()),
+            Just("1.5e3".to_owned()),
+            text.prop_map(|t| serde_json::to_string(&t).unwrap()),
+        ];
+        let key = prop_oneof![
+            Just("event_id"),
+            Just("timestamp"),
+            Just("level"),
+            Just("platform"),
+            Just("environment"),
+            Just("release"),
+            Just("server_name"),
+            Just("transaction"),
+            Just("culprit"),
+            Just("message"),
+            Just("logentry"),
+            Just("formatted"),
+            Just("exception"),
+            Just("values"),
+            Just("type"),
+            Just("value"),
+            Just("module"),
+            Just("stacktrace"),
+            Just("frames"),
+            Just("function"),
+            Just("filename"),
+            Just("in_app"),
+            Just("fingerprint"),
+            Just("tags"),
+            Just("user"),
+            Just("id"),
+            Just("email"),
+            Just("password"),
+            Just("headers"),
+            Just("Cookie"),
+        ];
+        leaf.prop_recursive(6, 48, 5, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5)
+                    .prop_map(|items| format!("[{}]", items.join(","))),
+                prop::collection::vec((key.clone(), inner), 0..6).prop_map(|members| {
+                    let members: Vec<String> =
+                        members.iter().map(|(k, v)| format!("{k:?}: {v}")).collect();
+                    format!("{{{}}}", members.join(", "))
+                }),
+            ]
+        })
+        .prop_filter("an object", |t| t.starts_with('{'))
+    }
+
+    proptest! {
+        #[test]
+        fn reads_as_the_tree_path_did(text in event_text()) {
+            let fallback = "0123456789abcdef0123456789abcdef";
+            let ours = read(text.as_bytes(), fallback, 1_000.0);
+            let tree = tree_scrubbed(&text);
+            let theirs = read(tree.as_bytes(), fallback, 1_000.0);
+            match (ours, theirs) {
+                (Ok(a), Ok(b)) => same_event(&a, &b)?,
+                (a, b) => prop_assert_eq!(a.err(), b.err()),
+            }
+        }
+    }
+
     #[test]
     fn timestamps() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0.0));
@@ -431,6 +572,9 @@ mod tests {
         );
         assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
         assert_eq!(parse_rfc3339("garbage"), None);
-        assert_eq!(parse_timestamp(&json!("1700000000")), Some(1_700_000_000.0));
+        assert_eq!(
+            parse_timestamp(&Value::String("1700000000".into())),
+            Some(1_700_000_000.0)
+        );
     }
 }

@@ -57,7 +57,8 @@ fn normalise(name: &str) -> Value {
                 let e = event::read(item.payload, "00000000000000000000000000000000", 0.0)
                     .expect("valid event");
                 let mut filtered = Vec::new();
-                filtered_paths(&e.payload, "", &mut filtered);
+                let payload: Value = serde_json::from_str(&e.payload).expect("stored json");
+                filtered_paths(&payload, "", &mut filtered);
                 out["event"] = json!({
                     "event_id": e.event_id,
                     "timestamp": e.timestamp,

@@ -19,7 +19,8 @@ use std::sync::LazyLock;
 use md5::{Digest, Md5};
 use regex::Regex;
 use serde::Serialize;
-use serde_json::Value;
+
+use super::json::Value;
 
 /// Which rule decided an event's group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -67,7 +68,7 @@ pub fn group(event: &Value) -> Grouping {
     let mut values = Vec::new();
     for part in fingerprint {
         let text = match part {
-            Value::String(s) => s.clone(),
+            Value::String(s) => s.to_string(),
             other => other.to_string(),
         };
         if is_default_marker(&text) {
@@ -157,9 +158,9 @@ fn default_grouping(event: &Value) -> Grouping {
 }
 
 /// The exception chain: `exception.values` (or a bare array), oldest first.
-pub fn exceptions(event: &Value) -> Vec<&Value> {
+pub fn exceptions<'v, 'a>(event: &'v Value<'a>) -> Vec<&'v Value<'a>> {
     let exc = match event.get("exception") {
-        Some(Value::Object(o)) => o.get("values"),
+        Some(o @ Value::Object(_)) => o.get("values"),
         other => other,
     };
     exc.and_then(Value::as_array)
@@ -176,7 +177,7 @@ fn exception_type(exc: &Value) -> String {
 }
 
 /// The frames of an exception that grouping looks at.
-fn frames(exc: &Value) -> Vec<&Value> {
+fn frames<'v, 'a>(exc: &'v Value<'a>) -> Vec<&'v Value<'a>> {
     let all: Vec<&Value> = exc
         .get("stacktrace")
         .and_then(|s| s.get("frames"))
@@ -343,9 +344,15 @@ pub fn parameterize(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
+
+    /// Groups an event written as a `serde_json::Value`.
+    fn group(event: &Value) -> Grouping {
+        let text = event.to_string();
+        super::group(&super::Value::parse(&text).expect("json"))
+    }
 
     fn exc_event(ty: &str, value: &str) -> Value {
         json!({"exception": {"values": [{"type": ty, "value": value}]}})

@@ -7,3 +7,4 @@ pub mod event;
 #[cfg(test)]
 mod fixtures;
 pub mod grouping;
+pub mod json;
