@@ -346,15 +346,19 @@ impl InsightStore for SqliteStore {
         let (p, t) = (to_i64(project_id), tier.id());
         let mut out: BTreeMap<i64, QueryTotals> = BTreeMap::new();
         let rows = sqlx::query(&format!(
-            "SELECT w.fingerprint, SUM(w.count), TOTAL(w.sum_us), MIN(w.min_us), MAX(w.max_us),
-                    COALESCE(f.sql, ''), {hist}
-             FROM query_windows w
+            // The statement text is joined once per fingerprint, after grouping, not
+            // once per window row.
+            "SELECT g.fingerprint, g.n, g.sum_us, g.min_us, g.max_us, COALESCE(f.sql, ''),
+                    g.hist
+             FROM (SELECT fingerprint, SUM(count) AS n, TOTAL(sum_us) AS sum_us,
+                          MIN(min_us) AS min_us, MAX(max_us) AS max_us, {hist} AS hist
+                   FROM query_windows
+                   WHERE project_id = ?1 AND tier = ?2 AND window_start >= ?3
+                     AND window_start < ?4
+                   GROUP BY fingerprint) g
              LEFT JOIN query_fingerprints f
-                 ON f.project_id = w.project_id AND f.fingerprint = w.fingerprint
-             WHERE w.project_id = ?1 AND w.tier = ?2 AND w.window_start >= ?3
-               AND w.window_start < ?4
-             GROUP BY w.fingerprint",
-            hist = framed("w.hist"),
+                 ON f.project_id = ?1 AND f.fingerprint = g.fingerprint",
+            hist = framed("hist"),
         ))
         .bind(p)
         .bind(t)
