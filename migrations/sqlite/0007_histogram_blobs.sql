@@ -3,17 +3,19 @@
 -- Until now a histogram was stored one row per non-empty bucket (route_buckets*,
 -- insight_route_buckets, query_buckets), so a day's routes table read a million rows and
 -- grouped them in SQL. Now every window row carries its histograms as blobs that
--- sightline_protocol::decode_buckets reads: a format byte, then the non-empty buckets in
--- ascending order. The writer merges an incoming window by read-modify-write inside its
--- transaction (there is one writer) and writes format 2 (varints, ~3 bytes a bucket);
--- readers add up the blobs of a range in Rust.
+-- sightline_protocol::decode_buckets reads: a format byte, the number of buckets, then
+-- the non-empty buckets in ascending order. A blob says where it ends, so a read returns
+-- `group_concat(hist, '')` per key and Rust adds the concatenated blobs up. The writer
+-- merges an incoming window by read-modify-write inside its transaction (there is one
+-- writer) and writes format 2 (varints, ~3 bytes a bucket).
 --
 -- The bucket rows already stored are converted here into format 1, which plain SQL can
--- build: the byte 0x01, then per bucket a big-endian u16 code (0 = the zero bucket,
--- otherwise index + 2) and a big-endian u64 count (`unhex` and `ORDER BY` inside an
--- aggregate need SQLite 3.44; sqlx bundles a newer one). Then their tables are dropped.
--- Buckets outside the scheme's range (-1..=2300 = sightline_protocol::MAX_BUCKET, or the
--- zero bucket) and empty ones were never written and are skipped.
+-- build: the byte 0x01, the number of buckets as a big-endian u16, then per bucket a
+-- big-endian u16 code (0 = the zero bucket, otherwise index + 2) and a big-endian u64
+-- count (`unhex` and `ORDER BY` inside an aggregate need SQLite 3.44; sqlx bundles a
+-- newer one). Then the bucket tables are dropped. Buckets outside the scheme's range
+-- (-1..=2300 = sightline_protocol::MAX_BUCKET, or the zero bucket) and empty ones were
+-- never written and are skipped.
 
 -- Route windows of every tier are rebuilt with the time first in their primary key:
 -- every read is a time range, and with (route, …, window_start) first it went through
@@ -37,7 +39,7 @@ INSERT INTO route_windows_v7
 SELECT w.project_id, w.route, w.method, w.status_class, w.window_start, w.window_secs,
        w.count, w.sum_us, w.min_us, w.max_us,
        COALESCE((
-           SELECT unhex('01' || group_concat(
+           SELECT unhex('01' || printf('%04X', COUNT(*)) || group_concat(
                printf('%04X%016X', CASE b.bucket WHEN -2147483648 THEN 0 ELSE b.bucket + 2 END,
                       b.count),
                '' ORDER BY b.bucket))
@@ -45,7 +47,7 @@ SELECT w.project_id, w.route, w.method, w.status_class, w.window_start, w.window
            WHERE b.project_id = w.project_id AND b.route = w.route AND b.method = w.method
              AND b.status_class = w.status_class AND b.window_start = w.window_start
              AND b.count > 0 AND (b.bucket = -2147483648 OR b.bucket BETWEEN -1 AND 2300)
-       ), x'01')
+       ), x'010000')
 FROM route_windows w;
 DROP TABLE route_buckets;
 DROP TABLE route_windows;
@@ -69,7 +71,7 @@ INSERT INTO route_windows_1m_v7
 SELECT w.project_id, w.route, w.method, w.status_class, w.window_start, w.window_secs,
        w.count, w.sum_us, w.min_us, w.max_us,
        COALESCE((
-           SELECT unhex('01' || group_concat(
+           SELECT unhex('01' || printf('%04X', COUNT(*)) || group_concat(
                printf('%04X%016X', CASE b.bucket WHEN -2147483648 THEN 0 ELSE b.bucket + 2 END,
                       b.count),
                '' ORDER BY b.bucket))
@@ -77,7 +79,7 @@ SELECT w.project_id, w.route, w.method, w.status_class, w.window_start, w.window
            WHERE b.project_id = w.project_id AND b.route = w.route AND b.method = w.method
              AND b.status_class = w.status_class AND b.window_start = w.window_start
              AND b.count > 0 AND (b.bucket = -2147483648 OR b.bucket BETWEEN -1 AND 2300)
-       ), x'01')
+       ), x'010000')
 FROM route_windows_1m w;
 DROP TABLE route_buckets_1m;
 DROP TABLE route_windows_1m;
@@ -101,7 +103,7 @@ INSERT INTO route_windows_1h_v7
 SELECT w.project_id, w.route, w.method, w.status_class, w.window_start, w.window_secs,
        w.count, w.sum_us, w.min_us, w.max_us,
        COALESCE((
-           SELECT unhex('01' || group_concat(
+           SELECT unhex('01' || printf('%04X', COUNT(*)) || group_concat(
                printf('%04X%016X', CASE b.bucket WHEN -2147483648 THEN 0 ELSE b.bucket + 2 END,
                       b.count),
                '' ORDER BY b.bucket))
@@ -109,7 +111,7 @@ SELECT w.project_id, w.route, w.method, w.status_class, w.window_start, w.window
            WHERE b.project_id = w.project_id AND b.route = w.route AND b.method = w.method
              AND b.status_class = w.status_class AND b.window_start = w.window_start
              AND b.count > 0 AND (b.bucket = -2147483648 OR b.bucket BETWEEN -1 AND 2300)
-       ), x'01')
+       ), x'010000')
 FROM route_windows_1h w;
 DROP TABLE route_buckets_1h;
 DROP TABLE route_windows_1h;
@@ -117,28 +119,28 @@ ALTER TABLE route_windows_1h_v7 RENAME TO route_windows_1h;
 
 -- Per-request histograms of insight_routes, one column per metric (the old `metric`
 -- values 0-3).
-ALTER TABLE insight_routes ADD COLUMN queries_hist BLOB NOT NULL DEFAULT x'01';
-ALTER TABLE insight_routes ADD COLUMN query_us_hist BLOB NOT NULL DEFAULT x'01';
-ALTER TABLE insight_routes ADD COLUMN allocs_hist BLOB NOT NULL DEFAULT x'01';
-ALTER TABLE insight_routes ADD COLUMN alloc_bytes_hist BLOB NOT NULL DEFAULT x'01';
+ALTER TABLE insight_routes ADD COLUMN queries_hist BLOB NOT NULL DEFAULT x'010000';
+ALTER TABLE insight_routes ADD COLUMN query_us_hist BLOB NOT NULL DEFAULT x'010000';
+ALTER TABLE insight_routes ADD COLUMN allocs_hist BLOB NOT NULL DEFAULT x'010000';
+ALTER TABLE insight_routes ADD COLUMN alloc_bytes_hist BLOB NOT NULL DEFAULT x'010000';
 
 UPDATE insight_routes AS r SET
-    queries_hist = COALESCE(b.h0, x'01'),
-    query_us_hist = COALESCE(b.h1, x'01'),
-    allocs_hist = COALESCE(b.h2, x'01'),
-    alloc_bytes_hist = COALESCE(b.h3, x'01')
+    queries_hist = COALESCE(b.h0, x'010000'),
+    query_us_hist = COALESCE(b.h1, x'010000'),
+    allocs_hist = COALESCE(b.h2, x'010000'),
+    alloc_bytes_hist = COALESCE(b.h3, x'010000')
 FROM (
     SELECT project_id, tier, window_start, route, method,
-           unhex('01' || group_concat(
+           unhex('01' || printf('%04X', COUNT(*) FILTER (WHERE metric = 0)) || group_concat(
                printf('%04X%016X', CASE bucket WHEN -2147483648 THEN 0 ELSE bucket + 2 END, count),
                '' ORDER BY bucket) FILTER (WHERE metric = 0)) AS h0,
-           unhex('01' || group_concat(
+           unhex('01' || printf('%04X', COUNT(*) FILTER (WHERE metric = 1)) || group_concat(
                printf('%04X%016X', CASE bucket WHEN -2147483648 THEN 0 ELSE bucket + 2 END, count),
                '' ORDER BY bucket) FILTER (WHERE metric = 1)) AS h1,
-           unhex('01' || group_concat(
+           unhex('01' || printf('%04X', COUNT(*) FILTER (WHERE metric = 2)) || group_concat(
                printf('%04X%016X', CASE bucket WHEN -2147483648 THEN 0 ELSE bucket + 2 END, count),
                '' ORDER BY bucket) FILTER (WHERE metric = 2)) AS h2,
-           unhex('01' || group_concat(
+           unhex('01' || printf('%04X', COUNT(*) FILTER (WHERE metric = 3)) || group_concat(
                printf('%04X%016X', CASE bucket WHEN -2147483648 THEN 0 ELSE bucket + 2 END, count),
                '' ORDER BY bucket) FILTER (WHERE metric = 3)) AS h3
     FROM insight_route_buckets
@@ -148,12 +150,12 @@ FROM (
 WHERE r.project_id = b.project_id AND r.tier = b.tier AND r.window_start = b.window_start
   AND r.route = b.route AND r.method = b.method;
 
-ALTER TABLE query_windows ADD COLUMN hist BLOB NOT NULL DEFAULT x'01';
+ALTER TABLE query_windows ADD COLUMN hist BLOB NOT NULL DEFAULT x'010000';
 
 UPDATE query_windows AS w SET hist = b.hist
 FROM (
     SELECT project_id, tier, window_start, fingerprint,
-           unhex('01' || group_concat(
+           unhex('01' || printf('%04X', COUNT(*)) || group_concat(
                printf('%04X%016X', CASE bucket WHEN -2147483648 THEN 0 ELSE bucket + 2 END, count),
                '' ORDER BY bucket)) AS hist
     FROM query_buckets

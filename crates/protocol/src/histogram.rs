@@ -168,8 +168,8 @@ pub fn quantile_of(buckets: impl IntoIterator<Item = (i32, u64)>, q: f64) -> Opt
     None
 }
 
-/// First byte of a fixed-width bucket list (format 1): per bucket a big-endian `u16`
-/// code and `u64` count. Only SQL writes it (the collector's migration that turned bucket
+/// First byte of a fixed-width bucket list (format 1): a big-endian `u16` bucket count,
+/// then per bucket a big-endian `u16` code and `u64` count. Only SQL writes it (the collector's migration that turned bucket
 /// rows into blobs); decoders read both formats.
 pub const ENCODING_FIXED: u8 = 1;
 
@@ -231,19 +231,24 @@ fn get_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
 /// Encodes sparse bucket counts as stored by the collector, one blob per window:
 ///
 /// ```text
-/// 0x02 (format 2), then per non-empty bucket in ascending index order:
+/// 0x02 (format 2), the number of buckets that follow (LEB128 varint), then per non-empty
+/// bucket in ascending index order:
 ///     code delta (LEB128 varint; the code is 0 for ZERO_BUCKET, else index + 2, and the
 ///                 delta is from the previous bucket's code, or from 0 for the first)
 ///     count      (LEB128 varint)
 /// ```
 ///
-/// About 3 bytes a bucket: an hour of one route's latencies is a few hundred bytes.
-/// Empty buckets are left out; an empty histogram is the format byte alone. Decoders also
-/// read format 1 (fixed width, [`ENCODING_FIXED`]), which SQL can build:
-/// `unhex('01' || group_concat(printf('%04X%016X', code, count), '' ORDER BY bucket))`.
+/// About 3 bytes a bucket: an hour of one route's latencies is a few hundred bytes. Empty
+/// buckets are left out. A blob says where it ends, so blobs concatenated (SQL's
+/// `group_concat(hist, '')`) read back as their sum ([`EncodedSum::add_concatenated`]).
+/// Decoders also read format 1 (fixed width, [`ENCODING_FIXED`]), which SQL can build:
+/// `unhex('01' || printf('%04X', count(*)) || group_concat(printf('%04X%016X', code,
+/// count), '' ORDER BY bucket))`.
 pub fn encode_buckets(buckets: &BTreeMap<i32, u64>) -> Result<Vec<u8>, HistogramError> {
-    let mut out = Vec::with_capacity(1 + buckets.len() * 3);
+    let present = buckets.values().filter(|&&n| n > 0).count();
+    let mut out = Vec::with_capacity(2 + present * 3);
     out.push(ENCODING_VARINT);
+    put_varint(&mut out, present as u64);
     let mut previous = 0u16;
     for (&index, &count) in buckets {
         if count == 0 {
@@ -257,12 +262,15 @@ pub fn encode_buckets(buckets: &BTreeMap<i32, u64>) -> Result<Vec<u8>, Histogram
     Ok(out)
 }
 
-/// Parses a blob of either format into `out` as `(code, count)`, checking all of it: a
-/// known format, whole pairs, codes strictly ascending and in range. At most
-/// `MAX_CODE + 1` pairs can pass, so a decode is bounded whatever the input. An empty
-/// slice reads as an empty histogram; empty buckets are dropped.
-fn parse_encoded(bytes: &[u8], out: &mut Vec<(u16, u64)>) -> Result<(), HistogramError> {
-    out.clear();
+/// Parses the blob of either format that starts at `*at` and appends its buckets to `out`
+/// as `(code, count)`, checking all of it: a known format, a bucket count no larger than
+/// the number of codes, whole pairs, codes strictly ascending and in range — so a decode
+/// is bounded whatever the input. Empty buckets are dropped.
+fn parse_one(
+    bytes: &[u8],
+    at: &mut usize,
+    out: &mut Vec<(u16, u64)>,
+) -> Result<(), HistogramError> {
     let bad = HistogramError::BadEncoding;
     let mut previous: Option<u16> = None;
     let mut push = |code: u64, count: u64| {
@@ -279,23 +287,37 @@ fn parse_encoded(bytes: &[u8], out: &mut Vec<(u16, u64)>) -> Result<(), Histogra
         }
         Ok(())
     };
-    match bytes.split_first() {
-        None => Ok(()),
-        Some((&ENCODING_VARINT, body)) => {
-            let mut at = 0;
+    let format = *bytes.get(*at).ok_or(bad("missing format"))?;
+    *at += 1;
+    let too_many = |n: u64| n > u64::from(MAX_CODE) + 1;
+    match format {
+        ENCODING_VARINT => {
+            let n = get_varint(bytes, at).ok_or(bad("bad varint"))?;
+            if too_many(n) {
+                return Err(bad("more buckets than codes"));
+            }
             let mut code = 0u64;
-            while at < body.len() {
-                let delta = get_varint(body, &mut at).ok_or(bad("bad varint"))?;
-                let count = get_varint(body, &mut at).ok_or(bad("truncated pair"))?;
+            for _ in 0..n {
+                let delta = get_varint(bytes, at).ok_or(bad("bad varint"))?;
+                let count = get_varint(bytes, at).ok_or(bad("truncated pair"))?;
                 code = code.saturating_add(delta);
                 push(code, count)?;
             }
             Ok(())
         }
-        Some((&ENCODING_FIXED, body)) => {
-            if body.len() % FIXED_PAIR_LEN != 0 {
-                return Err(bad("truncated pair"));
+        ENCODING_FIXED => {
+            let n = match bytes.get(*at..*at + 2) {
+                Some(&[hi, lo]) => usize::from(u16::from_be_bytes([hi, lo])),
+                _ => return Err(bad("truncated count")),
+            };
+            *at += 2;
+            if too_many(n as u64) {
+                return Err(bad("more buckets than codes"));
             }
+            let body = bytes
+                .get(*at..*at + n * FIXED_PAIR_LEN)
+                .ok_or(bad("truncated pair"))?;
+            *at += body.len();
             for pair in body.chunks_exact(FIXED_PAIR_LEN) {
                 let mut count = [0u8; 8];
                 count.copy_from_slice(&pair[2..]);
@@ -306,8 +328,22 @@ fn parse_encoded(bytes: &[u8], out: &mut Vec<(u16, u64)>) -> Result<(), Histogra
             }
             Ok(())
         }
-        Some(_) => Err(bad("unknown format")),
+        _ => Err(bad("unknown format")),
     }
+}
+
+/// Parses exactly one blob (an empty slice reads as an empty histogram) into `out`.
+fn parse_encoded(bytes: &[u8], out: &mut Vec<(u16, u64)>) -> Result<(), HistogramError> {
+    out.clear();
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let mut at = 0;
+    parse_one(bytes, &mut at, out)?;
+    if at != bytes.len() {
+        return Err(HistogramError::BadEncoding("bytes after the histogram"));
+    }
+    Ok(())
 }
 
 /// Adds the buckets of an encoded blob into `into` (saturating). A corrupt blob is an
@@ -342,11 +378,29 @@ impl EncodedSum {
     /// nothing.
     pub fn add(&mut self, bytes: &[u8]) -> Result<(), HistogramError> {
         parse_encoded(bytes, &mut self.scratch)?;
-        // Codes ascend: the last one is the largest.
+        self.add_scratch();
+        Ok(())
+    }
+
+    /// Adds every blob of a concatenation of blobs (an empty slice: none). A corrupt one
+    /// is an error and adds nothing.
+    pub fn add_concatenated(&mut self, bytes: &[u8]) -> Result<(), HistogramError> {
+        self.scratch.clear();
+        let mut at = 0;
+        while at < bytes.len() {
+            parse_one(bytes, &mut at, &mut self.scratch)?;
+        }
+        self.add_scratch();
+        Ok(())
+    }
+
+    fn add_scratch(&mut self) {
         let needed = self
             .scratch
-            .last()
-            .map_or(0, |&(last, _)| usize::from(last) + 1);
+            .iter()
+            .map(|&(code, _)| usize::from(code) + 1)
+            .max()
+            .unwrap_or(0);
         if needed > self.counts.len() {
             self.counts.resize(needed, 0);
         }
@@ -354,7 +408,6 @@ impl EncodedSum {
             let slot = &mut self.counts[usize::from(code)];
             *slot = slot.saturating_add(count);
         }
-        Ok(())
     }
 
     /// Non-empty `(bucket index, count)` pairs in ascending index order, as
@@ -523,6 +576,21 @@ mod tests {
                 quantile_of(read.iter().map(|(&i, &n)| (i, n)), q),
                 quantile_of(merged.buckets.iter().map(|(&i, &n)| (i, n)), q)
             );
+            // Concatenated blobs (what SQL's group_concat returns) read as their sum, the
+            // fixed format included.
+            let fixed_b: Vec<(u16, u64)> = hb
+                .buckets
+                .iter()
+                .map(|(&i, &n)| (bucket_code(i).expect("in range"), n))
+                .collect();
+            let mut concatenated = stored.clone();
+            concatenated.extend(fixed(&fixed_b));
+            concatenated.extend(encode_buckets(&BTreeMap::new()).expect("empty"));
+            let mut sum = EncodedSum::new();
+            sum.add_concatenated(&concatenated).expect("concatenated");
+            prop_assert_eq!(sum.pairs().collect::<BTreeMap<_, _>>(), merged.buckets.clone());
+            // As one blob, a concatenation has bytes after its end.
+            prop_assert!(EncodedSum::new().add(&concatenated).is_err());
             let mut sum = EncodedSum::new();
             sum.add(&stored).expect("sum a");
             sum.add(&encode_buckets(&hb.buckets).expect("encode b")).expect("sum b");
@@ -551,6 +619,7 @@ mod tests {
     /// Format 1 as the collector's migration builds it in SQL.
     fn fixed(pairs: &[(u16, u64)]) -> Vec<u8> {
         let mut out = vec![ENCODING_FIXED];
+        out.extend_from_slice(&(pairs.len() as u16).to_be_bytes());
         for (code, count) in pairs {
             out.extend_from_slice(&code.to_be_bytes());
             out.extend_from_slice(&count.to_be_bytes());
@@ -568,7 +637,7 @@ mod tests {
         // Codes: zero bucket → 0, index i → i + 2, stored as deltas.
         let varint = encode_buckets(&h.buckets).unwrap();
         let (c3, cm) = (three as u8 + 2, million as u16 + 2);
-        let mut want = vec![ENCODING_VARINT, 0, 1, 2, 2, c3 - 2, 1];
+        let mut want = vec![ENCODING_VARINT, 4, 0, 1, 2, 2, c3 - 2, 1];
         put_varint(&mut want, u64::from(cm - u16::from(c3)));
         want.push(1);
         assert_eq!(varint, want);
@@ -579,8 +648,11 @@ mod tests {
         let merged = merge_encoded(&sql, &BTreeMap::from([(0, 1)])).unwrap();
         assert_eq!(merged[0], ENCODING_VARINT);
         assert_eq!(decode_buckets(&merged).unwrap()[&0], 3);
-        assert_eq!(encode_buckets(&BTreeMap::new()).unwrap(), [ENCODING_VARINT]);
-        for empty in [&[][..], &[ENCODING_VARINT], &[ENCODING_FIXED]] {
+        assert_eq!(
+            encode_buckets(&BTreeMap::new()).unwrap(),
+            [ENCODING_VARINT, 0]
+        );
+        for empty in [&[][..], &[ENCODING_VARINT, 0], &[ENCODING_FIXED, 0, 0]] {
             assert_eq!(decode_buckets(empty).unwrap(), BTreeMap::new());
         }
         // Counts up to u64::MAX survive.
@@ -596,27 +668,25 @@ mod tests {
         let bad = |b: &[u8]| matches!(decode_buckets(b), Err(HistogramError::BadEncoding(_)));
         let blob = encode_buckets(&recorded(&[5, 500, 50_000]).buckets).unwrap();
         assert!(bad(&blob[..blob.len() - 1]), "truncated varint pair");
-        assert!(bad(&[ENCODING_VARINT, 0x80]), "cut-off varint");
+        assert!(bad(&[ENCODING_VARINT]), "no bucket count");
+        assert!(bad(&[ENCODING_VARINT, 1, 0x80]), "cut-off varint");
+        let mut long = vec![ENCODING_VARINT, 1];
+        long.extend([0xff; 9]);
+        long.extend([0x7f, 1]);
+        assert!(bad(&long), "varint past 64 bits");
+        assert!(bad(&[ENCODING_VARINT, 2, 5, 1, 0, 1]), "repeated code");
         assert!(
-            bad(&[
-                ENCODING_VARINT,
-                0xff,
-                0xff,
-                0xff,
-                0xff,
-                0xff,
-                0xff,
-                0xff,
-                0xff,
-                0xff,
-                0x7f,
-                1
-            ]),
-            "varint past 64 bits"
+            bad(&[ENCODING_VARINT, 1, 0xff, 0x7f, 1]),
+            "code out of range"
         );
-        assert!(bad(&[ENCODING_VARINT, 5, 1, 0, 1]), "repeated code");
-        assert!(bad(&[ENCODING_VARINT, 0xff, 0x7f, 1]), "code out of range");
+        assert!(
+            bad(&[ENCODING_VARINT, 0xff, 0x7f]),
+            "more buckets than codes"
+        );
+        assert!(bad(&[ENCODING_VARINT, 2, 5, 1]), "fewer buckets than said");
+        assert!(bad(&[ENCODING_VARINT, 0, 0]), "bytes after the histogram");
         assert!(bad(&[3]), "unknown format");
+        assert!(bad(&[ENCODING_FIXED, 0]), "cut-off fixed count");
         let sql = fixed(&[(10, 1), (20, 1)]);
         assert!(bad(&sql[..sql.len() - 1]), "truncated fixed pair");
         assert!(bad(&fixed(&[(20, 1), (10, 1)])), "out of order");
@@ -628,6 +698,9 @@ mod tests {
         assert_eq!(into, BTreeMap::from([(7, 1)]));
         let mut sum = EncodedSum::new();
         assert!(sum.add(&far).is_err());
+        let good = encode_buckets(&BTreeMap::from([(7, 1)])).unwrap();
+        assert!(sum.add_concatenated(&[good.clone(), far].concat()).is_err());
+        assert!(sum.add_concatenated(&good[..good.len() - 1]).is_err());
         assert_eq!(sum.pairs().count(), 0);
         assert_eq!(
             encode_buckets(&BTreeMap::from([(MAX_BUCKET + 1, 1)])),

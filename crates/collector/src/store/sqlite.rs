@@ -290,29 +290,21 @@ async fn upsert_window(
 }
 
 /// SQL aggregate that concatenates the histogram blobs in `column` of a group into one
-/// blob, each framed by its length as 4 big-endian bytes. A read then returns one row per
-/// key rather than one per window: sqlx costs microseconds a row, SQLite's `hex`/`unhex`
-/// nanoseconds a byte (the 30-day history benchmark in BENCHMARKS.md).
-pub(super) fn framed(column: &str) -> String {
-    format!("unhex(group_concat(printf('%08X', length({column})) || hex({column}), ''))")
+/// blob (each blob says where it ends). A read then returns one row per key rather than
+/// one per window: sqlx costs microseconds a row (the 30-day history benchmark in
+/// BENCHMARKS.md). `group_concat` keeps a blob's bytes as they are; the cast makes the
+/// result a blob again.
+pub(super) fn concatenated(column: &str) -> String {
+    format!("CAST(group_concat({column}, '') AS BLOB)")
 }
 
-/// Adds every blob of a [`framed`] concatenation (NULL: none) into `sum`.
-pub(super) fn add_framed(sum: &mut EncodedSum, framed: Option<&[u8]>) -> Result<(), sqlx::Error> {
-    let mut rest = framed.unwrap_or_default();
-    while !rest.is_empty() {
-        let (len, tail) = rest
-            .split_first_chunk::<4>()
-            .ok_or_else(|| sqlx::Error::Protocol("histogram frame cut off".into()))?;
-        let len = usize::try_from(u32::from_be_bytes(*len)).unwrap_or(usize::MAX);
-        if len > tail.len() {
-            return Err(sqlx::Error::Protocol("histogram frame cut off".into()));
-        }
-        let (blob, tail) = tail.split_at(len);
-        sum.add(blob).map_err(corrupt)?;
-        rest = tail;
-    }
-    Ok(())
+/// Adds every blob of a [`concatenated`] column (NULL: none) into `sum`.
+pub(super) fn add_concatenated(
+    sum: &mut EncodedSum,
+    blobs: Option<&[u8]>,
+) -> Result<(), sqlx::Error> {
+    sum.add_concatenated(blobs.unwrap_or_default())
+        .map_err(corrupt)
 }
 
 /// Merged histograms per key, flattened to `(key, bucket, count)` in key and bucket order.
@@ -448,7 +440,7 @@ impl Store for SqliteStore {
              FROM route_windows{suffix}
              WHERE project_id = ?1 AND window_start >= ?2 AND window_start < ?3
              GROUP BY route, method, status_class",
-            hist = framed("hist"),
+            hist = concatenated("hist"),
         ))
         .bind(to_i64(project_id))
         .bind(range.since)
@@ -460,7 +452,7 @@ impl Store for SqliteStore {
         let mut sums: BTreeMap<(String, String), EncodedSum> = BTreeMap::new();
         for row in &rows {
             let key: (String, String) = (row.try_get(0).map_err(db)?, row.try_get(1).map_err(db)?);
-            add_framed(
+            add_concatenated(
                 sums.entry(key.clone()).or_default(),
                 row.try_get(7).map_err(db)?,
             )
@@ -493,7 +485,7 @@ impl Store for SqliteStore {
              WHERE project_id = ?1 AND window_start >= ?2 AND window_start < ?3
                AND (?6 IS NULL OR (route = ?6 AND method = ?7))
              GROUP BY step, status_class",
-            hist = framed("hist"),
+            hist = concatenated("hist"),
         ))
         .bind(to_i64(project_id))
         .bind(range.since)
@@ -509,7 +501,8 @@ impl Store for SqliteStore {
         let mut sums: BTreeMap<i64, EncodedSum> = BTreeMap::new();
         for row in &rows {
             let step: i64 = row.try_get(0).map_err(db)?;
-            add_framed(sums.entry(step).or_default(), row.try_get(6).map_err(db)?).map_err(db)?;
+            add_concatenated(sums.entry(step).or_default(), row.try_get(6).map_err(db)?)
+                .map_err(db)?;
             classes.push(class_totals(row, step, 1).map_err(db)?);
         }
         Ok(Aggregates {
@@ -953,7 +946,7 @@ mod tests {
             BTreeMap::from([(i32::MIN, 1), (346, 1), (366, 2)]),
             "sqlite {version}"
         );
-        assert_eq!(blobs[1], [sightline_protocol::ENCODING_FIXED]);
+        assert_eq!(blobs[1], [sightline_protocol::ENCODING_FIXED, 0, 0]);
         assert_eq!(
             stored_hist(&store, "route_windows_1h", 1_699_999_200)
                 .await

@@ -8,7 +8,7 @@ use sightline_protocol::{EncodedSum, MetricBatch, merge_encoded};
 use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
 
-use super::{SqliteStore, add_framed, corrupt, db, framed};
+use super::{SqliteStore, add_concatenated, concatenated, corrupt, db};
 use crate::insight::{
     ExemplarDetail, ExemplarSummary, HeapPoint, HeapSeries, InsightStore, NPlusOneRow, QueryTotals,
     RetentionConfig, RouteTotals, StorageReport, TableRows, Tier, WaterfallEntry, hex,
@@ -358,7 +358,7 @@ impl InsightStore for SqliteStore {
                    GROUP BY fingerprint) g
              LEFT JOIN query_fingerprints f
                  ON f.project_id = ?1 AND f.fingerprint = g.fingerprint",
-            hist = framed("hist"),
+            hist = concatenated("hist"),
         ))
         .bind(p)
         .bind(t)
@@ -370,7 +370,7 @@ impl InsightStore for SqliteStore {
         for row in rows {
             let stored: i64 = row.try_get(0).map_err(db)?;
             let mut latency = EncodedSum::new();
-            add_framed(&mut latency, row.try_get(6).map_err(db)?).map_err(db)?;
+            add_concatenated(&mut latency, row.try_get(6).map_err(db)?).map_err(db)?;
             out.insert(
                 stored,
                 QueryTotals {
@@ -426,10 +426,10 @@ impl InsightStore for SqliteStore {
              FROM insight_routes
              WHERE project_id = ?1 AND tier = ?2 AND window_start >= ?3 AND window_start < ?4
              GROUP BY route, method",
-            framed("queries_hist"),
-            framed("query_us_hist"),
-            framed("allocs_hist"),
-            framed("alloc_bytes_hist"),
+            concatenated("queries_hist"),
+            concatenated("query_us_hist"),
+            concatenated("allocs_hist"),
+            concatenated("alloc_bytes_hist"),
         ))
         .bind(p)
         .bind(t)
@@ -443,7 +443,7 @@ impl InsightStore for SqliteStore {
             let mut buckets = BTreeMap::new();
             for metric in 0u8..4 {
                 let mut sum = EncodedSum::new();
-                add_framed(&mut sum, row.try_get(9 + usize::from(metric)).map_err(db)?)
+                add_concatenated(&mut sum, row.try_get(9 + usize::from(metric)).map_err(db)?)
                     .map_err(db)?;
                 let pairs: Vec<(i32, u64)> = sum.pairs().collect();
                 if !pairs.is_empty() {
