@@ -1,4 +1,5 @@
-//! [`CountingAllocator`]: a `#[global_allocator]` wrapper around [`System`] that counts
+//! [`CountingAllocator`]: a `#[global_allocator]` wrapper around [`System`] (or any other
+//! allocator, with [`CountingAllocator::wrapping`]) that counts
 //! allocations and bytes per thread, so the request layer can attribute them to the
 //! request whose future is being polled and the agent thread can sample the live heap.
 //!
@@ -13,7 +14,7 @@
 //! still part of the live-heap sum) share the last slot with atomic adds; their
 //! allocations still count towards the heap but are not attributed to requests.
 
-// `GlobalAlloc` is an unsafe trait: implementing it, and forwarding to `System`, needs
+// `GlobalAlloc` is an unsafe trait: implementing it, and forwarding to another, needs
 // `unsafe`. This module is the only place in the agent that uses it.
 #![allow(unsafe_code)]
 
@@ -109,7 +110,8 @@ fn count_free(bytes: usize) {
     bump(&slot.free_bytes, bytes as u64, owned);
 }
 
-/// A `#[global_allocator]` that forwards to [`System`] and counts.
+/// A `#[global_allocator]` that forwards to [`System`] (or the allocator it wraps) and
+/// counts.
 ///
 /// ```
 /// #[global_allocator]
@@ -119,24 +121,34 @@ fn count_free(bytes: usize) {
 /// It never allocates, never panics and never blocks; counting adds a thread-local read
 /// and two uncontended stores per allocation.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct CountingAllocator;
+pub struct CountingAllocator<A = System> {
+    inner: A,
+}
 
 impl CountingAllocator {
-    /// The allocator; `const` so it can initialise a `static`.
+    /// The allocator over [`System`]; `const` so it can initialise a `static`.
     pub const fn new() -> CountingAllocator {
-        CountingAllocator
+        CountingAllocator { inner: System }
     }
 }
 
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so
-// the `GlobalAlloc` contract is `System`'s; the counting around it touches only static
-// atomics and a const thread-local, never allocates (no re-entrancy) and cannot panic
-// (`my_slot` never returns more than `SHARED`, and `min` keeps indexes in range).
-unsafe impl GlobalAlloc for CountingAllocator {
+impl<A> CountingAllocator<A> {
+    /// Counts the allocations of `inner` (a faster allocator than the system's, say).
+    pub const fn wrapping(inner: A) -> CountingAllocator<A> {
+        CountingAllocator { inner }
+    }
+}
+
+// SAFETY: every method forwards to the inner allocator with the caller's arguments
+// unchanged, so the `GlobalAlloc` contract is the inner one's; the counting around it
+// touches only static atomics and a const thread-local, never allocates (no re-entrancy)
+// and cannot panic (`my_slot` never returns more than `SHARED`, and `min` keeps indexes
+// in range).
+unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAllocator<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
-        let ptr = unsafe { System.alloc(layout) };
+        let ptr = unsafe { self.inner.alloc(layout) };
         if !ptr.is_null() {
             count_alloc(layout.size());
         }
@@ -146,7 +158,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded unchanged; the caller upholds `alloc_zeroed`'s contract.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
+        let ptr = unsafe { self.inner.alloc_zeroed(layout) };
         if !ptr.is_null() {
             count_alloc(layout.size());
         }
@@ -155,15 +167,15 @@ unsafe impl GlobalAlloc for CountingAllocator {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` through this wrapper with `layout`.
-        unsafe { System.dealloc(ptr, layout) };
+        // SAFETY: `ptr` was allocated by `inner` through this wrapper with `layout`.
+        unsafe { self.inner.dealloc(ptr, layout) };
         count_free(layout.size());
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded unchanged; `ptr` came from `System` through this wrapper.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        // SAFETY: forwarded unchanged; `ptr` came from `inner` through this wrapper.
+        let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
         if !new.is_null() {
             // A move to a new block: the old one is freed, a new one allocated.
             count_free(layout.size());
