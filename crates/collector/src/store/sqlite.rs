@@ -880,6 +880,67 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn retention_drops_a_tier_with_its_histograms_and_the_report_counts_rows() {
+        use crate::insight::{InsightStore, RetentionConfig, Tier};
+        let dir = TempDir::new().unwrap();
+        let store = store(&dir).await;
+        const T: i64 = 1_699_999_200;
+        store
+            .write(&[
+                instance_window("i-1", T, &[1_000, 2_000]),
+                instance_window("i-2", T, &[3_000]),
+            ])
+            .await
+            .unwrap();
+        let rows = |report: &crate::insight::StorageReport, table: &str, tier: Tier| {
+            report
+                .tables
+                .iter()
+                .find(|t| t.table == table && t.tier == Some(tier))
+                .map_or(u64::MAX, |t| t.rows)
+        };
+        let before = store.storage().await.unwrap();
+        assert!(!before.tables.iter().any(|t| t.table.contains("bucket")));
+        for (table, tier) in [
+            ("route_windows", Tier::Raw),
+            ("route_windows_1m", Tier::Minute),
+            ("route_windows_1h", Tier::Hour),
+            ("insight_routes", Tier::Raw),
+            ("query_windows", Tier::Hour),
+        ] {
+            assert_eq!(rows(&before, table, tier), 1, "{table}");
+        }
+        // Two days later the raw tier (kept 24 h) is past retention, the rollups are not.
+        let deleted = store
+            .prune(&RetentionConfig::default(), T + 2 * 86_400)
+            .await
+            .unwrap();
+        let after = store.storage().await.unwrap();
+        assert_eq!(rows(&after, "route_windows", Tier::Raw), 0);
+        assert_eq!(rows(&after, "insight_routes", Tier::Raw), 0);
+        assert_eq!(rows(&after, "query_windows", Tier::Raw), 0);
+        assert_eq!(rows(&after, "route_windows_1m", Tier::Minute), 1);
+        assert_eq!(rows(&after, "route_windows_1h", Tier::Hour), 1);
+        assert!(deleted >= 3, "{deleted}");
+        // What is left still reads back merged.
+        let aggregates = store
+            .route_aggregates(
+                1,
+                TimeRange {
+                    since: T,
+                    until: T + 3_600,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(aggregates.classes[0].count, 3);
+        assert_eq!(
+            aggregates.buckets.iter().map(|&(_, _, n)| n).sum::<u64>(),
+            3
+        );
+    }
+
+    #[tokio::test]
     async fn a_corrupt_blob_is_an_error_not_a_panic() {
         let dir = TempDir::new().unwrap();
         let store = store(&dir).await;
