@@ -456,12 +456,8 @@ async fn pages_work_without_javascript_and_keep_filters_in_the_url() {
         .click()
         .await
         .expect("sort");
-    let url = browser.client.current_url().await.expect("url");
-    let query = url.query().unwrap_or_default().to_owned();
-    assert!(
-        query.contains("sort=p95") && query.contains("statsPeriod=24h"),
-        "{query}"
-    );
+    let query = query_once(&browser, "sort=p95").await;
+    assert!(query.contains("statsPeriod=24h"), "{query}");
     let p95: Vec<f64> = {
         let cells = browser
             .client
@@ -488,6 +484,7 @@ async fn pages_work_without_javascript_and_keep_filters_in_the_url() {
         .click()
         .await
         .expect("open route");
+    query_once(&browser, "route=").await;
     assert_eq!(
         browser
             .client
@@ -513,13 +510,9 @@ async fn pages_work_without_javascript_and_keep_filters_in_the_url() {
         .click()
         .await
         .expect("submit");
-    let url = browser.client.current_url().await.expect("url");
-    let query = url.query().unwrap_or_default().to_owned();
+    let query = query_once(&browser, "since=").await;
     assert!(
-        query.contains("route=")
-            && query.contains("method=")
-            && query.contains("since=")
-            && query.contains("until="),
+        query.contains("route=") && query.contains("method=") && query.contains("until="),
         "{query}"
     );
     let sub = browser
@@ -713,14 +706,21 @@ async fn type_into(browser: &Browser, css: &str, text: &str) {
 /// returns that query.
 async fn apply_filters(browser: &Browser, expect: &str) -> String {
     pick(browser, "form.filters button[type='submit']").await;
+    query_once(browser, expect).await
+}
+
+/// The query of the page the browser shows once its URL has `expect` and the page is
+/// there (a click's navigation may still be on its way when the click returns).
+async fn query_once(browser: &Browser, expect: &str) -> String {
     eventually(Duration::from_secs(10), expect, || async {
         let url = browser.client.current_url().await.ok()?;
         let query = url.query()?.to_owned();
-        let ready = browser
+        let state = browser
             .client
-            .find(Locator::Css("form.filters"))
+            .execute("return document.readyState;", Vec::new())
             .await
-            .is_ok();
+            .ok()?;
+        let ready = state == json!("complete");
         (query.contains(expect) && ready).then_some(query)
     })
     .await
