@@ -97,7 +97,7 @@ impl Collector {
         let switches = switches::Switches::open(store.clone()).await?;
         let admin_token: Option<Arc<str>> = config.admin_token.map(Arc::from);
         let switchboard = switches::Switchboard::new(switches.clone(), admin_token.clone());
-        let state = AppState {
+        let state = AppState::new(http::Shared {
             switches,
             query: Query::new(store.clone(), switchboard),
             queue,
@@ -106,7 +106,7 @@ impl Collector {
             max_body_bytes: config.max_body_bytes,
             max_envelope_bytes: config.max_envelope_bytes,
             max_decompressed_bytes: config.max_decompressed_bytes,
-        };
+        });
         // Last: nothing after it can fail and leave the listeners running.
         let syslog = syslog::SyslogService::start(
             &config.syslog,
