@@ -1126,6 +1126,44 @@ async fn flip_a_switch_with_a_reason_and_see_it_in_the_audit_log() {
     let listed = text_of(&browser, "ul.exclusions li .condition-text").await;
     assert_eq!(listed, "environment in staging, load-test");
     browser.screenshot("switch_conditions").await;
+
+    // who owns it and what it is for, through the details form
+    pick(&browser, "details.edit-details > summary").await;
+    type_into(
+        &browser,
+        "form.details input[name='owner']",
+        "payments-oncall",
+    )
+    .await;
+    type_into(
+        &browser,
+        "form.details textarea[name='description']",
+        "Serves cached prices.\nFlip off when prices look stale.",
+    )
+    .await;
+    type_into(
+        &browser,
+        "form.details input[name='reason']",
+        "handover to payments",
+    )
+    .await;
+    browser.screenshot("switch_details_form").await;
+    pick(&browser, "form.details button[type='submit']").await;
+    browser
+        .client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("[data-notice='details']"))
+        .await
+        .expect("details notice");
+    let switch = get_json(&api).await;
+    assert_eq!(switch["owner"], "payments-oncall");
+    assert_eq!(
+        switch["description"],
+        "Serves cached prices.\nFlip off when prices look stale."
+    );
+    let history = get_json(&format!("{}/api/0/switches/{key}/history/", server.base)).await;
+    assert_eq!(history[0]["reason"], "handover to payments");
 }
 
 /// The address the demo's syslog `transport` listener bound (`syslog tcp: …`).

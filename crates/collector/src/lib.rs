@@ -50,8 +50,8 @@ pub use store::{
 };
 pub use store::{LogFilter, LogLine, MAX_LOG_LIMIT};
 pub use switches::{
-    Action as SwitchAction, AuditFilter, ChangeRecord as SwitchChange, ConditionEdit, SwitchRecord,
-    Switchboard,
+    Action as SwitchAction, AuditFilter, ChangeRecord as SwitchChange, ConditionEdit,
+    SwitchDetails, SwitchRecord, Switchboard,
 };
 pub use syslog::{PAYLOAD_SD_ID, SyslogAddrs, SyslogConfig, parsers as syslog_parsers};
 

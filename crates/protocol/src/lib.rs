@@ -41,6 +41,7 @@ pub use insight::{
 pub use query::{RouteStats, SeriesPoint};
 pub use switches::{
     AttributeOp, Condition, EvalContext, Evaluation, MAX_CONDITION_VALUES, MAX_CONDITIONS,
-    MAX_SWITCH_DEPTH, MAX_SWITCH_KEY_LEN, PERCENT_BUCKETS, Reason, Snapshot, Switch, SwitchError,
-    SwitchSet, SwitchState, parent_key, percentage_bucket, validate_key,
+    MAX_DESCRIPTION_LEN, MAX_SWITCH_DEPTH, MAX_SWITCH_KEY_LEN, MAX_VALUE_LEN, PERCENT_BUCKETS,
+    Reason, Snapshot, Switch, SwitchError, SwitchSet, SwitchState, parent_key, percentage_bucket,
+    validate_key,
 };

@@ -143,6 +143,22 @@ pub(crate) fn datetime_local(ts: i64) -> String {
     format!("{}T{}", date(ts), clock(ts))
 }
 
+/// `text` with `&`, `<` and `>` as entities, for the one place Leptos does not escape:
+/// the children of `<textarea>` (like `<script>` and `<style>`, it renders them raw).
+/// Everywhere else views escape text themselves.
+pub(crate) fn textarea_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Parses a time as the dashboard's URLs and forms carry it: unix seconds, or
 /// `YYYY-MM-DDTHH:MM[:SS]` (what a `datetime-local` input submits), read as UTC.
 pub(crate) fn parse_time(text: &str) -> Option<i64> {

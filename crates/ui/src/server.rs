@@ -81,6 +81,10 @@ pub fn routes_with_site(query: Query, site: Site) -> Router {
             "/projects/{id}/switches/{key}/conditions",
             post(switches::conditions),
         )
+        .route(
+            "/projects/{id}/switches/{key}/details",
+            post(switches::details),
+        )
         .route("/signin", post(sign_in))
         .route("/theme", post(set_theme))
         .route(assets::CSS_PATH, get(stylesheet))

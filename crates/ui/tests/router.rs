@@ -868,6 +868,89 @@ async fn condition_forms_add_and_remove_what_agents_evaluate() {
 }
 
 #[tokio::test]
+async fn the_details_form_sets_label_owner_description_and_default() {
+    let (collector, _dir) = collector().await;
+    collector
+        .ensure_switch(demo_switch("checkout"), "seed", "initial")
+        .await
+        .expect("switch");
+    let ui = sightline_ui::routes(collector.query());
+    let page = "/projects/1/switches/checkout";
+    let action = format!("{page}/details");
+    let save = |body: String| {
+        post_form(
+            &ui,
+            &action,
+            format!("{body}&back=%2Fprojects%2F1%2Fswitches%2Fcheckout"),
+            &[],
+        )
+    };
+    let html = text(get(&ui, page).await).await;
+    assert!(html.contains(r#"class="flip details""#), "{html}");
+    let read = || async {
+        collector
+            .query()
+            .switchboard()
+            .get("checkout")
+            .await
+            .expect("read")
+            .expect("switch")
+    };
+
+    let fields = "label=+New+checkout+&owner=payments&description=Guards+the+new+flow.%0D%0A%3C%2Ftextarea%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E&default=on";
+    let response = save(format!("{fields}&reason=+&expected_version=1")).await;
+    assert_eq!(location(&response), format!("{page}?notice=reason-missing"));
+    let response = save(format!("{fields}&reason=handover&expected_version=1")).await;
+    assert_eq!(location(&response), format!("{page}?notice=details"));
+    let record = read().await;
+    assert_eq!(record.version, 2);
+    let s = &record.switch;
+    assert_eq!(
+        (s.label.as_str(), s.owner.as_str(), s.default),
+        ("New checkout", "payments", true)
+    );
+    assert_eq!(
+        s.description,
+        "Guards the new flow.\n</textarea><script>alert(1)</script>"
+    );
+    // state and conditions are not the form's to touch
+    assert_eq!(s.state, sightline_protocol::SwitchState::Off);
+    let html = text(get(&ui, &format!("{page}?notice=details")).await).await;
+    assert!(html.contains(r#"data-notice="details""#), "{html}");
+    assert!(
+        html.contains("owner “comments-team” → “payments”"),
+        "{html}"
+    );
+    assert!(html.contains("handover"), "{html}");
+    assert!(
+        !html.contains("<script>alert(1)")
+            && !html.contains("</textarea><script>")
+            && html.contains("&lt;script")
+            && html.contains("\n&lt;/textarea&gt;&lt;script&gt;alert(1)&lt;/script&gt;</textarea>"),
+        "the description is text, in the page and in the form: {html}"
+    );
+
+    // the same again changes nothing; an unchecked box turns the default off
+    let response = save(format!("{fields}&reason=again&expected_version=2")).await;
+    assert_eq!(location(&response), format!("{page}?notice=unchanged"));
+    let response = save(
+        "label=New+checkout&owner=payments&description=x&reason=off+by+default&expected_version=2"
+            .to_owned(),
+    )
+    .await;
+    assert_eq!(location(&response), format!("{page}?notice=details"));
+    assert!(!read().await.switch.default);
+    // a stale page conflicts; a label longer than a switch may hold is refused
+    let response = save(format!("{fields}&reason=late&expected_version=2")).await;
+    assert_eq!(location(&response), format!("{page}?notice=conflict"));
+    let long = "x".repeat(sightline_protocol::MAX_VALUE_LEN + 1);
+    let response = save(format!("label={long}&reason=long&expected_version=3")).await;
+    assert_eq!(location(&response), format!("{page}?notice=invalid"));
+    assert_eq!(read().await.version, 3);
+    collector.shutdown().await;
+}
+
+#[tokio::test]
 async fn with_an_admin_token_the_new_pages_need_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let collector = Collector::open(Config {
@@ -900,6 +983,14 @@ async fn with_an_admin_token_the_new_pages_need_it() {
         &ui,
         "/projects/1/switches/checkout/state",
         "state=on&reason=x&back=%2F".to_owned(),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = post_form(
+        &ui,
+        "/projects/1/switches/checkout/details",
+        "label=x&reason=x&back=%2F".to_owned(),
         &[],
     )
     .await;

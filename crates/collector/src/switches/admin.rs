@@ -26,6 +26,19 @@ pub enum ConditionEdit {
     Remove { exclusion: bool, index: usize },
 }
 
+/// The descriptive fields of a switch, as the dashboard's edit form sets them together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchDetails {
+    /// Short human name.
+    pub label: String,
+    /// Who to ask about it (a person or a team).
+    pub owner: String,
+    /// What it guards and when to flip it.
+    pub description: String,
+    /// What agents use before their first snapshot (and when they cannot reach us).
+    pub default: bool,
+}
+
 /// Switch administration for the dashboard. Cheap to clone.
 #[derive(Clone)]
 pub struct Switchboard {
@@ -136,6 +149,28 @@ impl Switchboard {
                     list.remove(index);
                 }
             }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sets a switch's label, owner, description and default together, audited as
+    /// `actor` with `reason` (required); bounded and validated as the API's `PATCH`. With
+    /// `expected_version`, 409 if the switch moved on since the client saw it.
+    pub async fn edit_details(
+        &self,
+        key: &str,
+        details: SwitchDetails,
+        actor: &str,
+        reason: &str,
+        expected_version: Option<u64>,
+    ) -> Result<SwitchRecord, Error> {
+        let meta = meta(actor, reason, expected_version)?;
+        self.update(key, meta, |switch| {
+            switch.label = details.label;
+            switch.owner = details.owner;
+            switch.description = details.description;
+            switch.default = details.default;
             Ok(())
         })
         .await

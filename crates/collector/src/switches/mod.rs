@@ -24,7 +24,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-pub use admin::{ConditionEdit, Switchboard};
+pub use admin::{ConditionEdit, SwitchDetails, Switchboard};
 
 use std::sync::{Arc, RwLock};
 

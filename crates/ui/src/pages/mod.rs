@@ -88,6 +88,7 @@ pub(crate) enum Notice {
     Flipped,
     Reverted,
     ConditionsChanged,
+    DetailsChanged,
     Unchanged,
     ReasonMissing,
     Conflict,
@@ -95,7 +96,7 @@ pub(crate) enum Notice {
 }
 
 impl Notice {
-    const ALL: [Notice; 11] = [
+    const ALL: [Notice; 12] = [
         Notice::Resolved,
         Notice::Ignored,
         Notice::Unresolved,
@@ -103,6 +104,7 @@ impl Notice {
         Notice::Flipped,
         Notice::Reverted,
         Notice::ConditionsChanged,
+        Notice::DetailsChanged,
         Notice::Unchanged,
         Notice::ReasonMissing,
         Notice::Conflict,
@@ -122,6 +124,7 @@ impl Notice {
             Notice::Flipped => "flipped",
             Notice::Reverted => "reverted",
             Notice::ConditionsChanged => "conditions",
+            Notice::DetailsChanged => "details",
             Notice::Unchanged => "unchanged",
             Notice::ReasonMissing => "reason-missing",
             Notice::Conflict => "conflict",
@@ -140,6 +143,7 @@ impl Notice {
             Notice::ConditionsChanged => {
                 "Conditions changed. Connected agents pick them up within a second."
             }
+            Notice::DetailsChanged => "Label, owner, description and default saved.",
             Notice::Unchanged => "Nothing changed: the switch is already in that state.",
             Notice::ReasonMissing => "Not changed: every change needs a reason.",
             Notice::Conflict => {

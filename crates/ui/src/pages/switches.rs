@@ -8,7 +8,9 @@
 
 use leptos::prelude::*;
 use sightline_collector::{SwitchAction, SwitchChange, SwitchRecord};
-use sightline_protocol::{AttributeOp, Condition, Switch, SwitchState};
+use sightline_protocol::{
+    AttributeOp, Condition, MAX_DESCRIPTION_LEN, MAX_VALUE_LEN, Switch, SwitchState,
+};
 
 use super::{Chrome, Ctx, Notice, NoticeLine, TopBar};
 use crate::format;
@@ -351,6 +353,41 @@ fn FlipForm(
     }
 }
 
+/// Label, owner, description and default, changed together with a required reason.
+#[component]
+fn DetailsForm(project: u64, record: SwitchRecord, back: String) -> impl IntoView {
+    let s = record.switch;
+    view! {
+        <details class="edit-details">
+            <summary>"Edit label, owner and description"</summary>
+            <form class="flip details" method="post" action=action_href(project, &s.key, "details")>
+                <input type="hidden" name="back" value=back/>
+                <input type="hidden" name="expected_version" value=record.version.to_string()/>
+                <label>"Label"
+                    <input type="text" name="label" value=s.label maxlength=MAX_VALUE_LEN/>
+                </label>
+                <label>"Owner"
+                    <input type="text" name="owner" value=s.owner maxlength=MAX_VALUE_LEN
+                        placeholder="a person or a team"/>
+                </label>
+                <label>"Description"
+                    <textarea name="description" rows="4" maxlength=MAX_DESCRIPTION_LEN>
+                        {format::textarea_text(&s.description)}
+                    </textarea>
+                </label>
+                <label class="choice">
+                    <input type="checkbox" name="default" value="on" checked=s.default/>
+                    <span>"On before the first sync"<small>" (what agents use until they reach Sightline)"</small></span>
+                </label>
+                <label>"Reason (required, kept in the audit log)"
+                    <input type="text" name="reason" required=true maxlength=MAX_REASON_LEN/>
+                </label>
+                <button type="submit">"Save"</button>
+            </form>
+        </details>
+    }
+}
+
 /// What a change did, field by field: `state off → on`, `conditions changed`, ….
 fn changes(old: Option<&Switch>, new: &Switch) -> Vec<String> {
     let Some(old) = old else {
@@ -646,7 +683,7 @@ pub(crate) fn SwitchPage(data: SwitchDetail) -> impl IntoView {
                             <dt>"Version"</dt><dd>{format!("v{}", record.version)}</dd>
                             <dt>"State since"</dt><dd title=format::date_time(record.state_since)>{format::ago(record.state_since, now)}</dd>
                         </dl>
-                        <p class="muted">"Label, owner and description are edited through the API (PATCH /api/0/switches/{key})."</p>
+                        <DetailsForm project=ctx.project record=record.clone() back=back.clone()/>
                     </section>
                 </aside>
             </div>

@@ -1,5 +1,6 @@
-//! The Switches pages' handlers: the list, one switch with its history, and the flip and
-//! revert forms. Changes go through [`sightline_collector::Switchboard`]: the same checks,
+//! The Switches pages' handlers: the list, one switch with its history, and the forms
+//! that flip, revert, edit conditions and edit details (label, owner, description,
+//! default). Changes go through [`sightline_collector::Switchboard`]: the same checks,
 //! audit rows and live publication as `/api/0/switches/`.
 
 use axum::{
@@ -10,7 +11,7 @@ use axum::{
 };
 use leptos::prelude::*;
 use serde::Deserialize;
-use sightline_collector::{AuditFilter, ConditionEdit, SwitchRecord};
+use sightline_collector::{AuditFilter, ConditionEdit, SwitchDetails, SwitchRecord};
 
 use super::{
     PageError, PageParams, UiState, frame, html_page, require_admin, same_origin, with_notice,
@@ -175,6 +176,30 @@ impl ConditionForm {
     }
 }
 
+/// What every switch form checks first: it came from our own pages, by an admin.
+fn guard(state: &UiState, headers: &HeaderMap, back: &str) -> Result<(), PageError> {
+    same_origin(headers)?;
+    require_admin(&state.query, headers, back.to_owned())
+}
+
+/// Runs the change a form asked for with its `reason`: nothing without one,
+/// [`Notice::Invalid`] when the fields make no change (`None`), otherwise the change's
+/// [`outcome`]; then back to the form's page with the notice.
+async fn finish(
+    reason: &str,
+    expected_version: Option<u64>,
+    back: &str,
+    done: Notice,
+    change: Option<impl Future<Output = Result<SwitchRecord, sightline_collector::Error>>>,
+) -> Result<Response, PageError> {
+    let notice = match change {
+        _ if reason.trim().is_empty() => Notice::ReasonMissing,
+        Some(change) => outcome(change.await, expected_version, done)?,
+        None => Notice::Invalid,
+    };
+    Ok(Redirect::to(&with_notice(back, notice)).into_response())
+}
+
 /// What a change tells the person who asked for it: `done`; `Unchanged` when the switch
 /// stayed at the version their page showed; or why it was refused.
 fn outcome(
@@ -200,24 +225,27 @@ pub(super) async fn set_state(
     headers: HeaderMap,
     Form(form): Form<FlipForm>,
 ) -> Result<Response, PageError> {
-    same_origin(&headers)?;
-    require_admin(&state.query, &headers, form.back.clone())?;
+    guard(&state, &headers, &form.back)?;
     let target = form
         .state
         .as_deref()
         .and_then(pages::parse_state)
         .ok_or(PageError::BadForm)?;
-    let notice = if form.reason.trim().is_empty() {
-        Notice::ReasonMissing
-    } else {
-        let result = state
-            .query
-            .switchboard()
-            .set_state(&key, target, ACTOR, &form.reason, form.expected_version)
-            .await;
-        outcome(result, form.expected_version, Notice::Flipped)?
-    };
-    Ok(Redirect::to(&with_notice(&form.back, notice)).into_response())
+    let change = state.query.switchboard().set_state(
+        &key,
+        target,
+        ACTOR,
+        &form.reason,
+        form.expected_version,
+    );
+    finish(
+        &form.reason,
+        form.expected_version,
+        &form.back,
+        Notice::Flipped,
+        Some(change),
+    )
+    .await
 }
 
 /// `POST /projects/{id}/switches/{key}/conditions`: adds or removes one condition or
@@ -228,21 +256,77 @@ pub(super) async fn conditions(
     headers: HeaderMap,
     Form(form): Form<ConditionForm>,
 ) -> Result<Response, PageError> {
-    same_origin(&headers)?;
-    require_admin(&state.query, &headers, form.back.clone())?;
-    let notice = if form.reason.trim().is_empty() {
-        Notice::ReasonMissing
-    } else if let Some(edit) = form.edit() {
-        let result = state
-            .query
-            .switchboard()
-            .edit_conditions(&key, edit, ACTOR, &form.reason, form.expected_version)
-            .await;
-        outcome(result, form.expected_version, Notice::ConditionsChanged)?
-    } else {
-        Notice::Invalid
+    guard(&state, &headers, &form.back)?;
+    let change = form.edit().map(|edit| {
+        state.query.switchboard().edit_conditions(
+            &key,
+            edit,
+            ACTOR,
+            &form.reason,
+            form.expected_version,
+        )
+    });
+    finish(
+        &form.reason,
+        form.expected_version,
+        &form.back,
+        Notice::ConditionsChanged,
+        change,
+    )
+    .await
+}
+
+/// The switch page's details form: label, owner, description and the default (a
+/// checkbox: absent means off), with `reason, expected_version, back`.
+#[derive(Debug, Deserialize)]
+pub(super) struct DetailsForm {
+    #[serde(default)]
+    label: String,
+    #[serde(default)]
+    owner: String,
+    #[serde(default)]
+    description: String,
+    default: Option<String>,
+    #[serde(default)]
+    reason: String,
+    expected_version: Option<u64>,
+    #[serde(default)]
+    back: String,
+}
+
+/// `POST /projects/{id}/switches/{key}/details` ([`DetailsForm`]).
+pub(super) async fn details(
+    State(state): State<UiState>,
+    Path((_, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<DetailsForm>,
+) -> Result<Response, PageError> {
+    guard(&state, &headers, &form.back)?;
+    let details = SwitchDetails {
+        label: form.label.trim().to_owned(),
+        owner: form.owner.trim().to_owned(),
+        // browsers send a textarea's line breaks as CRLF
+        description: form.description.trim().replace("\r\n", "\n"),
+        default: form
+            .default
+            .as_deref()
+            .is_some_and(|v| matches!(v, "on" | "1" | "true")),
     };
-    Ok(Redirect::to(&with_notice(&form.back, notice)).into_response())
+    let change = state.query.switchboard().edit_details(
+        &key,
+        details,
+        ACTOR,
+        &form.reason,
+        form.expected_version,
+    );
+    finish(
+        &form.reason,
+        form.expected_version,
+        &form.back,
+        Notice::DetailsChanged,
+        Some(change),
+    )
+    .await
 }
 
 /// `POST /projects/{id}/switches/{key}/revert` with `version, reason, expected_version,
@@ -253,23 +337,20 @@ pub(super) async fn revert(
     headers: HeaderMap,
     Form(form): Form<RevertForm>,
 ) -> Result<Response, PageError> {
-    same_origin(&headers)?;
-    require_admin(&state.query, &headers, form.back.clone())?;
-    let notice = if form.reason.trim().is_empty() {
-        Notice::ReasonMissing
-    } else {
-        let result = state
-            .query
-            .switchboard()
-            .revert(
-                &key,
-                form.version,
-                ACTOR,
-                &form.reason,
-                form.expected_version,
-            )
-            .await;
-        outcome(result, form.expected_version, Notice::Reverted)?
-    };
-    Ok(Redirect::to(&with_notice(&form.back, notice)).into_response())
+    guard(&state, &headers, &form.back)?;
+    let change = state.query.switchboard().revert(
+        &key,
+        form.version,
+        ACTOR,
+        &form.reason,
+        form.expected_version,
+    );
+    finish(
+        &form.reason,
+        form.expected_version,
+        &form.back,
+        Notice::Reverted,
+        Some(change),
+    )
+    .await
 }
