@@ -11,12 +11,14 @@
 //!
 //! Seeding. The current hour is ingested through the collector's own ingest path
 //! (`POST /api/1/metrics`, the bounded queue, the writer's group commit, which merges every
-//! window into the raw, 1-minute and 1-hour tiers): 360 ten-second windows, each reported
-//! by 10 instances. The rows that leaves are then copied back in time with SQL, 24 hours
-//! for the raw tier and exemplars, 7 days for the 1-minute tier and 30 days for the 1-hour
-//! tier — what ingest plus retention would have left after 30 days of the same hour
+//! window into the raw, 1-minute, 1-hour and 1-day tiers): 360 ten-second windows, each
+//! reported by 10 instances. The rows that leaves are then copied back in time with SQL, 24
+//! hours for the raw tier and exemplars, 7 days for the 1-minute tier and 30 days for the
+//! 1-hour tier — what ingest plus retention would have left after 30 days of the same hour
 //! repeating. Ingesting 30 days through the writer would take hours; the copies have the
 //! same keys, shapes and histogram blobs as ingested rows because they are ingested rows.
+//! The day tier is then rebuilt from the hours by the schema's own migration (version 8)
+//! and each day's histograms merged into one blob, as the writer would have stored them.
 //!
 //! Traffic model: every route serves 5 requests a second in all (50 per 10-second window,
 //! spread over the instances), log-normal latency around a route-specific median, 1 % 5xx
@@ -36,8 +38,8 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use sightline_collector::{Collector, Config, RetentionConfig};
 use sightline_protocol::{
-    AgentInfo, Entry, EntryKind, Exemplar, HeapSample, Histogram, InsightBatch, MetricBatch,
-    NPlusOne, QueryWindow, RouteInsight, RouteWindow, reason,
+    AgentInfo, EncodedSum, Entry, EntryKind, Exemplar, HeapSample, Histogram, InsightBatch,
+    MetricBatch, NPlusOne, QueryWindow, RouteInsight, RouteWindow, encode_buckets, reason,
 };
 use sqlx::Row;
 use tower::ServiceExt;
@@ -393,6 +395,7 @@ async fn copy_tiers(dir: &Path, from: i64, counts: [i64; 3], step: i64) -> u64 {
         step,
     )
     .await;
+    rebuild_days(&pool).await;
     sqlx::query("ANALYZE")
         .execute(&pool)
         .await
@@ -403,6 +406,83 @@ async fn copy_tiers(dir: &Path, from: i64, counts: [i64; 3], step: i64) -> u64 {
         .expect("checkpoint");
     pool.close().await;
     copied
+}
+
+/// Rebuilds the day tier from the hour tier (see the header): migration 8's statements,
+/// then every day row's concatenated blobs merged into one.
+async fn rebuild_days(pool: &sqlx::SqlitePool) {
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::raw_sql(
+        "DROP TABLE route_windows_1d;
+         DELETE FROM insight_routes WHERE tier = 3;
+         DELETE FROM query_windows WHERE tier = 3;
+         DELETE FROM query_routes WHERE tier = 3;
+         DELETE FROM n_plus_one WHERE tier = 3;
+         DELETE FROM heap_samples WHERE tier = 3;",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("drop days");
+    sqlx::raw_sql(include_str!("../../../migrations/sqlite/0008_day_tier.sql"))
+        .execute(&mut *tx)
+        .await
+        .expect("build days");
+    let insight_hists = [
+        "queries_hist",
+        "query_us_hist",
+        "allocs_hist",
+        "alloc_bytes_hist",
+    ];
+    for (table, tier, keys, hists) in [
+        (
+            "route_windows_1d",
+            "",
+            "route, method, status_class",
+            &["hist"][..],
+        ),
+        (
+            "insight_routes",
+            "AND tier = 3",
+            "route, method",
+            &insight_hists[..],
+        ),
+        (
+            "query_windows",
+            "AND tier = 3",
+            "fingerprint",
+            &["hist"][..],
+        ),
+    ] {
+        let rows = sqlx::query(&format!(
+            "SELECT window_start, json_array({keys}), {} FROM {table} WHERE project_id = 1 {tier}",
+            hists.join(", ")
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .expect("day rows");
+        let set: Vec<String> = (0..hists.len())
+            .map(|i| format!("{} = ?{}", hists[i], i + 3))
+            .collect();
+        let update = format!(
+            "UPDATE {table} SET {} WHERE project_id = 1 {tier} AND window_start = ?1
+               AND json_array({keys}) = ?2",
+            set.join(", ")
+        );
+        for row in rows {
+            let mut query = sqlx::query(&update)
+                .bind(row.get::<i64, _>(0))
+                .bind(row.get::<String, _>(1));
+            for i in 0..hists.len() {
+                let mut sum = EncodedSum::new();
+                sum.add_concatenated(&row.get::<Vec<u8>, _>(2 + i))
+                    .expect("blobs");
+                let merged: BTreeMap<i32, u64> = sum.pairs().collect();
+                query = query.bind(encode_buckets(&merged).expect("encode"));
+            }
+            query.execute(&mut *tx).await.expect("merge day");
+        }
+    }
+    tx.commit().await.expect("commit days");
 }
 
 /// Ingests hour `hour` through `app`, 32 batches in flight so the writer group-commits

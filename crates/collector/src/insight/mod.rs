@@ -1,11 +1,12 @@
 //! Performance insight on the collector side: rollup tiers and their retention, the
 //! storage trait of the insight tables, and the rows the query API answers with.
 //!
-//! Every window an agent sends is merged into three tiers in the same transaction — raw
-//! (the agent's windows), 1-minute and 1-hour rollups — as Ganglia keeps its round-robin
-//! archives. A background task deletes what is past each tier's retention, a bounded
-//! number of rows per run. Queries pick the finest tier that still holds the whole range
-//! and whose row count stays small for its length ([`tier_for`]).
+//! Every window an agent sends is merged into four tiers in the same transaction — raw
+//! (the agent's windows), 1-minute, 1-hour and 1-day rollups — as Ganglia keeps its
+//! round-robin archives. A background task deletes what is past each tier's retention, a
+//! bounded number of rows per run. Queries pick the finest tier that still holds the whole
+//! range and whose row count stays small for its length ([`tier_for`]); an hour-tier read
+//! takes the whole days inside its range from the day tier ([`day_split`]).
 
 pub(crate) mod api;
 mod exemplars;
@@ -33,6 +34,8 @@ pub struct RetentionConfig {
     pub minute_secs: i64,
     /// 1-hour rollups; default 7 776 000 (90 days).
     pub hour_secs: i64,
+    /// 1-day rollups; default 34 560 000 (400 days).
+    pub day_secs: i64,
     /// Seconds between retention runs; default 60.
     pub interval_secs: u64,
     /// Most rows one run deletes per table and tier; default 20 000.
@@ -45,6 +48,7 @@ impl Default for RetentionConfig {
             raw_secs: 86_400,
             minute_secs: 7 * 86_400,
             hour_secs: 90 * 86_400,
+            day_secs: 400 * 86_400,
             interval_secs: 60,
             max_rows_per_run: 20_000,
         }
@@ -56,9 +60,10 @@ impl RetentionConfig {
         if self.raw_secs <= 0
             || self.minute_secs < self.raw_secs
             || self.hour_secs < self.minute_secs
+            || self.day_secs < self.hour_secs
         {
             return Err(Error::Config(
-                "retention must be positive and raw ≤ minute ≤ hour",
+                "retention must be positive and raw ≤ minute ≤ hour ≤ day",
             ));
         }
         if self.interval_secs == 0 || self.max_rows_per_run == 0 {
@@ -75,6 +80,7 @@ impl RetentionConfig {
             Tier::Raw => self.raw_secs,
             Tier::Minute => self.minute_secs,
             Tier::Hour => self.hour_secs,
+            Tier::Day => self.day_secs,
         }
     }
 }
@@ -89,11 +95,13 @@ pub enum Tier {
     Minute,
     /// 1-hour rollups.
     Hour,
+    /// 1-day rollups (UTC days).
+    Day,
 }
 
 impl Tier {
     /// Every tier, finest first.
-    pub const ALL: [Tier; 3] = [Tier::Raw, Tier::Minute, Tier::Hour];
+    pub const ALL: [Tier; 4] = [Tier::Raw, Tier::Minute, Tier::Hour, Tier::Day];
 
     /// The `tier` column value.
     pub(crate) fn id(self) -> i64 {
@@ -101,6 +109,7 @@ impl Tier {
             Tier::Raw => 0,
             Tier::Minute => 1,
             Tier::Hour => 2,
+            Tier::Day => 3,
         }
     }
 
@@ -110,6 +119,7 @@ impl Tier {
             Tier::Raw => None,
             Tier::Minute => Some(60),
             Tier::Hour => Some(3_600),
+            Tier::Day => Some(DAY),
         }
     }
 
@@ -119,19 +129,42 @@ impl Tier {
             Tier::Raw => "",
             Tier::Minute => "_1m",
             Tier::Hour => "_1h",
+            Tier::Day => "_1d",
         }
     }
 
     /// Longest range this tier answers, seconds: beyond it a coarser tier is read so a
     /// query scans a bounded number of rows (≤ 360 windows per key), each carrying its
-    /// histograms as one blob that the read adds up in Rust.
+    /// histograms as one blob that the read adds up in Rust. The hour tier answers every
+    /// longer range, with its whole days read from the day tier ([`day_split`]); the day
+    /// tier alone is read only where the hour tier's retention no longer holds the start.
     fn max_span(self) -> i64 {
         match self {
             Tier::Raw => 30 * 60,
             Tier::Minute => 6 * 3_600,
-            Tier::Hour => i64::MAX,
+            Tier::Hour | Tier::Day => i64::MAX,
         }
     }
+}
+
+/// A day, seconds: the day tier's slot.
+const DAY: i64 = 86_400;
+
+/// The whole days `[first, end)` of an hour-tier read over `range` (its `since` already
+/// aligned to the hour) that are read from the day tier instead, `(range.until,
+/// range.until)` when none is. A day slot holds exactly the hour slots of its day (both
+/// are aligned to multiples of their length since the epoch, and a window lands in the
+/// slot holding its start in every tier), so the split read adds up the same windows as
+/// the hour tier alone, with 24 times fewer rows per whole day. Other tiers are not split:
+/// finer ones answer ranges of hours, and a day-tier read has no finer tier left.
+pub(crate) fn day_split(tier: Tier, range: TimeRange) -> (i64, i64) {
+    let none = (range.until, range.until);
+    if tier != Tier::Hour {
+        return none;
+    }
+    let first = range.since.saturating_add(DAY - 1).div_euclid(DAY) * DAY;
+    let end = range.until.div_euclid(DAY) * DAY;
+    if first < end { (first, end) } else { none }
 }
 
 /// The tier a query over `range` reads: the finest one whose rows for that length stay
@@ -143,7 +176,7 @@ pub(crate) fn tier_for(range: TimeRange, now: i64, retention: &RetentionConfig) 
     let by_span = Tier::ALL
         .into_iter()
         .find(|tier| span <= tier.max_span())
-        .unwrap_or(Tier::Hour);
+        .unwrap_or(Tier::Day);
     covering_from(by_span, range, now, retention)
 }
 
@@ -157,9 +190,10 @@ fn covering_from(first: Tier, range: TimeRange, now: i64, retention: &RetentionC
         .unwrap_or(first)
 }
 
-/// The tier a series with steps of `step_secs` reads: as [`tier_for`], but never one
-/// coarser than a step (it would leave steps empty) unless only a coarser one still holds
-/// the range.
+/// The tier a series with steps of `step_secs` reads: as [`tier_for`], but only one whose
+/// slots divide a step (a coarser one would leave steps empty, one that does not divide
+/// it would put a slot's data into one of the two steps it overlaps) unless only a coarser
+/// one still holds the range.
 pub(crate) fn tier_for_series(
     range: TimeRange,
     step_secs: i64,
@@ -167,10 +201,10 @@ pub(crate) fn tier_for_series(
     retention: &RetentionConfig,
 ) -> Tier {
     let chosen = tier_for(range, now, retention);
-    if chosen.secs().is_none_or(|s| s <= step_secs) {
+    let fits = |tier: &Tier| tier.secs().is_none_or(|s| step_secs % s == 0);
+    if fits(&chosen) {
         return chosen;
     }
-    let fits = |tier: &Tier| tier.secs().is_none_or(|s| s <= step_secs);
     // The coarsest tier that fits the step; finer if that one lost the start.
     let coarsest_fit = Tier::ALL.into_iter().rev().find(fits).unwrap_or(Tier::Raw);
     let holds = |tier: Tier| range.since >= now.saturating_sub(retention.keep_secs(tier));
@@ -432,6 +466,46 @@ mod tests {
             RetentionConfig {
                 raw_secs: 10,
                 minute_secs: 5,
+                ..RetentionConfig::default()
+            }
+            .check()
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn hour_reads_take_whole_days_from_the_day_tier() {
+        const H: i64 = 3_600;
+        let midnight = 1_699_920_000;
+        let range = |since, until| TimeRange { since, until };
+        // 30 days from 07:00: 29 whole days between the first and the last midnight.
+        let month = range(midnight + 7 * H, midnight + 30 * DAY + 7 * H);
+        assert_eq!(
+            day_split(Tier::Hour, month),
+            (midnight + DAY, midnight + 30 * DAY)
+        );
+        // Edges on midnights are whole days themselves.
+        assert_eq!(
+            day_split(Tier::Hour, range(midnight, midnight + 2 * DAY)),
+            (midnight, midnight + 2 * DAY)
+        );
+        // No whole day inside, or another tier: nothing from the day tier.
+        let day = range(midnight + H, midnight + DAY + H);
+        assert_eq!(day_split(Tier::Hour, day), (day.until, day.until));
+        assert_eq!(day_split(Tier::Minute, month), (month.until, month.until));
+        assert_eq!(day_split(Tier::Day, month), (month.until, month.until));
+        // Past the hour retention only the day tier is left.
+        let r = RetentionConfig::default();
+        let now = midnight + 200 * DAY;
+        assert_eq!(tier_for(month, now, &r), Tier::Day);
+        assert_eq!(tier_for(range(now - 30 * DAY, now), now, &r), Tier::Hour);
+        // A series reads a tier only if its slots divide the step.
+        let week = range(now - 7 * DAY, now);
+        assert_eq!(tier_for_series(week, DAY, now, &r), Tier::Hour);
+        assert_eq!(tier_for_series(week, 5_400, now, &r), Tier::Minute);
+        assert!(
+            RetentionConfig {
+                day_secs: 60 * DAY,
                 ..RetentionConfig::default()
             }
             .check()

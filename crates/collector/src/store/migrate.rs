@@ -43,6 +43,10 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 7,
         sql: include_str!("../../../../migrations/sqlite/0007_histogram_blobs.sql"),
     },
+    Migration {
+        version: 8,
+        sql: include_str!("../../../../migrations/sqlite/0008_day_tier.sql"),
+    },
 ];
 
 /// Migrations of `all` not yet in `applied`, in order. Refuses a store that has a version

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use sightline_protocol::{EncodedSum, RouteWindow, merge_encoded};
+use sightline_protocol::{EncodedSum, HistogramError, RouteWindow, encode_buckets};
 use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -233,7 +233,48 @@ fn corrupt(e: sightline_protocol::HistogramError) -> sqlx::Error {
     sqlx::Error::Decode(Box::new(e))
 }
 
-/// Merges one window into the route tables of every tier (`route_windows`, `_1m`, `_1h`):
+/// `stored` (one blob, or a concatenation of blobs: day rows built by migration 8 hold
+/// their hours' blobs side by side) with `add` merged in, encoded as one blob: what the
+/// writer puts back after a read-modify-write of a row's histogram.
+pub(super) fn merge_stored(
+    stored: &[u8],
+    add: &BTreeMap<i32, u64>,
+) -> Result<Vec<u8>, HistogramError> {
+    let mut sum = EncodedSum::new();
+    sum.add_concatenated(stored)?;
+    let mut merged: BTreeMap<i32, u64> = sum.pairs().collect();
+    for (&index, &count) in add {
+        let slot = merged.entry(index).or_insert(0);
+        *slot = slot.saturating_add(count);
+    }
+    encode_buckets(&merged)
+}
+
+/// The rows a read over a range takes, as a `FROM` subquery of `columns`: those of the
+/// read's tier `fine` with `time` in `[?{since}, ?{first})` and `[?{end}, ?{until})`, and
+/// those of the day tier in `[?{first}, ?{end})` — the whole days of
+/// [`crate::insight::day_split`], whose parameters are bound to `until` when there are
+/// none (then only the first branch reads anything). `from(tier)` names a tier's table and
+/// opens its `WHERE` clause with the key filters.
+pub(super) fn split_rows(
+    columns: &str,
+    time: &str,
+    fine: crate::insight::Tier,
+    from: impl Fn(crate::insight::Tier) -> String,
+    [since, until, first, end]: [u8; 4],
+) -> String {
+    let (fine, day) = (from(fine), from(crate::insight::Tier::Day));
+    format!(
+        "(SELECT {columns} FROM {fine} AND {time} >= ?{since} AND {time} < ?{first}
+          UNION ALL
+          SELECT {columns} FROM {day} AND {time} >= ?{first} AND {time} < ?{end}
+          UNION ALL
+          SELECT {columns} FROM {fine} AND {time} >= ?{end} AND {time} < ?{until})"
+    )
+}
+
+/// Merges one window into the route tables of every tier (`route_windows`, `_1m`, `_1h`,
+/// `_1d`):
 /// totals added in SQL, the latency histogram by read-modify-write of the row's blob (the
 /// writer is the only one writing, inside its transaction). Sums saturate at the largest
 /// integer (SQLite turns an overflowing `+` into a float, which `MIN` maps back).
@@ -258,7 +299,7 @@ async fn upsert_window(
         .bind(start)
         .fetch_optional(&mut *conn)
         .await?;
-        let hist = merge_encoded(stored.as_deref().unwrap_or_default(), &latency.buckets)
+        let hist = merge_stored(stored.as_deref().unwrap_or_default(), &latency.buckets)
             .map_err(corrupt)?;
         sqlx::query(&format!(
             "INSERT INTO route_windows{suffix} (project_id, route, method, status_class,
@@ -287,6 +328,11 @@ async fn upsert_window(
         .await?;
     }
     Ok(())
+}
+
+/// The route-window table of `tier` for [`split_rows`], filtered to project `?1`.
+fn route_table(tier: crate::insight::Tier) -> String {
+    format!("route_windows{} WHERE project_id = ?1", tier.route_suffix())
 }
 
 /// SQL aggregate that concatenates the histogram blobs in `column` of a group into one
@@ -428,23 +474,31 @@ impl Store for SqliteStore {
         range: TimeRange,
     ) -> Result<Aggregates<(String, String)>, Error> {
         let tier = self.tier_for(range);
-        let suffix = tier.route_suffix();
         let range = TimeRange {
             since: crate::insight::aligned_since(tier, range.since),
             ..range
         };
+        let (first, end) = crate::insight::day_split(tier, range);
         // One statement: totals and histograms from the same snapshot.
         let rows = sqlx::query(&format!(
             "SELECT route, method, status_class, SUM(count), TOTAL(sum_us), MIN(min_us),
                     MAX(max_us), {hist}
-             FROM route_windows{suffix}
-             WHERE project_id = ?1 AND window_start >= ?2 AND window_start < ?3
+             FROM {rows}
              GROUP BY route, method, status_class",
             hist = concatenated("hist"),
+            rows = split_rows(
+                "route, method, status_class, count, sum_us, min_us, max_us, hist",
+                "window_start",
+                tier,
+                route_table,
+                [2, 3, 4, 5],
+            ),
         ))
         .bind(to_i64(project_id))
         .bind(range.since)
         .bind(range.until)
+        .bind(first)
+        .bind(end)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -475,17 +529,32 @@ impl Store for SqliteStore {
         // ?4 is the first step's start (≤ every window_start in range), ?5 the step length:
         // integer division assigns each window to the step its start falls in.
         // ?6/?7 filter one route × method, or nothing when NULL.
+        // ?8/?9: the whole days read from the day tier, when every day lies in one step.
         let tier = self.tier_for_series(range, steps.step_secs);
-        let suffix = tier.route_suffix();
+        let (first, end) = if steps.step_secs % 86_400 == 0 {
+            crate::insight::day_split(tier, range)
+        } else {
+            (range.until, range.until)
+        };
         let (route, method) = route.unzip();
         let rows = sqlx::query(&format!(
             "SELECT ?4 + ((window_start - ?4) / ?5) * ?5 AS step, status_class, SUM(count),
                     TOTAL(sum_us), MIN(min_us), MAX(max_us), {hist}
-             FROM route_windows{suffix}
-             WHERE project_id = ?1 AND window_start >= ?2 AND window_start < ?3
-               AND (?6 IS NULL OR (route = ?6 AND method = ?7))
+             FROM {rows}
              GROUP BY step, status_class",
             hist = concatenated("hist"),
+            rows = split_rows(
+                "window_start, status_class, count, sum_us, min_us, max_us, hist",
+                "window_start",
+                tier,
+                |tier| {
+                    format!(
+                        "{} AND (?6 IS NULL OR (route = ?6 AND method = ?7))",
+                        route_table(tier)
+                    )
+                },
+                [2, 3, 8, 9],
+            ),
         ))
         .bind(to_i64(project_id))
         .bind(range.since)
@@ -494,6 +563,8 @@ impl Store for SqliteStore {
         .bind(steps.step_secs)
         .bind(route)
         .bind(method)
+        .bind(first)
+        .bind(end)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -825,6 +896,15 @@ mod tests {
                 "{table}"
             );
         }
+        for table in ["route_windows_1d"] {
+            assert_eq!(
+                stored_hist(&store, table, T.div_euclid(86_400) * 86_400)
+                    .await
+                    .buckets,
+                same_minute,
+                "{table}"
+            );
+        }
 
         // Reads over ranges of 30 s, 1 h and 1 day pick the raw, minute and hour tiers
         // (the data is older than every retention, so the span decides); each merges to
@@ -857,11 +937,12 @@ mod tests {
             assert_eq!(buckets, same_minute, "series over {span}");
         }
 
-        let range = TimeRange {
-            since: T,
-            until: T + 3_600,
-        };
         for tier in Tier::ALL {
+            // As the API reads a tier: from the start of the slot holding `since`.
+            let range = TimeRange {
+                since: crate::insight::aligned_since(tier, T),
+                until: T + 3_600,
+            };
             let routes = store.route_totals(1, tier, range).await.unwrap();
             assert_eq!(routes.len(), 1);
             let bytes: BTreeMap<i32, u64> = routes[0].buckets[&3].iter().copied().collect();
@@ -877,6 +958,236 @@ mod tests {
             assert_eq!(latency, same_minute, "{tier:?} statement latency");
             assert_eq!(statements[0].count, 9);
         }
+    }
+
+    /// Windows every 5 hours for 32 days from `T0` (a UTC midnight), two routes, with
+    /// N+1 rows; returns the store and what each window recorded.
+    async fn a_month_of_windows(dir: &TempDir) -> (SqliteStore, Vec<(i64, Vec<u64>)>) {
+        let store = store(dir).await;
+        let mut windows = Vec::new();
+        let mut batch = Vec::new();
+        for i in 0..32 * 24 / 5 {
+            let start = T0 + i * 5 * 3_600 + 10 * (i % 7);
+            let latency: Vec<u64> = (0..1 + i % 4)
+                .map(|k| 900 + 37 * ((i * 13 + k) as u64 % 50))
+                .collect();
+            let mut ingest = instance_window("i-1", start, &latency);
+            let Ingest::Metrics(metrics) = &mut ingest else {
+                unreachable!("instance_window() builds metrics")
+            };
+            metrics.batch.windows[0].route = if i % 3 == 0 { "/a" } else { "/r" }.into();
+            metrics
+                .batch
+                .insight
+                .n_plus_one
+                .push(sightline_protocol::NPlusOne {
+                    start,
+                    window_secs: 10,
+                    route: "/r".into(),
+                    method: "GET".into(),
+                    fingerprint: 7,
+                    requests: 1,
+                    total_repeats: 5 + i as u64 % 3,
+                    max_repeats: 5 + i as u64 % 3,
+                });
+            batch.push(ingest);
+            windows.push((start, latency));
+        }
+        store.write(&batch).await.unwrap();
+        (store, windows)
+    }
+
+    /// A UTC midnight (2023-11-14).
+    const T0: i64 = 1_699_920_000;
+
+    #[tokio::test]
+    async fn a_month_read_from_whole_days_equals_the_hour_tier() {
+        use crate::insight::{InsightStore, Tier, aligned_since, day_split};
+        let dir = TempDir::new().unwrap();
+        let (store, windows) = a_month_of_windows(&dir).await;
+        // 30 days starting and ending mid-day: 29 whole days, hours at both edges.
+        let range = TimeRange {
+            since: T0 + 86_400 + 7 * 3_600 + 1_234,
+            until: T0 + 31 * 86_400 + 2 * 3_600 + 5,
+        };
+        assert_eq!(
+            store.tier_for(range),
+            Tier::Hour,
+            "the data is older than every retention"
+        );
+        let hours = TimeRange {
+            since: aligned_since(Tier::Hour, range.since),
+            ..range
+        };
+        let (first, end) = day_split(Tier::Hour, hours);
+        assert_eq!((first, end), (T0 + 2 * 86_400, T0 + 31 * 86_400));
+        let inside: Vec<u64> = windows
+            .iter()
+            .filter(|(start, _)| (hours.since..hours.until).contains(start))
+            .flat_map(|(_, latency)| latency.iter().copied())
+            .collect();
+        let expected = histogram(&inside);
+        let n = inside.len() as u64;
+
+        // Reads again after the hour rows of the whole days are gone: the days come from
+        // the day tier alone, the edges from the hour tier alone.
+        for pass in ["both tiers", "no hour rows inside whole days"] {
+            let aggregates = store.route_aggregates(1, range).await.unwrap();
+            let buckets: BTreeMap<i32, u64> =
+                aggregates
+                    .buckets
+                    .iter()
+                    .fold(BTreeMap::new(), |mut m, &(_, i, n)| {
+                        *m.entry(i).or_insert(0) += n;
+                        m
+                    });
+            assert_eq!(buckets, expected.buckets, "{pass}");
+            assert_eq!(
+                aggregates.classes.iter().map(|c| c.count).sum::<u64>(),
+                n,
+                "{pass}"
+            );
+            let statements = store.query_totals(1, Tier::Hour, hours).await.unwrap();
+            assert_eq!(statements[0].count, n, "{pass}");
+            assert_eq!(
+                statements[0].buckets,
+                expected.buckets.clone().into_iter().collect::<Vec<_>>(),
+                "{pass}"
+            );
+            assert_eq!(
+                statements[0].routes,
+                [("/r".into(), "GET".into(), n)],
+                "{pass}"
+            );
+            let p95 = |buckets: &[(i32, u64)], min, max| {
+                crate::insight::quantile(buckets, 0.95, min, max)
+            };
+            let all: Vec<(i32, u64)> = expected.buckets.clone().into_iter().collect();
+            assert_eq!(
+                p95(
+                    &statements[0].buckets,
+                    statements[0].min_us,
+                    statements[0].max_us
+                ),
+                p95(&all, expected.min, expected.max),
+                "{pass}"
+            );
+            let routes = store.route_totals(1, Tier::Hour, hours).await.unwrap();
+            assert_eq!(routes.iter().map(|r| r.requests).sum::<u64>(), n, "{pass}");
+            let bytes = routes
+                .iter()
+                .fold(BTreeMap::new(), |mut m: BTreeMap<i32, u64>, r| {
+                    for &(i, n) in &r.buckets[&3] {
+                        *m.entry(i).or_insert(0) += n;
+                    }
+                    m
+                });
+            assert_eq!(bytes, expected.buckets, "{pass}");
+            let suspects = store.n_plus_one(1, Tier::Hour, hours).await.unwrap();
+            let flagged = windows
+                .iter()
+                .filter(|(s, _)| (hours.since..hours.until).contains(s))
+                .count() as u64;
+            assert_eq!(suspects[0].requests, flagged, "{pass}");
+            assert_eq!(suspects[0].route_requests, n, "{pass}");
+
+            for (table, tier) in [
+                ("route_windows_1h", ""),
+                ("insight_routes", "AND tier = 2"),
+                ("query_windows", "AND tier = 2"),
+                ("query_routes", "AND tier = 2"),
+                ("n_plus_one", "AND tier = 2"),
+            ] {
+                sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE window_start >= ?1 AND window_start < ?2 {tier}"
+                ))
+                .bind(first)
+                .bind(end)
+                .execute(&store.pool)
+                .await
+                .unwrap();
+            }
+        }
+    }
+
+    /// What the dashboard reads over 20 days of [`a_month_of_windows`].
+    async fn month_reads(
+        store: &SqliteStore,
+    ) -> (
+        Aggregates<(String, String)>,
+        Vec<crate::insight::QueryTotals>,
+        Vec<crate::insight::RouteTotals>,
+        Vec<crate::insight::NPlusOneRow>,
+    ) {
+        use crate::insight::{InsightStore, Tier};
+        let range = TimeRange {
+            since: T0 + 3_600,
+            until: T0 + 20 * 86_400 + 3_600,
+        };
+        (
+            store.route_aggregates(1, range).await.unwrap(),
+            store.query_totals(1, Tier::Hour, range).await.unwrap(),
+            store.route_totals(1, Tier::Hour, range).await.unwrap(),
+            store.n_plus_one(1, Tier::Hour, range).await.unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn version_8_builds_the_day_tier_from_the_hours() {
+        let dir = TempDir::new().unwrap();
+        let (current, _) = a_month_of_windows(&dir).await;
+        let (aggregates, statements, routes, suspects) = month_reads(&current).await;
+        // The same data as version 7 left it: no day tier; then migrated.
+        sqlx::raw_sql(
+            "DROP TABLE route_windows_1d;
+             DELETE FROM insight_routes WHERE tier = 3;
+             DELETE FROM query_windows WHERE tier = 3;
+             DELETE FROM query_routes WHERE tier = 3;
+             DELETE FROM n_plus_one WHERE tier = 3;
+             DELETE FROM heap_samples WHERE tier = 3;
+             DELETE FROM schema_migrations WHERE version = 8;",
+        )
+        .execute(&current.pool)
+        .await
+        .unwrap();
+        current.close().await;
+        drop(current);
+        let store = SqliteStore::open(&dir.path().join("test.db"))
+            .await
+            .unwrap();
+        let migrated = month_reads(&store).await;
+        assert_eq!(migrated.0.classes, aggregates.classes);
+        assert_eq!(migrated.0.buckets, aggregates.buckets);
+        assert_eq!(format!("{:?}", migrated.1), format!("{statements:?}"));
+        assert_eq!(format!("{:?}", migrated.2), format!("{routes:?}"));
+        assert_eq!(migrated.3, suspects);
+        // A migrated day holds its hours' blobs side by side; the writer merges into it
+        // and leaves one blob.
+        let day = T0 + 86_400;
+        let before: Vec<u8> = sqlx::query_scalar(
+            "SELECT query_us_hist FROM insight_routes WHERE tier = 3 AND window_start = ?1",
+        )
+        .bind(day)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert!(
+            sightline_protocol::decode_buckets(&before).is_err(),
+            "several blobs"
+        );
+        store
+            .write(&[instance_window("i-9", day + 60, &[5_000])])
+            .await
+            .unwrap();
+        let after: Vec<u8> = sqlx::query_scalar(
+            "SELECT query_us_hist FROM insight_routes WHERE tier = 3 AND window_start = ?1",
+        )
+        .bind(day)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        let after = sightline_protocol::decode_buckets(&after).unwrap();
+        assert!(after.contains_key(&bucket_index(5_000)));
     }
 
     #[tokio::test]
@@ -905,8 +1216,10 @@ mod tests {
             ("route_windows", Tier::Raw),
             ("route_windows_1m", Tier::Minute),
             ("route_windows_1h", Tier::Hour),
+            ("route_windows_1d", Tier::Day),
             ("insight_routes", Tier::Raw),
             ("query_windows", Tier::Hour),
+            ("query_windows", Tier::Day),
         ] {
             assert_eq!(rows(&before, table, tier), 1, "{table}");
         }
@@ -921,6 +1234,7 @@ mod tests {
         assert_eq!(rows(&after, "query_windows", Tier::Raw), 0);
         assert_eq!(rows(&after, "route_windows_1m", Tier::Minute), 1);
         assert_eq!(rows(&after, "route_windows_1h", Tier::Hour), 1);
+        assert_eq!(rows(&after, "route_windows_1d", Tier::Day), 1);
         assert!(deleted >= 3, "{deleted}");
         // What is left still reads back merged.
         let aggregates = store

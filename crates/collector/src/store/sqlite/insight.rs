@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use sightline_protocol::{EncodedSum, MetricBatch, merge_encoded};
+use sightline_protocol::{EncodedSum, MetricBatch};
 use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
 
-use super::{SqliteStore, add_concatenated, concatenated, corrupt, db};
+use super::{SqliteStore, add_concatenated, concatenated, corrupt, db, merge_stored, split_rows};
 use crate::insight::{
     ExemplarDetail, ExemplarSummary, HeapPoint, HeapSeries, InsightStore, NPlusOneRow, QueryTotals,
-    RetentionConfig, RouteTotals, StorageReport, TableRows, Tier, WaterfallEntry, hex,
+    RetentionConfig, RouteTotals, StorageReport, TableRows, Tier, WaterfallEntry, day_split, hex,
     reason_names,
 };
 use crate::store::{to_i64, to_u64};
@@ -79,7 +79,7 @@ pub(super) async fn write_insight(
                     Some(row) => row.try_get(i)?,
                     None => Vec::new(),
                 };
-                hists.push(merge_encoded(&before, &h.buckets).map_err(corrupt)?);
+                hists.push(merge_stored(&before, &h.buckets).map_err(corrupt)?);
             }
             let [queries_hist, query_us_hist, allocs_hist, alloc_bytes_hist] =
                 <[Vec<u8>; 4]>::try_from(hists).map_err(|_| {
@@ -141,8 +141,8 @@ pub(super) async fn write_insight(
             .bind(fp(q.fingerprint))
             .fetch_optional(&mut *conn)
             .await?;
-            let hist = merge_encoded(stored.as_deref().unwrap_or_default(), &l.buckets)
-                .map_err(corrupt)?;
+            let hist =
+                merge_stored(stored.as_deref().unwrap_or_default(), &l.buckets).map_err(corrupt)?;
             sqlx::query(&format!(
                 "INSERT INTO query_windows (project_id, tier, window_start, fingerprint,
                      window_secs, count, sum_us, min_us, max_us, hist)
@@ -299,6 +299,18 @@ fn summary(row: &sqlx::sqlite::SqliteRow) -> Result<ExemplarSummary, sqlx::Error
     })
 }
 
+/// The rows of `table` for `project_id = ?1` and `tier`, for [`split_rows`] with the
+/// range bounds at `?2`–`?5`.
+fn tiered_rows(table: &'static str, columns: &str, tier: Tier) -> String {
+    split_rows(
+        columns,
+        "window_start",
+        tier,
+        |t| format!("{table} WHERE project_id = ?1 AND tier = {}", t.id()),
+        [2, 3, 4, 5],
+    )
+}
+
 const EXEMPLAR_COLUMNS: &str = "id, route, method, status, start_ms, duration_us, reasons, queries, query_us, allocs, alloc_bytes, instance";
 
 /// Tables with a `tier` column: name, time column, primary key.
@@ -343,7 +355,8 @@ impl InsightStore for SqliteStore {
         range: TimeRange,
     ) -> Result<Vec<QueryTotals>, Error> {
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let (p, t) = (to_i64(project_id), tier.id());
+        let p = to_i64(project_id);
+        let (first, end) = day_split(tier, range);
         let mut out: BTreeMap<i64, QueryTotals> = BTreeMap::new();
         let rows = sqlx::query(&format!(
             // The statement text is joined once per fingerprint, after grouping, not
@@ -352,18 +365,22 @@ impl InsightStore for SqliteStore {
                     g.hist
              FROM (SELECT fingerprint, SUM(count) AS n, TOTAL(sum_us) AS sum_us,
                           MIN(min_us) AS min_us, MAX(max_us) AS max_us, {hist} AS hist
-                   FROM query_windows
-                   WHERE project_id = ?1 AND tier = ?2 AND window_start >= ?3
-                     AND window_start < ?4
+                   FROM {rows}
                    GROUP BY fingerprint) g
              LEFT JOIN query_fingerprints f
                  ON f.project_id = ?1 AND f.fingerprint = g.fingerprint",
             hist = concatenated("hist"),
+            rows = tiered_rows(
+                "query_windows",
+                "fingerprint, count, sum_us, min_us, max_us, hist",
+                tier
+            ),
         ))
         .bind(p)
-        .bind(t)
         .bind(range.since)
         .bind(range.until)
+        .bind(first)
+        .bind(end)
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
@@ -385,15 +402,16 @@ impl InsightStore for SqliteStore {
                 },
             );
         }
-        let routes = sqlx::query(
-            "SELECT fingerprint, route, method, SUM(count) AS n FROM query_routes
-             WHERE project_id = ?1 AND tier = ?2 AND window_start >= ?3 AND window_start < ?4
+        let routes = sqlx::query(&format!(
+            "SELECT fingerprint, route, method, SUM(count) AS n FROM {rows}
              GROUP BY fingerprint, route, method ORDER BY fingerprint, n DESC",
-        )
+            rows = tiered_rows("query_routes", "fingerprint, route, method, count", tier),
+        ))
         .bind(p)
-        .bind(t)
         .bind(range.since)
         .bind(range.until)
+        .bind(first)
+        .bind(end)
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
@@ -417,24 +435,31 @@ impl InsightStore for SqliteStore {
         tier: Tier,
         range: TimeRange,
     ) -> Result<Vec<RouteTotals>, Error> {
-        let (p, t) = (to_i64(project_id), tier.id());
+        let (first, end) = day_split(tier, range);
         // Metric 0 queries, 1 query µs, 2 allocations, 3 bytes: the blob columns in order.
         let rows = sqlx::query(&format!(
             "SELECT route, method, SUM(requests), SUM(queries), TOTAL(query_us),
                     SUM(alloc_requests), SUM(allocs), TOTAL(alloc_bytes), SUM(n_plus_one),
                     {}, {}, {}, {}
-             FROM insight_routes
-             WHERE project_id = ?1 AND tier = ?2 AND window_start >= ?3 AND window_start < ?4
+             FROM {}
              GROUP BY route, method",
             concatenated("queries_hist"),
             concatenated("query_us_hist"),
             concatenated("allocs_hist"),
             concatenated("alloc_bytes_hist"),
+            tiered_rows(
+                "insight_routes",
+                "route, method, requests, queries, query_us, alloc_requests, allocs,
+                 alloc_bytes, n_plus_one, queries_hist, query_us_hist, allocs_hist,
+                 alloc_bytes_hist",
+                tier
+            ),
         ))
-        .bind(p)
-        .bind(t)
+        .bind(to_i64(project_id))
         .bind(range.since)
         .bind(range.until)
+        .bind(first)
+        .bind(end)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -474,25 +499,43 @@ impl InsightStore for SqliteStore {
         tier: Tier,
         range: TimeRange,
     ) -> Result<Vec<NPlusOneRow>, Error> {
-        let rows = sqlx::query(
-            "SELECT n.route, n.method, n.fingerprint, COALESCE(f.sql, ''), SUM(n.requests),
-                    SUM(n.total_repeats), MAX(n.max_repeats),
-                    (SELECT COALESCE(SUM(r.requests), 0) FROM insight_routes r
-                     WHERE r.project_id = n.project_id AND r.tier = n.tier
-                       AND r.route = n.route AND r.method = n.method
-                       AND r.window_start >= ?3 AND r.window_start < ?4)
-             FROM n_plus_one n
+        let (first, end) = day_split(tier, range);
+        // The route's requests over the same rows, per suspect (a handful of rows).
+        let route_requests = split_rows(
+            "requests",
+            "window_start",
+            tier,
+            |t| {
+                format!(
+                    "insight_routes WHERE project_id = ?1 AND tier = {} AND route = n.route
+                       AND method = n.method",
+                    t.id()
+                )
+            },
+            [2, 3, 4, 5],
+        );
+        let rows = sqlx::query(&format!(
+            "SELECT n.route, n.method, n.fingerprint, COALESCE(f.sql, ''), n.requests,
+                    n.total_repeats, n.max_repeats,
+                    (SELECT COALESCE(SUM(requests), 0) FROM {route_requests})
+             FROM (SELECT route, method, fingerprint, SUM(requests) AS requests,
+                          SUM(total_repeats) AS total_repeats, MAX(max_repeats) AS max_repeats
+                   FROM {rows}
+                   GROUP BY route, method, fingerprint) n
              LEFT JOIN query_fingerprints f
-                 ON f.project_id = n.project_id AND f.fingerprint = n.fingerprint
-             WHERE n.project_id = ?1 AND n.tier = ?2 AND n.window_start >= ?3
-               AND n.window_start < ?4
-             GROUP BY n.route, n.method, n.fingerprint
-             ORDER BY SUM(n.requests) DESC, n.route, n.method",
-        )
+                 ON f.project_id = ?1 AND f.fingerprint = n.fingerprint
+             ORDER BY n.requests DESC, n.route, n.method",
+            rows = tiered_rows(
+                "n_plus_one",
+                "route, method, fingerprint, requests, total_repeats, max_repeats",
+                tier
+            ),
+        ))
         .bind(to_i64(project_id))
-        .bind(tier.id())
         .bind(range.since)
         .bind(range.until)
+        .bind(first)
+        .bind(end)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -748,7 +791,8 @@ impl InsightStore for SqliteStore {
             "DELETE FROM query_fingerprints WHERE rowid IN (
                  SELECT rowid FROM query_fingerprints WHERE last_seen < ?1 LIMIT ?2)",
         )
-        .bind(now.saturating_sub(retention.keep_secs(Tier::Hour)))
+        // Statement texts live as long as the coarsest tier that names them.
+        .bind(now.saturating_sub(retention.keep_secs(Tier::Day)))
         .bind(limit)
         .execute(&mut *tx)
         .await
