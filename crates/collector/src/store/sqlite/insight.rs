@@ -301,11 +301,11 @@ fn summary(row: &sqlx::sqlite::SqliteRow) -> Result<ExemplarSummary, sqlx::Error
 
 /// The rows of `table` for `project_id = ?1` and `tier`, for [`split_rows`] with the
 /// range bounds at `?2`–`?5`.
-fn tiered_rows(table: &'static str, columns: &str, tier: Tier) -> String {
+fn tiered_rows(table: &'static str, columns: &str, tier: Tier, days: (i64, i64)) -> String {
     split_rows(
         columns,
         "window_start",
-        tier,
+        (tier, days),
         |t| format!("{table} WHERE project_id = ?1 AND tier = {}", t.id()),
         [2, 3, 4, 5],
     )
@@ -373,7 +373,8 @@ impl InsightStore for SqliteStore {
             rows = tiered_rows(
                 "query_windows",
                 "fingerprint, count, sum_us, min_us, max_us, hist",
-                tier
+                tier,
+                (first, end)
             ),
         ))
         .bind(p)
@@ -405,7 +406,12 @@ impl InsightStore for SqliteStore {
         let routes = sqlx::query(&format!(
             "SELECT fingerprint, route, method, SUM(count) AS n FROM {rows}
              GROUP BY fingerprint, route, method ORDER BY fingerprint, n DESC",
-            rows = tiered_rows("query_routes", "fingerprint, route, method, count", tier),
+            rows = tiered_rows(
+                "query_routes",
+                "fingerprint, route, method, count",
+                tier,
+                (first, end)
+            ),
         ))
         .bind(p)
         .bind(range.since)
@@ -452,7 +458,8 @@ impl InsightStore for SqliteStore {
                 "route, method, requests, queries, query_us, alloc_requests, allocs,
                  alloc_bytes, n_plus_one, queries_hist, query_us_hist, allocs_hist,
                  alloc_bytes_hist",
-                tier
+                tier,
+                (first, end)
             ),
         ))
         .bind(to_i64(project_id))
@@ -504,7 +511,7 @@ impl InsightStore for SqliteStore {
         let route_requests = split_rows(
             "requests",
             "window_start",
-            tier,
+            (tier, (first, end)),
             |t| {
                 format!(
                     "insight_routes WHERE project_id = ?1 AND tier = {} AND route = n.route
@@ -528,7 +535,8 @@ impl InsightStore for SqliteStore {
             rows = tiered_rows(
                 "n_plus_one",
                 "route, method, fingerprint, requests, total_repeats, max_repeats",
-                tier
+                tier,
+                (first, end)
             ),
         ))
         .bind(to_i64(project_id))
