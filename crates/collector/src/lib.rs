@@ -48,7 +48,7 @@ pub use query::{MAX_SERIES_POINTS, Query, TimeRange};
 pub use store::{
     Cursor, Issue, IssueFilter, IssueSort, IssueStatus, ItemCount, Project, StoredEvent, TagValue,
 };
-pub use store::{LogFilter, LogLine, MAX_LOG_LIMIT};
+pub use store::{LogFilter, LogLine, MAX_ENVIRONMENTS, MAX_LOG_LIMIT};
 pub use switches::{
     Action as SwitchAction, AuditFilter, ChangeRecord as SwitchChange, ConditionEdit,
     SwitchDetails, SwitchRecord, Switchboard,

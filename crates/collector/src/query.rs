@@ -135,6 +135,13 @@ impl Query {
         }
     }
 
+    /// The deployment environments a project's agents report and its events name,
+    /// sorted (at most [`crate::store::MAX_ENVIRONMENTS`]); 404 for an unknown project.
+    pub async fn environments(&self, project_id: u64) -> Result<Vec<String>, Error> {
+        self.require_project(project_id).await?;
+        self.store.environments(project_id).await
+    }
+
     /// Statistics per route × method over `range`, the routes taking the most total
     /// server time first. Quantiles come from latency buckets merged over every window
     /// and instance in the range.

@@ -32,8 +32,9 @@ const BODY_LIMIT: usize = 64 * 1024;
 
 /// Every `/api/0/` route, behind the admin token when one is configured.
 pub(crate) fn routes(state: AppState) -> Router {
-    let endpoints: [(&str, MethodRouter<AppState>); 3] = [
+    let endpoints: [(&str, MethodRouter<AppState>); 4] = [
         ("/api/0/projects/", get(projects)),
+        ("/api/0/projects/{project_id}/environments/", get(environments)),
         ("/api/0/projects/{project_id}/routes/", get(route_stats)),
         ("/api/0/projects/{project_id}/series/", get(series)),
     ];
@@ -152,6 +153,22 @@ struct SeriesParams {
 /// `GET /api/0/projects/`
 async fn projects(State(query): State<Query>) -> Result<Json<Vec<Project>>, Error> {
     Ok(Json(query.projects().await?))
+}
+
+/// `GET /api/0/projects/{project_id}/environments/`: the environments the project's
+/// agents report and its events name, sorted, as `[{"name": …}]` (Sentry's shape).
+async fn environments(
+    State(query): State<Query>,
+    ProjectId(project_id): ProjectId,
+) -> Result<Json<Vec<Environment>>, Error> {
+    let names = query.environments(project_id).await?;
+    Ok(Json(names.into_iter().map(|name| Environment { name }).collect()))
+}
+
+/// One entry of the environments list.
+#[derive(Debug, serde::Serialize)]
+struct Environment {
+    name: String,
 }
 
 /// `GET /api/0/projects/{project_id}/routes/`

@@ -102,6 +102,9 @@ pub(crate) struct Steps {
     pub step_secs: i64,
 }
 
+/// Most environments [`Store::environments`] lists.
+pub const MAX_ENVIRONMENTS: u32 = 100;
+
 /// The storage backend.
 ///
 /// Every method maps its driver's errors to [`Error`] in one place per backend.
@@ -175,6 +178,12 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Closes every connection; later calls fail.
     async fn close(&self);
+
+    /// The deployment environments a project's agents report and its events name,
+    /// sorted, at most [`MAX_ENVIRONMENTS`]; a backend that keeps neither names none.
+    async fn environments(&self, _project_id: u64) -> Result<Vec<String>, Error> {
+        Ok(Vec::new())
+    }
 
     /// The feature-switch tables, when this backend keeps them.
     fn switches(&self) -> Option<&dyn crate::switches::SwitchStore> {
