@@ -27,7 +27,7 @@ use crate::query::unix_now;
 use crate::sentry::decode::{self, Encoding};
 use crate::sentry::envelope::{self, counted_type};
 use crate::sentry::event::{self, normalize_uuid};
-use crate::store::{EnvelopeIngest, EventRecord, Ingest, MetricsIngest};
+use crate::store::{EnvelopeIngest, EventRecord, Ingest, MetricsIngest, StoredPayload};
 use crate::writer::IngestQueue;
 
 /// Longest parse-error message echoed back to a client.
@@ -344,7 +344,7 @@ fn event_record(payload: &[u8], fallback_id: &str, now: f64) -> Result<EventReco
         hash: event.grouping.hash,
         grouped_by: event.grouping.grouped_by.as_str(),
         grouping_values: json(&event.grouping.values),
-        payload: event.payload,
+        payload: StoredPayload::compress(&event.payload),
     })
 }
 

@@ -1,5 +1,7 @@
 //! What error ingest writes and the issue queries read: backend-independent rows.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 /// An issue's workflow state, as Sentry names it.
@@ -198,8 +200,53 @@ pub(crate) struct EventRecord {
     pub grouped_by: &'static str,
     /// JSON array.
     pub grouping_values: String,
-    /// JSON object.
-    pub payload: String,
+    /// The JSON object, compressed ([`StoredPayload`]).
+    pub payload: StoredPayload,
+}
+
+/// An event's JSON as the store keeps it: the byte [`PAYLOAD_LZ4`], then the JSON
+/// compressed as one LZ4 block with its length in front. A ~2 KB event shrinks to about
+/// 60 %, so two rows share a 4 KiB SQLite page where each took one of its own (a row over
+/// about half a page does), which halves the events table and the pages each group
+/// commit writes for it. LZ4 because it costs a few microseconds per event on the request
+/// threads; zstd's level 1 cost about four times as much and packed no more rows per page.
+/// Rows written before this format hold the plain JSON text, which starts with `{`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredPayload(pub Vec<u8>);
+
+/// The first byte of a compressed payload (never the first byte of JSON text).
+const PAYLOAD_LZ4: u8 = 1;
+
+/// Largest JSON a stored payload may claim to expand to: well over any accepted event, so
+/// a damaged length never allocates gigabytes.
+const MAX_PAYLOAD_JSON: usize = 64 << 20;
+
+impl StoredPayload {
+    /// Compresses `json`.
+    pub fn compress(json: &str) -> StoredPayload {
+        let mut stored =
+            Vec::with_capacity(1 + 4 + lz4_flex::block::get_maximum_output_size(json.len()));
+        stored.push(PAYLOAD_LZ4);
+        stored.extend_from_slice(&lz4_flex::block::compress_prepend_size(json.as_bytes()));
+        StoredPayload(stored)
+    }
+
+    /// The JSON text of a stored payload, compressed or (older rows) plain. `None` when
+    /// the bytes are neither.
+    pub fn json(stored: &[u8]) -> Option<Cow<'_, [u8]>> {
+        match stored.split_first() {
+            Some((&PAYLOAD_LZ4, block)) => {
+                let len = u32::from_le_bytes(block.get(..4)?.try_into().ok()?) as usize;
+                if len > MAX_PAYLOAD_JSON {
+                    return None;
+                }
+                lz4_flex::block::decompress(&block[4..], len)
+                    .ok()
+                    .map(Cow::Owned)
+            }
+            _ => Some(Cow::Borrowed(stored)),
+        }
+    }
 }
 
 /// One accepted envelope (or `store` request) on its way to the store.
@@ -211,4 +258,33 @@ pub(crate) struct EnvelopeIngest {
     pub events: Vec<EventRecord>,
     /// Items per type, every type of the envelope (events included).
     pub items: Vec<(&'static str, u64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip_compressed() {
+        let json = format!("{{\"message\":\"{}\"}}", "user 1234 not found ".repeat(50));
+        let stored = StoredPayload::compress(&json);
+        assert_eq!(stored.0[0], PAYLOAD_LZ4);
+        assert!(stored.0.len() < json.len() / 4, "{} bytes", stored.0.len());
+        assert_eq!(
+            StoredPayload::json(&stored.0).as_deref(),
+            Some(json.as_bytes())
+        );
+    }
+
+    #[test]
+    fn plain_and_corrupt_payloads_read_as_such() {
+        // Rows written before payloads were compressed hold the JSON text itself.
+        assert_eq!(
+            StoredPayload::json(b"{\"a\":1}").as_deref(),
+            Some(&b"{\"a\":1}"[..])
+        );
+        let mut truncated = StoredPayload::compress("{\"a\":1}").0;
+        truncated.truncate(6);
+        assert_eq!(StoredPayload::json(&truncated), None);
+    }
 }

@@ -47,6 +47,10 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 8,
         sql: include_str!("../../../../migrations/sqlite/0008_day_tier.sql"),
     },
+    Migration {
+        version: 9,
+        sql: include_str!("../../../../migrations/sqlite/0009_compressed_event_payloads.sql"),
+    },
 ];
 
 /// Migrations of `all` not yet in `applied`, in order. Refuses a store that has a version

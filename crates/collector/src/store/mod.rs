@@ -17,7 +17,7 @@ use crate::{Error, TimeRange};
 pub use issues::{
     Cursor, Issue, IssueFilter, IssueSort, IssueStatus, ItemCount, StoredEvent, TagValue,
 };
-pub(crate) use issues::{EnvelopeIngest, EventRecord};
+pub(crate) use issues::{EnvelopeIngest, EventRecord, StoredPayload};
 pub(crate) use logs::NewLogLine;
 pub use logs::{LogFilter, LogLine, MAX_LOG_LIMIT};
 pub(crate) use sqlite::SqliteStore;

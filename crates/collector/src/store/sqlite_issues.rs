@@ -24,7 +24,7 @@ use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqliteRow};
 
 use super::issues::{
     Cursor, EnvelopeIngest, EventRecord, Issue, IssueFilter, IssueSort, IssueStatus, ItemCount,
-    StoredEvent, TagValue,
+    StoredEvent, StoredPayload, TagValue,
 };
 use super::{to_i64, to_u64};
 use crate::time::utc_day;
@@ -340,7 +340,7 @@ pub(super) async fn write_envelopes(
                 .bind(e.hash.as_str())
                 .bind(e.grouped_by)
                 .bind(e.tags_json.as_str())
-                .bind(e.payload.as_str())
+                .bind(e.payload.0.as_slice())
         },
     )
     .await?;
@@ -668,7 +668,7 @@ const EVENT_COLUMNS: &str = "id, event_id, issue_id, project_id, timestamp, rece
 
 fn event(row: &SqliteRow) -> Result<StoredEvent, sqlx::Error> {
     let tags: String = row.try_get("tags")?;
-    let payload: Option<String> = row.try_get("payload")?;
+    let payload: Option<Vec<u8>> = row.try_get("payload")?;
     Ok(StoredEvent {
         id: to_u64(row.try_get("id")?),
         event_id: row.try_get("event_id")?,
@@ -686,7 +686,11 @@ fn event(row: &SqliteRow) -> Result<StoredEvent, sqlx::Error> {
         hash: row.try_get("hash")?,
         grouped_by: row.try_get("grouped_by")?,
         tags: serde_json::from_str(&tags).unwrap_or_default(),
-        payload: payload.map(|p| serde_json::from_str(&p).unwrap_or(Value::Null)),
+        payload: payload.map(|p| {
+            StoredPayload::json(&p)
+                .and_then(|json| serde_json::from_slice(&json).ok())
+                .unwrap_or(Value::Null)
+        }),
     })
 }
 
@@ -835,7 +839,7 @@ mod tests {
             hash: hash.repeat(32),
             grouped_by: "message",
             grouping_values: "[\"boom\"]".to_owned(),
-            payload: format!("{{\"n\":{n}}}"),
+            payload: StoredPayload::compress(&format!("{{\"n\":{n}}}")),
         }
     }
 
@@ -990,6 +994,67 @@ mod tests {
         let issues = store.issues(1, &filter).await.unwrap();
         assert_eq!(issues.len(), 1);
         assert_eq!(issues[0].times_seen, 1);
+    }
+
+    #[tokio::test]
+    async fn a_version_8_store_keeps_its_plain_payloads_readable() {
+        use sqlx::Connection;
+        let dir = TempDir::new().unwrap();
+        let store = store(&dir).await;
+        store
+            .write(&[envelope(vec![
+                record(1, "a", 1_000.0, None, None, None),
+                record(2, "a", 1_001.0, None, None, None),
+            ])])
+            .await
+            .unwrap();
+        let mut conn = store_connection(&dir).await;
+        let stored: Vec<u8> = sqlx::query_scalar("SELECT payload FROM events WHERE event_id = ?1")
+            .bind(format!("{:032x}", 1))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            StoredPayload::json(&stored).as_deref(),
+            Some(&b"{\"n\":1}"[..])
+        );
+        // The store as a version-8 build left it: payloads as JSON text, no version 9.
+        sqlx::raw_sql(
+            "UPDATE events SET payload = '{\"n\": ' || (id) || '}';
+             DELETE FROM schema_migrations WHERE version = 9;",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+        store.close().await;
+        drop(store);
+
+        let store = self::store(&dir).await;
+        store
+            .write(&[envelope(vec![record(3, "a", 1_002.0, None, None, None)])])
+            .await
+            .unwrap();
+        for n in [1, 2, 3] {
+            let event = store.event(1, &format!("{n:032x}")).await.unwrap().unwrap();
+            assert_eq!(event.payload, Some(serde_json::json!({ "n": n })));
+        }
+        let issue = issue_of(&store, "a").await;
+        assert_eq!(issue.times_seen, 3);
+        let events = store.issue_events(issue.id, 10, None, true).await.unwrap();
+        let payloads: Vec<_> = events.into_iter().map(|e| e.payload).collect();
+        assert_eq!(
+            payloads,
+            [3, 2, 1].map(|n| Some(serde_json::json!({ "n": n })))
+        );
+    }
+
+    /// A connection of its own to the store's file, for rows no writer of this version
+    /// would write.
+    async fn store_connection(dir: &TempDir) -> SqliteConnection {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        SqliteConnection::connect(&url).await.unwrap()
     }
 
     #[test]
