@@ -1170,43 +1170,96 @@ mod tests {
 
     #[tokio::test]
     async fn version_8_builds_the_day_tier_from_the_hours() {
-        let dir = TempDir::new().unwrap();
+        // The same month written by today's writer (with a day tier) and, hour rows only,
+        // into a store at version 7 that is then migrated.
+        let (dir, old_dir) = (TempDir::new().unwrap(), TempDir::new().unwrap());
         let (current, _) = a_month_of_windows(&dir).await;
-        let (aggregates, statements, routes, suspects) = month_reads(&current).await;
-        // The same data as version 7 left it: no day tier; then migrated.
-        sqlx::raw_sql(
-            "DROP TABLE route_windows_1d;
-             DELETE FROM insight_routes WHERE tier = 3;
-             DELETE FROM query_windows WHERE tier = 3;
-             DELETE FROM query_routes WHERE tier = 3;
-             DELETE FROM n_plus_one WHERE tier = 3;
-             DELETE FROM heap_samples WHERE tier = 3;
-             DELETE FROM schema_migrations WHERE version = 8;",
-        )
-        .execute(&current.pool)
-        .await
-        .unwrap();
+        let expected = month_reads(&current).await;
         current.close().await;
         drop(current);
-        let store = SqliteStore::open(&dir.path().join("test.db"))
+        let old_path = old_dir.path().join("test.db");
+        let v7 = SqliteStore::open_with(&old_path, &migrate::SQLITE[..7])
             .await
             .unwrap();
+        v7.ensure_default_project().await.unwrap();
+        let mut conn = v7.pool.acquire().await.unwrap();
+        sqlx::query("ATTACH DATABASE ?1 AS current")
+            .bind(dir.path().join("test.db").to_string_lossy().into_owned())
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        // Version 7's columns, named: later versions may add some.
+        for (table, columns, hour) in [
+            (
+                "route_windows_1h",
+                "project_id, route, method, status_class, window_start, window_secs, count,
+                 sum_us, min_us, max_us, hist",
+                "",
+            ),
+            (
+                "insight_routes",
+                "project_id, tier, window_start, route, method, window_secs, requests, queries,
+                 query_us, alloc_requests, allocs, alloc_bytes, n_plus_one, queries_hist,
+                 query_us_hist, allocs_hist, alloc_bytes_hist",
+                "WHERE tier = 2",
+            ),
+            (
+                "query_windows",
+                "project_id, tier, window_start, fingerprint, window_secs, count, sum_us,
+                 min_us, max_us, hist",
+                "WHERE tier = 2",
+            ),
+            (
+                "query_routes",
+                "project_id, tier, window_start, fingerprint, route, method, count",
+                "WHERE tier = 2",
+            ),
+            (
+                "n_plus_one",
+                "project_id, tier, window_start, route, method, fingerprint, requests,
+                 total_repeats, max_repeats",
+                "WHERE tier = 2",
+            ),
+            (
+                "query_fingerprints",
+                "project_id, fingerprint, sql, first_seen, last_seen",
+                "",
+            ),
+        ] {
+            sqlx::query(&format!(
+                "INSERT INTO main.{table} ({columns})
+                 SELECT {columns} FROM current.{table} {hour}"
+            ))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        }
+        sqlx::query("DETACH DATABASE current")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        drop(conn);
+        v7.close().await;
+        drop(v7);
+
+        let store = SqliteStore::open(&old_path).await.unwrap();
         let migrated = month_reads(&store).await;
-        assert_eq!(migrated.0.classes, aggregates.classes);
-        assert_eq!(migrated.0.buckets, aggregates.buckets);
-        assert_eq!(format!("{:?}", migrated.1), format!("{statements:?}"));
-        assert_eq!(format!("{:?}", migrated.2), format!("{routes:?}"));
-        assert_eq!(migrated.3, suspects);
+        assert_eq!(migrated.0.classes, expected.0.classes);
+        assert_eq!(migrated.0.buckets, expected.0.buckets);
+        assert_eq!(format!("{:?}", migrated.1), format!("{:?}", expected.1));
+        assert_eq!(format!("{:?}", migrated.2), format!("{:?}", expected.2));
+        assert_eq!(migrated.3, expected.3);
         // A migrated day holds its hours' blobs side by side; the writer merges into it
         // and leaves one blob.
         let day = T0 + 86_400;
-        let before: Vec<u8> = sqlx::query_scalar(
-            "SELECT query_us_hist FROM insight_routes WHERE tier = 3 AND window_start = ?1",
-        )
-        .bind(day)
-        .fetch_one(&store.pool)
-        .await
-        .unwrap();
+        let day_hist = || {
+            sqlx::query_scalar::<_, Vec<u8>>(
+                "SELECT query_us_hist FROM insight_routes WHERE tier = 3 AND window_start = ?1",
+            )
+            .bind(day)
+            .fetch_one(&store.pool)
+        };
+        let before = day_hist().await.unwrap();
         assert!(
             sightline_protocol::decode_buckets(&before).is_err(),
             "several blobs"
@@ -1215,14 +1268,7 @@ mod tests {
             .write(&[instance_window("i-9", day + 60, &[5_000])])
             .await
             .unwrap();
-        let after: Vec<u8> = sqlx::query_scalar(
-            "SELECT query_us_hist FROM insight_routes WHERE tier = 3 AND window_start = ?1",
-        )
-        .bind(day)
-        .fetch_one(&store.pool)
-        .await
-        .unwrap();
-        let after = sightline_protocol::decode_buckets(&after).unwrap();
+        let after = sightline_protocol::decode_buckets(&day_hist().await.unwrap()).unwrap();
         assert!(after.contains_key(&bucket_index(5_000)));
     }
 
