@@ -447,6 +447,24 @@ async fn pages_work_without_javascript_and_keep_filters_in_the_url() {
             .expect("source")
             .contains("data-hydrated")
     );
+    // the demo agent's environment from the selector: the table is its routes, and
+    // every link and form from here on keeps it
+    pick(&browser, "details.environments > summary").await;
+    pick(&browser, "details.environments a[href$='environment=demo']").await;
+    let query = query_once(&browser, "environment=demo").await;
+    assert!(query.contains("statsPeriod=24h"), "{query}");
+    assert_eq!(
+        text_of(&browser, "details.environments > summary").await,
+        "demo"
+    );
+    assert!(
+        !browser
+            .client
+            .find_all(Locator::Css("table.routes tbody tr"))
+            .await
+            .expect("rows")
+            .is_empty()
+    );
     // sort by p95 through the header link: order and filters land in the URL
     browser
         .client
@@ -457,7 +475,10 @@ async fn pages_work_without_javascript_and_keep_filters_in_the_url() {
         .await
         .expect("sort");
     let query = query_once(&browser, "sort=p95").await;
-    assert!(query.contains("statsPeriod=24h"), "{query}");
+    assert!(
+        query.contains("statsPeriod=24h") && query.contains("environment=demo"),
+        "{query}"
+    );
     let p95: Vec<f64> = {
         let cells = browser
             .client
@@ -512,7 +533,10 @@ async fn pages_work_without_javascript_and_keep_filters_in_the_url() {
         .expect("submit");
     let query = query_once(&browser, "since=").await;
     assert!(
-        query.contains("route=") && query.contains("method=") && query.contains("until="),
+        query.contains("route=")
+            && query.contains("method=")
+            && query.contains("until=")
+            && query.contains("environment=demo"),
         "{query}"
     );
     let sub = browser
@@ -906,16 +930,20 @@ async fn filter_the_issues_list_and_bulk_ignore_without_javascript() {
     assert!(query.contains("statsPeriod=24h"), "{query}");
     assert_eq!(rows(&browser).await, ["SlowCart: cart slow to load"]);
 
-    // search text and environment, any level
+    // the environment from the top bar's selector (the filters stay), then search text
+    // at any level
+    pick(&browser, "details.environments > summary").await;
+    browser.screenshot("environment_selector").await;
+    pick(
+        &browser,
+        "details.environments a[href*='environment=staging']",
+    )
+    .await;
+    let query = query_once(&browser, "environment=staging").await;
+    assert!(query.contains("level=warning"), "{query}");
     pick(
         &browser,
         "form.filters select[name='level'] option[value='']",
-    )
-    .await;
-    type_into(
-        &browser,
-        "form.filters input[name='environment']",
-        "staging",
     )
     .await;
     type_into(&browser, "form.filters input[name='query']", "payment").await;

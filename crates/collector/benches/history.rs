@@ -427,6 +427,20 @@ async fn rebuild_days(pool: &sqlx::SqlitePool) {
         .execute(&mut *tx)
         .await
         .expect("build days");
+    // Migration 8 makes the day table as version 8 had it; version 10's rebuild of that
+    // table gives it the environment key the readers filter on.
+    let v10 = include_str!("../../../migrations/sqlite/0010_environments.sql");
+    let start = v10
+        .find("CREATE TABLE route_windows_1d_v10")
+        .expect("version 10 rebuilds route_windows_1d");
+    let end = v10[start..]
+        .find("RENAME TO route_windows_1d;")
+        .map(|at| start + at + "RENAME TO route_windows_1d;".len())
+        .expect("version 10 renames route_windows_1d back");
+    sqlx::raw_sql(&v10[start..end])
+        .execute(&mut *tx)
+        .await
+        .expect("day table at version 10");
     let insight_hists = [
         "queries_hist",
         "query_us_hist",

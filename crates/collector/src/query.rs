@@ -144,15 +144,19 @@ impl Query {
 
     /// Statistics per route × method over `range`, the routes taking the most total
     /// server time first. Quantiles come from latency buckets merged over every window
-    /// and instance in the range.
+    /// and instance in the range, of one environment or (`None`) all.
     pub async fn routes(
         &self,
         project_id: u64,
         range: TimeRange,
+        environment: Option<&str>,
     ) -> Result<Vec<RouteStats>, Error> {
         range.check()?;
         self.require_project(project_id).await?;
-        let aggregates = self.store.route_aggregates(project_id, range).await?;
+        let aggregates = self
+            .store
+            .route_aggregates(project_id, range, environment)
+            .await?;
         let secs = range.secs() as f64;
         let mut stats: Vec<RouteStats> = merge(aggregates)
             .into_iter()
@@ -168,13 +172,15 @@ impl Query {
     }
 
     /// A time series over `range` in steps of `step_secs`, aligned to multiples of it; all
-    /// routes, or one `(route, method)`. Steps without data are present with zero requests.
+    /// routes, or one `(route, method)`; one environment, or (`None`) all. Steps without
+    /// data are present with zero requests.
     pub async fn series(
         &self,
         project_id: u64,
         range: TimeRange,
         step_secs: i64,
         route: Option<(&str, &str)>,
+        environment: Option<&str>,
     ) -> Result<Vec<SeriesPoint>, Error> {
         range.check()?;
         if !(1..=MAX_TIMESTAMP).contains(&step_secs) {
@@ -193,7 +199,7 @@ impl Query {
         let steps = Steps { origin, step_secs };
         let mut merged = merge(
             self.store
-                .series_aggregates(project_id, range, steps, route)
+                .series_aggregates(project_id, range, steps, route, environment)
                 .await?,
         );
         Ok((0..points)

@@ -321,6 +321,15 @@ impl PageParams {
         self.notice.as_deref().and_then(pages::Notice::parse)
     }
 
+    /// `?environment=`: `None` for all (absent or empty); too long is a bad filter.
+    fn environment(&self) -> Result<Option<String>, PageError> {
+        match self.environment.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(e) if e.len() > pages::MAX_FILTER_LEN => Err(PageError::BadFilter),
+            Some(e) => Ok(Some(e.to_owned())),
+        }
+    }
+
     fn live(&self) -> bool {
         self.live
             .as_deref()
@@ -328,10 +337,13 @@ impl PageParams {
     }
 }
 
-/// What every project page reads first: the project list and the project itself.
+/// What every project page reads first: the project list and the project itself, and
+/// the project's environments with the one the page shows.
 struct Frame {
     project: Project,
     projects: Vec<Project>,
+    environments: Vec<String>,
+    environment: Option<String>,
     range: Range,
     live: bool,
     now: i64,
@@ -341,15 +353,19 @@ async fn frame(query: &Query, id: &str, params: &PageParams) -> Result<Frame, Pa
     let now = unix_now();
     let range = params.range(now)?;
     let id: u64 = id.parse().map_err(|_| PageError::ProjectNotFound)?;
+    let environment = params.environment()?;
     let projects = query.projects().await?;
     let project = projects
         .iter()
         .find(|p| p.id == id)
         .cloned()
         .ok_or(PageError::ProjectNotFound)?;
+    let environments = query.environments(project.id).await?;
     Ok(Frame {
         project,
         projects,
+        environments,
+        environment,
         range,
         live: params.live(),
         now,
@@ -371,9 +387,11 @@ impl Frame {
                 project: self.project.id,
                 range: self.range,
                 live: self.live,
+                environment: self.environment.clone(),
                 keep,
             },
             projects: self.projects.iter().map(link).collect(),
+            environments: self.environments.clone(),
             section,
             section_suffix,
             theme: theme(headers),
@@ -409,10 +427,16 @@ async fn overview(
     let window = frame.range.resolve(frame.now);
     let range = window.range();
     let id = frame.project.id;
-    let routes = state.query.routes(id, range).await?;
-    let series = state.query.series(id, range, window.step, None).await?;
+    let routes = state
+        .query
+        .routes(id, range, frame.environment.as_deref())
+        .await?;
+    let series = state
+        .query
+        .series(id, range, window.step, None, frame.environment.as_deref())
+        .await?;
     let markers = markers::flip_markers(&state.query, &headers, window).await?;
-    let issues = overview_issues(&state.query, &headers, id).await?;
+    let issues = overview_issues(&state.query, &headers, id, frame.environment.as_deref()).await?;
     let chrome = frame.chrome(Section::Overview, "", Vec::new(), &headers, &state.site);
     let theme = chrome.theme;
     let bundle = chrome.bundle.clone();
@@ -438,6 +462,7 @@ async fn overview_issues(
     query: &Query,
     headers: &HeaderMap,
     project_id: u64,
+    environment: Option<&str>,
 ) -> Result<Option<OverviewIssues>, PageError> {
     use sightline_collector::{IssueFilter, IssueSort, IssueStatus};
     if require_admin(query, headers, String::new()).is_err() {
@@ -445,6 +470,7 @@ async fn overview_issues(
     }
     let unresolved = |sort, limit| IssueFilter {
         status: Some(IssueStatus::Unresolved),
+        environment: environment.map(str::to_owned),
         sort,
         limit,
         ..IssueFilter::default()
@@ -479,7 +505,10 @@ async fn routes_list(
     let frame = frame(&state.query, &id, &params).await?;
     let window = frame.range.resolve(frame.now);
     let range = window.range();
-    let routes = state.query.routes(frame.project.id, range).await?;
+    let routes = state
+        .query
+        .routes(frame.project.id, range, frame.environment.as_deref())
+        .await?;
     let chrome = frame.chrome(
         Section::Routes,
         "/routes",
@@ -523,13 +552,19 @@ async fn route_detail(
     let id = frame.project.id;
     let stats = state
         .query
-        .routes(id, range)
+        .routes(id, range, frame.environment.as_deref())
         .await?
         .into_iter()
         .find(|r| r.route == route && r.method == method);
     let series = state
         .query
-        .series(id, range, window.step, Some((&route, &method)))
+        .series(
+            id,
+            range,
+            window.step,
+            Some((&route, &method)),
+            frame.environment.as_deref(),
+        )
         .await?;
     let markers = markers::flip_markers(&state.query, &headers, window).await?;
     // one more than a page, to know whether an older page exists
@@ -541,6 +576,7 @@ async fn route_detail(
             Some((&route, &method)),
             before,
             ROUTE_EXEMPLARS + 1,
+            frame.environment.as_deref(),
         )
         .await?;
     let older = (exemplars.len() > ROUTE_EXEMPLARS as usize).then(|| {

@@ -487,15 +487,26 @@ async fn send_event(
     project: &sightline_collector::Project,
     event: serde_json::Value,
 ) {
+    ingest(collector, project, "store/", &event).await;
+}
+
+/// POSTs `body` as JSON to the project's ingest endpoint `/api/<id>/<endpoint>` with its
+/// key; asserts it was accepted (and so stored).
+async fn ingest(
+    collector: &Collector,
+    project: &sightline_collector::Project,
+    endpoint: &str,
+    body: &impl serde::Serialize,
+) {
     let response = collector
         .router()
         .oneshot(
             Request::post(format!(
-                "/api/{}/store/?sentry_key={}",
+                "/api/{}/{endpoint}?sentry_key={}",
                 project.id, project.public_key
             ))
             .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(serde_json::to_vec(&event).expect("json")))
+            .body(Body::from(serde_json::to_vec(body).expect("json")))
             .expect("request"),
         )
         .await
@@ -1122,4 +1133,175 @@ async fn the_overview_lists_newest_and_regressed_issues() {
     assert!(!html.contains("No regressed issues."));
     assert!(html.contains(&format!("/projects/{}/issues/{old}", project.id)));
     assert!(html.contains(&format!("/projects/{}/issues/{new}", project.id)));
+}
+
+/// Sends `windows` as one metric batch from an agent in `environment`.
+async fn send_windows(
+    collector: &Collector,
+    project: &sightline_collector::Project,
+    instance: &str,
+    environment: Option<&str>,
+    windows: Vec<RouteWindow>,
+) {
+    let batch = MetricBatch {
+        agent: AgentInfo {
+            service: "shop".to_owned(),
+            instance: instance.to_owned(),
+            sdk: "sightline-agent/0.1.0".to_owned(),
+            environment: environment.map(str::to_owned),
+            release: None,
+        },
+        sent_at_ms: unix_now() * 1000,
+        dropped_windows: 0,
+        switch_evaluations: Default::default(),
+        insight: Default::default(),
+        windows,
+    };
+    ingest(collector, project, "metrics", &batch).await;
+}
+
+#[tokio::test]
+async fn the_environment_selector_shows_one_environment_everywhere() {
+    let (collector, _dir) = collector().await;
+    let project = collector.projects().await.expect("projects")[0].clone();
+    let id = project.id;
+    let start = unix_now() / 60 * 60 - 120;
+    let window = |route: &str, n: u64, us: u64| {
+        let mut latency = Histogram::new();
+        latency.record_n(us, n);
+        RouteWindow {
+            start,
+            window_secs: 10,
+            route: route.to_owned(),
+            method: "GET".to_owned(),
+            status_class: 2,
+            latency,
+        }
+    };
+    let staging = "staging <b>";
+    send_windows(
+        &collector,
+        &project,
+        "web-1",
+        Some("production"),
+        vec![window("/checkout", 3, 12_000)],
+    )
+    .await;
+    send_windows(
+        &collector,
+        &project,
+        "web-2",
+        Some(staging),
+        vec![
+            window("/checkout", 5, 50_000),
+            window("/debug/<i>", 1, 1_000),
+        ],
+    )
+    .await;
+    for (n, environment) in [(1, "production"), (2, staging), (3, "qa")] {
+        send_event(
+            &collector,
+            &project,
+            serde_json::json!({
+                "event_id": format!("{n:0>32}"),
+                "timestamp": unix_now() - 30,
+                "level": "error",
+                "environment": environment,
+                "message": format!("failure number {n} in {environment}"),
+                "fingerprint": [format!("bug-{n}")],
+            }),
+        )
+        .await;
+    }
+    let environments = api_json(&collector, &format!("/api/0/projects/{id}/environments/")).await;
+    assert_eq!(
+        environments,
+        serde_json::json!([{"name": "production"}, {"name": "qa"}, {"name": staging}])
+    );
+    let ui = sightline_ui::routes(collector.query());
+
+    // every environment in the selector, all of them shown by default
+    let html = text(get(&ui, &format!("/projects/{id}/routes?statsPeriod=15m")).await).await;
+    assert!(
+        html.contains(r#"<summary title="Deployment environment">All environments</summary>"#),
+        "{html}"
+    );
+    let staging_href =
+        format!("/projects/{id}/routes?statsPeriod=15m&amp;environment=staging%20%3Cb%3E");
+    assert!(
+        html.contains(&format!(r#"href="{staging_href}">staging &lt;b&gt;</a>"#)),
+        "{html}"
+    );
+    assert!(html.contains(r#">qa</a>"#));
+    let requests = |html: &str, route: &str| -> Option<u64> {
+        let at = html.find(&format!("<code>{route}</code>"))?;
+        let row = &html[at..at + html[at..].find("</tr>")?];
+        let cell = row.split("<td class=\"num\"").nth(1)?;
+        let value = &cell[cell.find('>')? + 1..cell.find("</td>")?];
+        value.replace(',', "").parse().ok()
+    };
+    assert_eq!(requests(&html, "/checkout"), Some(8), "{html}");
+    assert_eq!(requests(&html, "/debug/&lt;i&gt;"), Some(1), "{html}");
+
+    // one environment: its routes and requests only, and every link keeps it
+    let html = text(
+        get(
+            &ui,
+            &format!("/projects/{id}/routes?statsPeriod=15m&environment=staging+%3Cb%3E"),
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        html.contains(r#"<summary title="Deployment environment">staging &lt;b&gt;</summary>"#),
+        "{html}"
+    );
+    assert_eq!(requests(&html, "/checkout"), Some(5), "{html}");
+    assert_eq!(requests(&html, "/debug/&lt;i&gt;"), Some(1), "{html}");
+    assert!(html.contains(&format!(
+        r#"href="/projects/{id}/issues?statsPeriod=15m&amp;environment=staging%20%3Cb%3E""#
+    )));
+    let html = text(
+        get(
+            &ui,
+            &format!("/projects/{id}/routes?statsPeriod=15m&environment=production"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(requests(&html, "/checkout"), Some(3), "{html}");
+    assert_eq!(requests(&html, "/debug/&lt;i&gt;"), None, "{html}");
+    // the API answers the same
+    let routes = api_json(
+        &collector,
+        &format!("/api/0/projects/{id}/routes/?statsPeriod=15m&environment=production"),
+    )
+    .await;
+    assert_eq!(routes.as_array().map(Vec::len), Some(1), "{routes}");
+    assert_eq!(routes[0]["requests"], 3);
+    let series = api_json(
+        &collector,
+        &format!(
+            "/api/0/projects/{id}/series/?statsPeriod=15m&interval=60&environment=staging+%3Cb%3E"
+        ),
+    )
+    .await;
+    let total: u64 = series
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| p["requests"].as_u64().expect("requests"))
+        .sum();
+    assert_eq!(total, 6, "{series}");
+
+    // issues of that environment only
+    let html = text(get(&ui, &format!("/projects/{id}/issues?environment=qa")).await).await;
+    assert!(html.contains("failure number 3 in qa"), "{html}");
+    assert!(!html.contains("failure number 1"), "{html}");
+    assert!(html.contains(r#"<input type="hidden" name="environment" value="qa">"#));
+    // a name longer than any environment is a bad filter
+    let long = "e".repeat(201);
+    let response = get(&ui, &format!("/projects/{id}/routes?environment={long}")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    collector.shutdown().await;
 }

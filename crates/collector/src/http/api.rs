@@ -34,7 +34,10 @@ const BODY_LIMIT: usize = 64 * 1024;
 pub(crate) fn routes(state: AppState) -> Router {
     let endpoints: [(&str, MethodRouter<AppState>); 4] = [
         ("/api/0/projects/", get(projects)),
-        ("/api/0/projects/{project_id}/environments/", get(environments)),
+        (
+            "/api/0/projects/{project_id}/environments/",
+            get(environments),
+        ),
         ("/api/0/projects/{project_id}/routes/", get(route_stats)),
         ("/api/0/projects/{project_id}/series/", get(series)),
     ];
@@ -142,6 +145,28 @@ fn parse_period(text: &str) -> Result<i64, Error> {
         .ok_or_else(bad)
 }
 
+/// Longest `environment` accepted, as the issues filter's.
+const MAX_ENVIRONMENT_LEN: usize = 200;
+
+/// `?environment=<name>`: one deployment environment's figures; absent or empty, all.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct EnvironmentParam {
+    environment: Option<String>,
+}
+
+impl EnvironmentParam {
+    /// The environment asked for, `None` for all; 400 when longer than a name can be.
+    pub(crate) fn get(&self) -> Result<Option<&str>, Error> {
+        match self.environment.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(e) if e.len() > MAX_ENVIRONMENT_LEN => Err(Error::BadRequest(format!(
+                "environment is longer than {MAX_ENVIRONMENT_LEN} bytes"
+            ))),
+            Some(e) => Ok(Some(e)),
+        }
+    }
+}
+
 /// `?interval=<seconds>&route=<template>&method=<METHOD>` on top of the range.
 #[derive(Debug, Default, Deserialize)]
 struct SeriesParams {
@@ -162,7 +187,9 @@ async fn environments(
     ProjectId(project_id): ProjectId,
 ) -> Result<Json<Vec<Environment>>, Error> {
     let names = query.environments(project_id).await?;
-    Ok(Json(names.into_iter().map(|name| Environment { name }).collect()))
+    Ok(Json(
+        names.into_iter().map(|name| Environment { name }).collect(),
+    ))
 }
 
 /// One entry of the environments list.
@@ -176,9 +203,12 @@ async fn route_stats(
     State(query): State<Query>,
     ProjectId(project_id): ProjectId,
     ApiQuery(range): ApiQuery<RangeParams>,
+    ApiQuery(environment): ApiQuery<EnvironmentParam>,
 ) -> Result<Json<Vec<RouteStats>>, Error> {
     let range = range.resolve(unix_now())?;
-    Ok(Json(query.routes(project_id, range).await?))
+    Ok(Json(
+        query.routes(project_id, range, environment.get()?).await?,
+    ))
 }
 
 /// `GET /api/0/projects/{project_id}/series/`
@@ -187,6 +217,7 @@ async fn series(
     ProjectId(project_id): ProjectId,
     ApiQuery(range): ApiQuery<RangeParams>,
     ApiQuery(params): ApiQuery<SeriesParams>,
+    ApiQuery(environment): ApiQuery<EnvironmentParam>,
 ) -> Result<Json<Vec<SeriesPoint>>, Error> {
     let range = range.resolve(unix_now())?;
     let method = params.method.map(|m| m.to_ascii_uppercase());
@@ -201,7 +232,9 @@ async fn series(
     };
     let interval = params.interval.unwrap_or(DEFAULT_INTERVAL);
     Ok(Json(
-        query.series(project_id, range, interval, route).await?,
+        query
+            .series(project_id, range, interval, route, environment.get()?)
+            .await?,
     ))
 }
 

@@ -836,6 +836,7 @@ async fn data_survives_shutdown_and_reopen() {
                 since: T0,
                 until: T0 + 10,
             },
+            None,
         )
         .await
         .unwrap();
@@ -887,8 +888,11 @@ impl Store for GatedStore {
         &self,
         project_id: u64,
         range: TimeRange,
+        environment: Option<&str>,
     ) -> Result<Aggregates<(String, String)>, Error> {
-        self.inner.route_aggregates(project_id, range).await
+        self.inner
+            .route_aggregates(project_id, range, environment)
+            .await
     }
     async fn series_aggregates(
         &self,
@@ -896,9 +900,10 @@ impl Store for GatedStore {
         range: TimeRange,
         steps: Steps,
         route: Option<(&str, &str)>,
+        environment: Option<&str>,
     ) -> Result<Aggregates<i64>, Error> {
         self.inner
-            .series_aggregates(project_id, range, steps, route)
+            .series_aggregates(project_id, range, steps, route, environment)
             .await
     }
     async fn issues(&self, project_id: u64, filter: &IssueFilter) -> Result<Vec<Issue>, Error> {
@@ -1084,6 +1089,7 @@ async fn shutdown_commits_what_is_queued_then_refuses() {
                 since: T0,
                 until: T0 + 60,
             },
+            None,
         )
         .await
         .unwrap();

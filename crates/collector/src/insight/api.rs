@@ -12,7 +12,7 @@ use super::{
     aligned_since, hex, quantile, tier_for, tier_for_series,
 };
 use crate::http::AppState;
-use crate::http::api::RangeParams;
+use crate::http::api::{EnvironmentParam, RangeParams};
 use crate::http::extract::{ApiQuery, ProjectId};
 use crate::query::unix_now;
 use crate::{Error, Query, TimeRange};
@@ -117,10 +117,11 @@ async fn queries(
     ProjectId(project_id): ProjectId,
     ApiQuery(range): ApiQuery<RangeParams>,
     ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(environment): ApiQuery<EnvironmentParam>,
 ) -> Result<Json<Vec<QueryRow>>, Error> {
     let (range, tier) = prepare(&query, project_id, &range).await?;
     let totals = insight(&query)?
-        .query_totals(project_id, tier, range)
+        .query_totals(project_id, tier, range, environment.get()?)
         .await?;
     let all_us: f64 = totals.iter().map(|q| q.sum_us).sum();
     let mut rows: Vec<QueryRow> = totals
@@ -173,10 +174,13 @@ async fn n_plus_one(
     State(query): State<Query>,
     ProjectId(project_id): ProjectId,
     ApiQuery(range): ApiQuery<RangeParams>,
+    ApiQuery(environment): ApiQuery<EnvironmentParam>,
 ) -> Result<Json<Vec<NPlusOneRow>>, Error> {
     let (range, tier) = prepare(&query, project_id, &range).await?;
     Ok(Json(
-        insight(&query)?.n_plus_one(project_id, tier, range).await?,
+        insight(&query)?
+            .n_plus_one(project_id, tier, range, environment.get()?)
+            .await?,
     ))
 }
 
@@ -208,10 +212,11 @@ async fn routes(
     State(query): State<Query>,
     ProjectId(project_id): ProjectId,
     ApiQuery(range): ApiQuery<RangeParams>,
+    ApiQuery(environment): ApiQuery<EnvironmentParam>,
 ) -> Result<Json<Vec<RouteRow>>, Error> {
     let (range, tier) = prepare(&query, project_id, &range).await?;
     let totals = insight(&query)?
-        .route_totals(project_id, tier, range)
+        .route_totals(project_id, tier, range, environment.get()?)
         .await?;
     let per = |sum: f64, n: u64| if n > 0 { sum / n as f64 } else { 0.0 };
     let p95 = |r: &super::RouteTotals, metric: u8| {
@@ -265,10 +270,11 @@ async fn top_routes(
     ProjectId(project_id): ProjectId,
     ApiQuery(range): ApiQuery<RangeParams>,
     ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(environment): ApiQuery<EnvironmentParam>,
 ) -> Result<Json<Vec<TopRoute>>, Error> {
     let range = range.resolve(unix_now())?;
     // Sorted by total time already.
-    let stats = query.routes(project_id, range).await?;
+    let stats = query.routes(project_id, range, environment.get()?).await?;
     let all: f64 = stats.iter().map(|r| r.total_ms).sum();
     Ok(Json(
         stats
@@ -293,6 +299,7 @@ async fn heap(
     ProjectId(project_id): ProjectId,
     ApiQuery(range): ApiQuery<RangeParams>,
     ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(environment): ApiQuery<EnvironmentParam>,
 ) -> Result<Json<Vec<HeapSeries>>, Error> {
     let now = unix_now();
     let (range, _) = prepare(&query, project_id, &range).await?;
@@ -307,7 +314,11 @@ async fn heap(
     }
     let store = insight(&query)?;
     let tier = tier_for_series(range, step, now, &store.retention());
-    Ok(Json(store.heap(project_id, tier, range, step).await?))
+    Ok(Json(
+        store
+            .heap(project_id, tier, range, step, environment.get()?)
+            .await?,
+    ))
 }
 
 /// `GET /api/0/projects/{id}/exemplars/?route=&method=&limit=&before=`
@@ -316,6 +327,7 @@ async fn exemplars(
     ProjectId(project_id): ProjectId,
     ApiQuery(range): ApiQuery<RangeParams>,
     ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(environment): ApiQuery<EnvironmentParam>,
 ) -> Result<Json<Vec<ExemplarSummary>>, Error> {
     let (range, _) = prepare(&query, project_id, &range).await?;
     let method = params.method.as_deref().map(str::to_ascii_uppercase);
@@ -329,7 +341,14 @@ async fn exemplars(
     };
     Ok(Json(
         insight(&query)?
-            .exemplars(project_id, range, route, params.before, params.limit())
+            .exemplars(
+                project_id,
+                range,
+                route,
+                params.before,
+                params.limit(),
+                environment.get()?,
+            )
             .await?,
     ))
 }

@@ -10,8 +10,8 @@ const MAX_EXEMPLARS: u32 = 1_000;
 impl Query {
     /// Exemplars started in `range`, newest first, at most `limit` (capped at
     /// `MAX_EXEMPLARS`); with `route`, only that `(route, method)`; with `before` (an
-    /// exemplar id), the next page after that exemplar. Empty when the store keeps no
-    /// insight.
+    /// exemplar id), the next page after that exemplar; with `environment`, only that
+    /// environment's. Empty when the store keeps no insight.
     pub async fn exemplars(
         &self,
         project_id: u64,
@@ -19,6 +19,7 @@ impl Query {
         route: Option<(&str, &str)>,
         before: Option<u64>,
         limit: u32,
+        environment: Option<&str>,
     ) -> Result<Vec<ExemplarSummary>, Error> {
         if range.since >= range.until {
             return Err(Error::BadRequest("since must be before until".to_owned()));
@@ -36,6 +37,7 @@ impl Query {
                 route,
                 before,
                 limit.clamp(1, MAX_EXEMPLARS),
+                environment,
             )
             .await
     }

@@ -365,12 +365,16 @@ pub(crate) fn quantile(buckets: &[(i32, u64)], q: f64, min: u64, max: u64) -> Op
 /// test wrappers) opt in through `Store::insight`.
 #[async_trait]
 pub(crate) trait InsightStore: Send + Sync {
+    // Every read takes `environment`: one deployment environment's rows, or all of them
+    // when `None`.
+
     /// Per fingerprint over `range` in `tier`.
     async fn query_totals(
         &self,
         project_id: u64,
         tier: Tier,
         range: TimeRange,
+        environment: Option<&str>,
     ) -> Result<Vec<QueryTotals>, Error>;
 
     /// Per route × method over `range` in `tier`.
@@ -379,6 +383,7 @@ pub(crate) trait InsightStore: Send + Sync {
         project_id: u64,
         tier: Tier,
         range: TimeRange,
+        environment: Option<&str>,
     ) -> Result<Vec<RouteTotals>, Error>;
 
     /// N+1 suspects over `range` in `tier`.
@@ -387,6 +392,7 @@ pub(crate) trait InsightStore: Send + Sync {
         project_id: u64,
         tier: Tier,
         range: TimeRange,
+        environment: Option<&str>,
     ) -> Result<Vec<NPlusOneRow>, Error>;
 
     /// Heap series per instance in steps of `step_secs`.
@@ -396,6 +402,7 @@ pub(crate) trait InsightStore: Send + Sync {
         tier: Tier,
         range: TimeRange,
         step_secs: i64,
+        environment: Option<&str>,
     ) -> Result<Vec<HeapSeries>, Error>;
 
     /// Exemplars started in `range`, newest first (by start, then id); with `before`,
@@ -407,6 +414,7 @@ pub(crate) trait InsightStore: Send + Sync {
         route: Option<(&str, &str)>,
         before: Option<u64>,
         limit: u32,
+        environment: Option<&str>,
     ) -> Result<Vec<ExemplarSummary>, Error>;
 
     /// One exemplar with its waterfall.

@@ -85,11 +85,14 @@ impl Query {
         &self,
         project_id: u64,
         range: TimeRange,
+        environment: Option<&str>,
     ) -> Result<Vec<SlowQuery>, Error> {
         let Some((store, range, tier)) = self.insight_range(project_id, range).await? else {
             return Ok(Vec::new());
         };
-        let totals = store.query_totals(project_id, tier, range).await?;
+        let totals = store
+            .query_totals(project_id, tier, range, environment)
+            .await?;
         let all_us: f64 = totals.iter().map(|q| q.sum_us).sum();
         let mut rows: Vec<SlowQuery> = totals
             .into_iter()
@@ -134,11 +137,12 @@ impl Query {
         &self,
         project_id: u64,
         range: TimeRange,
+        environment: Option<&str>,
     ) -> Result<Vec<NPlusOneRow>, Error> {
         let Some((store, range, tier)) = self.insight_range(project_id, range).await? else {
             return Ok(Vec::new());
         };
-        store.n_plus_one(project_id, tier, range).await
+        store.n_plus_one(project_id, tier, range, environment).await
     }
 
     /// Query and allocation figures per route × method in `range`, by route.
@@ -146,13 +150,14 @@ impl Query {
         &self,
         project_id: u64,
         range: TimeRange,
+        environment: Option<&str>,
     ) -> Result<Vec<RouteInsight>, Error> {
         let Some((store, range, tier)) = self.insight_range(project_id, range).await? else {
             return Ok(Vec::new());
         };
         let per = |sum: f64, n: u64| if n > 0 { sum / n as f64 } else { 0.0 };
         let mut rows: Vec<RouteInsight> = store
-            .route_totals(project_id, tier, range)
+            .route_totals(project_id, tier, range, environment)
             .await?
             .into_iter()
             .map(|r| RouteInsight {
@@ -182,6 +187,7 @@ impl Query {
         project_id: u64,
         range: TimeRange,
         step_secs: i64,
+        environment: Option<&str>,
     ) -> Result<Vec<HeapSeries>, Error> {
         if step_secs < 1 || (range.until - range.since) / step_secs > crate::MAX_SERIES_POINTS {
             return Err(Error::BadRequest(format!(
@@ -193,6 +199,8 @@ impl Query {
             return Ok(Vec::new());
         };
         let tier = tier_for_series(range, step_secs, unix_now(), &store.retention());
-        store.heap(project_id, tier, range, step_secs).await
+        store
+            .heap(project_id, tier, range, step_secs, environment)
+            .await
     }
 }

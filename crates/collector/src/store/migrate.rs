@@ -51,6 +51,10 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 9,
         sql: include_str!("../../../../migrations/sqlite/0009_compressed_event_payloads.sql"),
     },
+    Migration {
+        version: 10,
+        sql: include_str!("../../../../migrations/sqlite/0010_environments.sql"),
+    },
 ];
 
 /// Migrations of `all` not yet in `applied`, in order. Refuses a store that has a version

@@ -125,20 +125,23 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Merges every batch into the store in one transaction: all of them or none.
     async fn write(&self, batches: &[Ingest]) -> Result<WriteSummary, Error>;
 
-    /// Aggregates per route × method over `range`.
+    /// Aggregates per route × method over `range`, of one environment or (`None`) all.
     async fn route_aggregates(
         &self,
         project_id: u64,
         range: TimeRange,
+        environment: Option<&str>,
     ) -> Result<Aggregates<(String, String)>, Error>;
 
-    /// Aggregates per step over `range`, optionally for one `(route, method)` only.
+    /// Aggregates per step over `range`, optionally for one `(route, method)` only, of one
+    /// environment or (`None`) all.
     async fn series_aggregates(
         &self,
         project_id: u64,
         range: TimeRange,
         steps: Steps,
         route: Option<(&str, &str)>,
+        environment: Option<&str>,
     ) -> Result<Aggregates<i64>, Error>;
 
     /// Issues of a project matching `filter`, in its order, one page.

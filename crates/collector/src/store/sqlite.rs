@@ -285,6 +285,7 @@ pub(super) fn split_rows(
 async fn upsert_window(
     conn: &mut SqliteConnection,
     project_id: i64,
+    environment: &str,
     window: &RouteWindow,
 ) -> Result<(), sqlx::Error> {
     let latency = &window.latency;
@@ -294,22 +295,24 @@ async fn upsert_window(
         let stored: Option<Vec<u8>> = sqlx::query_scalar(&format!(
             "SELECT hist FROM route_windows{suffix}
              WHERE project_id = ?1 AND route = ?2 AND method = ?3 AND status_class = ?4
-               AND window_start = ?5"
+               AND window_start = ?5 AND environment = ?6"
         ))
         .bind(project_id)
         .bind(&window.route)
         .bind(&window.method)
         .bind(window.status_class)
         .bind(start)
+        .bind(environment)
         .fetch_optional(&mut *conn)
         .await?;
         let hist = merge_stored(stored.as_deref().unwrap_or_default(), &latency.buckets)
             .map_err(corrupt)?;
         sqlx::query(&format!(
             "INSERT INTO route_windows{suffix} (project_id, route, method, status_class,
-                 window_start, window_secs, count, sum_us, min_us, max_us, hist)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-             ON CONFLICT (project_id, route, method, status_class, window_start) DO UPDATE SET
+                 window_start, window_secs, count, sum_us, min_us, max_us, hist, environment)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (project_id, window_start, route, method, status_class, environment)
+             DO UPDATE SET
                  window_secs = MAX(window_secs, excluded.window_secs),
                  count = MIN(count + excluded.count, 9223372036854775807),
                  sum_us = MIN(sum_us + excluded.sum_us, 9223372036854775807),
@@ -328,6 +331,7 @@ async fn upsert_window(
         .bind(to_i64(latency.min))
         .bind(to_i64(latency.max))
         .bind(hist)
+        .bind(environment)
         .execute(&mut *conn)
         .await?;
     }
@@ -335,8 +339,23 @@ async fn upsert_window(
 }
 
 /// The route-window table of `tier` for [`split_rows`], filtered to project `?1`.
-fn route_table(tier: crate::insight::Tier) -> String {
-    format!("route_windows{} WHERE project_id = ?1", tier.route_suffix())
+fn route_table(tier: crate::insight::Tier, environment: u8) -> String {
+    format!(
+        "route_windows{} WHERE project_id = ?1 AND {}",
+        tier.route_suffix(),
+        environment_is(environment)
+    )
+}
+
+/// The condition that keeps one environment's rows when parameter `?{param}` names one,
+/// and every row when it is NULL.
+pub(super) fn environment_is(param: u8) -> String {
+    format!("(?{param} IS NULL OR environment = ?{param})")
+}
+
+/// What an agent's windows are stored under: its environment, or '' without one.
+pub(super) fn stored_environment(agent: &sightline_protocol::AgentInfo) -> &str {
+    agent.environment.as_deref().unwrap_or("")
 }
 
 /// SQL aggregate that concatenates the histogram blobs in `column` of a group into one
@@ -448,10 +467,11 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             summary.agent_dropped = summary.agent_dropped.saturating_add(dropped);
             let project_id = to_i64(ingest.project_id);
+            let environment = stored_environment(&ingest.batch.agent);
             for window in &ingest.batch.windows {
                 // An empty window adds nothing to any sum, and would drag `min_us` to 0.
                 if !window.latency.is_empty() {
-                    upsert_window(&mut tx, project_id, window)
+                    upsert_window(&mut tx, project_id, environment, window)
                         .await
                         .map_err(db)?;
                 }
@@ -476,6 +496,7 @@ impl Store for SqliteStore {
         &self,
         project_id: u64,
         range: TimeRange,
+        environment: Option<&str>,
     ) -> Result<Aggregates<(String, String)>, Error> {
         let tier = self.tier_for(range);
         let range = TimeRange {
@@ -494,7 +515,7 @@ impl Store for SqliteStore {
                 "route, method, status_class, count, sum_us, min_us, max_us, hist",
                 "window_start",
                 (tier, (first, end)),
-                route_table,
+                |tier| route_table(tier, 6),
                 [2, 3, 4, 5],
             ),
         ))
@@ -503,6 +524,7 @@ impl Store for SqliteStore {
         .bind(range.until)
         .bind(first)
         .bind(end)
+        .bind(environment)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -529,11 +551,13 @@ impl Store for SqliteStore {
         range: TimeRange,
         steps: Steps,
         route: Option<(&str, &str)>,
+        environment: Option<&str>,
     ) -> Result<Aggregates<i64>, Error> {
         // ?4 is the first step's start (≤ every window_start in range), ?5 the step length:
         // integer division assigns each window to the step its start falls in.
         // ?6/?7 filter one route × method, or nothing when NULL.
         // ?8/?9: the whole days read from the day tier, when every day lies in one step.
+        // ?10: one environment, or every one when NULL.
         let tier = self.tier_for_series(range, steps.step_secs);
         let (first, end) = if steps.step_secs % 86_400 == 0 {
             crate::insight::day_split(tier, range)
@@ -554,7 +578,7 @@ impl Store for SqliteStore {
                 |tier| {
                     format!(
                         "{} AND (?6 IS NULL OR (route = ?6 AND method = ?7))",
-                        route_table(tier)
+                        route_table(tier, 10)
                     )
                 },
                 [2, 3, 8, 9],
@@ -569,6 +593,7 @@ impl Store for SqliteStore {
         .bind(method)
         .bind(first)
         .bind(end)
+        .bind(environment)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -787,13 +812,18 @@ mod tests {
             .write(&[ingest(1, 5, 5_000), ingest(42, 1, 1_000)])
             .await;
         assert!(matches!(result, Err(Error::Store(_))), "{result:?}");
-        let aggregates = store.route_aggregates(1, RANGE).await.unwrap();
+        let aggregates = store.route_aggregates(1, RANGE, None).await.unwrap();
         assert!(aggregates.classes.is_empty() && aggregates.buckets.is_empty());
 
         let summary = store.write(&[ingest(1, 5, 5_000)]).await.unwrap();
         assert_eq!(summary.windows, 1);
         assert_eq!(
-            store.route_aggregates(1, RANGE).await.unwrap().classes[0].count,
+            store
+                .route_aggregates(1, RANGE, None)
+                .await
+                .unwrap()
+                .classes[0]
+                .count,
             5
         );
     }
@@ -806,7 +836,7 @@ mod tests {
         store.write(std::slice::from_ref(&huge)).await.unwrap();
         // Merging again would overflow a 64-bit integer.
         store.write(&[huge]).await.unwrap();
-        let aggregates = store.route_aggregates(1, RANGE).await.unwrap();
+        let aggregates = store.route_aggregates(1, RANGE, None).await.unwrap();
         assert_eq!(aggregates.classes[0].count, i64::MAX as u64);
         // Bucket counts live in a blob of unsigned counts: they add up past i64::MAX.
         assert_eq!(aggregates.buckets[0].2, (u64::MAX / 2) * 2);
@@ -950,7 +980,7 @@ mod tests {
                 since: T,
                 until: T + span,
             };
-            let aggregates = store.route_aggregates(1, range).await.unwrap();
+            let aggregates = store.route_aggregates(1, range, None).await.unwrap();
             let buckets: BTreeMap<i32, u64> =
                 aggregates.buckets.iter().map(|&(_, i, n)| (i, n)).collect();
             assert_eq!(buckets, same_minute, "span {span}");
@@ -964,6 +994,7 @@ mod tests {
                         step_secs: span,
                     },
                     Some(("/r", "GET")),
+                    None,
                 )
                 .await
                 .unwrap();
@@ -979,7 +1010,7 @@ mod tests {
                 since: crate::insight::aligned_since(tier, T),
                 until: T + 3_600,
             };
-            let routes = store.route_totals(1, tier, range).await.unwrap();
+            let routes = store.route_totals(1, tier, range, None).await.unwrap();
             assert_eq!(routes.len(), 1);
             let bytes: BTreeMap<i32, u64> = routes[0].buckets[&3].iter().copied().collect();
             assert_eq!(bytes, same_minute, "{tier:?} bytes per request");
@@ -989,11 +1020,157 @@ mod tests {
                 !routes[0].buckets.contains_key(&2),
                 "no allocations recorded"
             );
-            let statements = store.query_totals(1, tier, range).await.unwrap();
+            let statements = store.query_totals(1, tier, range, None).await.unwrap();
             let latency: BTreeMap<i32, u64> = statements[0].buckets.iter().copied().collect();
             assert_eq!(latency, same_minute, "{tier:?} statement latency");
             assert_eq!(statements[0].count, 9);
         }
+    }
+
+    #[tokio::test]
+    async fn every_read_keeps_to_one_environment_when_asked() {
+        use crate::insight::{InsightStore, Tier};
+        let dir = TempDir::new().unwrap();
+        let store = store(&dir).await;
+        const T: i64 = 1_699_999_200;
+        // Two instances in two environments and one that names none, each with a window,
+        // its insight, an N+1 row, a heap sample and an exemplar.
+        let batch = |instance: &str, environment: Option<&str>, latency: &[u64]| {
+            let Ingest::Metrics(mut metrics) = instance_window(instance, T, latency) else {
+                unreachable!("instance_window builds metrics")
+            };
+            metrics.batch.agent.environment = environment.map(str::to_owned);
+            let insight = &mut metrics.batch.insight;
+            insight.n_plus_one.push(sightline_protocol::NPlusOne {
+                start: T,
+                window_secs: 10,
+                route: "/r".into(),
+                method: "GET".into(),
+                fingerprint: 7,
+                requests: latency.len() as u64,
+                total_repeats: 5 * latency.len() as u64,
+                max_repeats: 5,
+            });
+            insight.heap.push(sightline_protocol::HeapSample {
+                ts_ms: T * 1000,
+                live_bytes: 1_000,
+                peak_bytes: 2_000,
+            });
+            insight.exemplars.push(sightline_protocol::Exemplar {
+                route: "/r".into(),
+                method: "GET".into(),
+                status: 200,
+                start_ms: T * 1000,
+                duration_us: latency[0],
+                reasons: 1,
+                queries: 0,
+                query_us: 0,
+                allocs: 0,
+                alloc_bytes: 0,
+                dropped_entries: 0,
+                entries: Vec::new(),
+            });
+            Ingest::Metrics(metrics)
+        };
+        store
+            .write(&[
+                batch("web-1", Some("production"), &[1_000, 2_000, 3_000]),
+                batch("web-2", Some("staging"), &[9_000]),
+                batch("old-1", None, &[5_000, 5_000]),
+            ])
+            .await
+            .unwrap();
+
+        for (environment, requests, instances) in [
+            (Some("production"), 3, vec!["web-1"]),
+            (Some("staging"), 1, vec!["web-2"]),
+            (Some("qa"), 0, vec![]),
+            (None, 6, vec!["old-1", "web-1", "web-2"]),
+        ] {
+            let what = format!("{environment:?}");
+            for span in [30, 3_600, 86_400, 3 * 86_400] {
+                let range = TimeRange {
+                    since: T,
+                    until: T + span,
+                };
+                let routes = store.route_aggregates(1, range, environment).await.unwrap();
+                let counted: u64 = routes.classes.iter().map(|c| c.count).sum();
+                assert_eq!(counted, requests, "{what} over {span}");
+                let steps = Steps {
+                    origin: T,
+                    step_secs: span,
+                };
+                let series = store
+                    .series_aggregates(1, range, steps, None, environment)
+                    .await
+                    .unwrap();
+                let counted: u64 = series.classes.iter().map(|c| c.count).sum();
+                assert_eq!(counted, requests, "series, {what} over {span}");
+            }
+            for tier in Tier::ALL {
+                let range = TimeRange {
+                    since: crate::insight::aligned_since(tier, T),
+                    until: T + 3 * 86_400,
+                };
+                let queries = store
+                    .query_totals(1, tier, range, environment)
+                    .await
+                    .unwrap();
+                let executed: u64 = queries.iter().map(|q| q.count).sum();
+                assert_eq!(executed, requests, "{what} in {tier:?}");
+                let calls: u64 = queries
+                    .iter()
+                    .flat_map(|q| q.routes.iter().map(|r| r.2))
+                    .sum();
+                assert_eq!(calls, requests, "{what} in {tier:?}");
+                let routes = store
+                    .route_totals(1, tier, range, environment)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    routes.iter().map(|r| r.requests).sum::<u64>(),
+                    requests,
+                    "{what} in {tier:?}"
+                );
+                let suspects = store.n_plus_one(1, tier, range, environment).await.unwrap();
+                assert_eq!(
+                    suspects.iter().map(|s| s.requests).sum::<u64>(),
+                    requests,
+                    "{what} in {tier:?}"
+                );
+                assert!(
+                    suspects.iter().all(|s| s.route_requests == requests),
+                    "{what} in {tier:?}: {suspects:?}"
+                );
+                let heap = store
+                    .heap(1, tier, range, 86_400, environment)
+                    .await
+                    .unwrap();
+                let names: Vec<&str> = heap.iter().map(|h| h.instance.as_str()).collect();
+                assert_eq!(names, instances, "{what} in {tier:?}");
+            }
+            let exemplars = store
+                .exemplars(
+                    1,
+                    TimeRange {
+                        since: T,
+                        until: T + 60,
+                    },
+                    None,
+                    None,
+                    10,
+                    environment,
+                )
+                .await
+                .unwrap();
+            let mut names: Vec<&str> = exemplars.iter().map(|e| e.instance.as_str()).collect();
+            names.sort_unstable();
+            assert_eq!(names, instances, "{what}");
+        }
+        assert_eq!(
+            store.environments(1).await.unwrap(),
+            ["production", "staging"]
+        );
     }
 
     /// Windows every 5 hours for 32 days from `T0` (a UTC midnight), two routes, with
@@ -1068,7 +1245,7 @@ mod tests {
         // Reads again after the hour rows of the whole days are gone: the days come from
         // the day tier alone, the edges from the hour tier alone.
         for pass in ["both tiers", "no hour rows inside whole days"] {
-            let aggregates = store.route_aggregates(1, range).await.unwrap();
+            let aggregates = store.route_aggregates(1, range, None).await.unwrap();
             let buckets: BTreeMap<i32, u64> =
                 aggregates
                     .buckets
@@ -1083,7 +1260,10 @@ mod tests {
                 n,
                 "{pass}"
             );
-            let statements = store.query_totals(1, Tier::Hour, hours).await.unwrap();
+            let statements = store
+                .query_totals(1, Tier::Hour, hours, None)
+                .await
+                .unwrap();
             assert_eq!(statements[0].count, n, "{pass}");
             assert_eq!(
                 statements[0].buckets,
@@ -1108,7 +1288,10 @@ mod tests {
                 p95(&all, expected.min, expected.max),
                 "{pass}"
             );
-            let routes = store.route_totals(1, Tier::Hour, hours).await.unwrap();
+            let routes = store
+                .route_totals(1, Tier::Hour, hours, None)
+                .await
+                .unwrap();
             assert_eq!(routes.iter().map(|r| r.requests).sum::<u64>(), n, "{pass}");
             let bytes = routes
                 .iter()
@@ -1119,7 +1302,7 @@ mod tests {
                     m
                 });
             assert_eq!(bytes, expected.buckets, "{pass}");
-            let suspects = store.n_plus_one(1, Tier::Hour, hours).await.unwrap();
+            let suspects = store.n_plus_one(1, Tier::Hour, hours, None).await.unwrap();
             let flagged = windows
                 .iter()
                 .filter(|(s, _)| (hours.since..hours.until).contains(s))
@@ -1161,10 +1344,16 @@ mod tests {
             until: T0 + 20 * 86_400 + 3_600,
         };
         (
-            store.route_aggregates(1, range).await.unwrap(),
-            store.query_totals(1, Tier::Hour, range).await.unwrap(),
-            store.route_totals(1, Tier::Hour, range).await.unwrap(),
-            store.n_plus_one(1, Tier::Hour, range).await.unwrap(),
+            store.route_aggregates(1, range, None).await.unwrap(),
+            store
+                .query_totals(1, Tier::Hour, range, None)
+                .await
+                .unwrap(),
+            store
+                .route_totals(1, Tier::Hour, range, None)
+                .await
+                .unwrap(),
+            store.n_plus_one(1, Tier::Hour, range, None).await.unwrap(),
         )
     }
 
@@ -1249,6 +1438,16 @@ mod tests {
         assert_eq!(format!("{:?}", migrated.1), format!("{:?}", expected.1));
         assert_eq!(format!("{:?}", migrated.2), format!("{:?}", expected.2));
         assert_eq!(migrated.3, expected.3);
+        // Windows from before version 10 kept no environment: all of them, none of any.
+        let month = TimeRange {
+            since: T0,
+            until: T0 + 40 * 86_400,
+        };
+        let named = store
+            .route_aggregates(1, month, Some("production"))
+            .await
+            .unwrap();
+        assert!(named.classes.is_empty() && named.buckets.is_empty());
         // A migrated day holds its hours' blobs side by side; the writer merges into it
         // and leaves one blob.
         let day = T0 + 86_400;
@@ -1326,6 +1525,7 @@ mod tests {
                     since: T,
                     until: T + 3_600,
                 },
+                None,
             )
             .await
             .unwrap();
@@ -1345,7 +1545,7 @@ mod tests {
             .execute(&store.pool)
             .await
             .unwrap();
-        let read = store.route_aggregates(1, RANGE).await;
+        let read = store.route_aggregates(1, RANGE, None).await;
         assert!(matches!(read, Err(Error::Store(_))), "{read:?}");
         let write = store.write(&[ingest(1, 5, 5_000)]).await;
         assert!(matches!(write, Err(Error::Store(_))), "{write:?}");
@@ -1418,6 +1618,7 @@ mod tests {
                     since: 1_700_000_000,
                     until: 1_700_000_010,
                 },
+                None,
             )
             .await
             .unwrap();
@@ -1432,6 +1633,7 @@ mod tests {
                     since: 1_699_999_980,
                     until: 1_700_000_040,
                 },
+                None,
             )
             .await
             .unwrap();
@@ -1443,7 +1645,7 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(left, 0);
-        let aggregates = store.route_aggregates(1, RANGE).await.unwrap();
+        let aggregates = store.route_aggregates(1, RANGE, None).await.unwrap();
         assert_eq!(
             aggregates
                 .buckets

@@ -133,9 +133,6 @@ impl IssueFilters {
         if let Some(level) = self.level {
             out.push(("level", level.to_owned()));
         }
-        if !self.environment.is_empty() {
-            out.push(("environment", self.environment.clone()));
-        }
         if !self.release.is_empty() {
             out.push(("release", self.release.clone()));
         }
@@ -303,14 +300,9 @@ fn IssueFilterForm(ctx: Ctx, filters: IssueFilters) -> impl IntoView {
         view! { <option value=sort_name(sort) selected=sort == filters.sort>{label}</option> }
     })
     .collect_view();
-    // the range and live mode ride along; the cursor does not (new filters, first page)
-    let hidden = ctx
-        .range
-        .query_pairs()
-        .into_iter()
-        .chain(ctx.live.then(|| ("live", "1".to_owned())))
-        .map(|(name, value)| view! { <input type="hidden" name=name value=value/> })
-        .collect_view();
+    // the range, live mode and environment ride along; the cursor does not (new filters,
+    // first page)
+    let hidden = ctx.hidden_fields();
     view! {
         <form class="filters" method="get" action=ctx.path.clone() role="search">
             {hidden}
@@ -321,11 +313,6 @@ fn IssueFilterForm(ctx: Ctx, filters: IssueFilters) -> impl IntoView {
             </label>
             <label><span>"Status"</span><select name="status">{status_options}</select></label>
             <label><span>"Level"</span><select name="level">{level_options}</select></label>
-            <label>
-                <span>"Environment"</span>
-                <input type="text" name="environment" value=filters.environment.clone()
-                    maxlength=MAX_FILTER_LEN size="10"/>
-            </label>
             <label>
                 <span>"Release"</span>
                 <input type="text" name="release" value=filters.release.clone()
@@ -1030,12 +1017,14 @@ mod tests {
                 project: 1,
                 range: Range::Preset(Period::Hours24),
                 live: false,
+                environment: None,
                 keep: Vec::new(),
             },
             projects: vec![ProjectLink {
                 id: 1,
                 name: "default".to_owned(),
             }],
+            environments: Vec::new(),
             section: Section::Errors,
             section_suffix: "/issues",
             theme: None,
@@ -1208,6 +1197,8 @@ mod tests {
         };
         let mut c = chrome("/projects/1/issues");
         c.ctx.keep = filters.params();
+        c.ctx.environment = Some("prod".to_owned());
+        c.environments = vec!["prod".to_owned(), "staging <b>".to_owned()];
         let data = IssuesList {
             chrome: c,
             window,
@@ -1223,10 +1214,22 @@ mod tests {
         let html = document(None, None, move || view! { <IssuesPage data=data/> });
         assert_escaped(&html.replace(SCRIPT, "").replace(IMG, "")); // nothing raw at all
         assert!(html.contains("ValueError: &lt;script&gt;alert(1)&lt;/script&gt;"));
-        assert!(html.contains(r#"href="/projects/1/issues/7?statsPeriod=24h""#));
+        assert!(
+            html.contains(r#"href="/projects/1/issues/7?statsPeriod=24h&amp;environment=prod""#)
+        );
         assert!(html.contains(
-            "/projects/1/issues?query=Value&amp;status=all&amp;level=error&amp;environment=prod&amp;sort=freq&amp;cursor=1700000000%3A7&amp;statsPeriod=24h"
+            "/projects/1/issues?query=Value&amp;status=all&amp;level=error&amp;sort=freq&amp;cursor=1700000000%3A7&amp;statsPeriod=24h&amp;environment=prod"
         ), "next page keeps the filters");
+        // the environment selector: this environment current, the others a link to this
+        // list in them (filters kept, the cursor dropped), names as text
+        assert!(html.contains(r#"<summary title="Deployment environment">prod</summary>"#));
+        assert!(html.contains(
+            r#"href="/projects/1/issues?query=Value&amp;status=all&amp;level=error&amp;sort=freq&amp;statsPeriod=24h&amp;environment=staging%20%3Cb%3E">staging &lt;b&gt;</a>"#
+        ), "{html}");
+        assert!(html.contains(
+            r#"href="/projects/1/issues?query=Value&amp;status=all&amp;level=error&amp;sort=freq&amp;statsPeriod=24h">All environments</a>"#
+        ));
+        assert!(html.contains(r#"<input type="hidden" name="environment" value="prod">"#));
         assert!(html.contains(r#"<option value="all" selected"#));
         assert!(html.contains(r#"name="query" value="Value""#));
         assert!(html.contains(r#"data-counts="0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,2""#));

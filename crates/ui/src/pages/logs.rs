@@ -162,13 +162,7 @@ fn LogFilterForm(ctx: Ctx, filters: LogFilters) -> impl IntoView {
             view! { <option value=value selected=selected>{label}</option> }
         })
         .collect_view();
-    let hidden = ctx
-        .range
-        .query_pairs()
-        .into_iter()
-        .chain(ctx.live.then(|| ("live", "1".to_owned())))
-        .map(|(name, value)| view! { <input type="hidden" name=name value=value/> })
-        .collect_view();
+    let hidden = ctx.hidden_fields();
     view! {
         <form class="filters" method="get" action=ctx.path.clone() role="search">
             {hidden}

@@ -16,7 +16,8 @@ mod switches;
 use leptos::prelude::*;
 
 pub(crate) use errors::{
-    EventNav, IssueDetail, IssueFilters, IssuePage, IssueRow, IssuesList, IssuesPage, Volume,
+    EventNav, IssueDetail, IssueFilters, IssuePage, IssueRow, IssuesList, IssuesPage,
+    MAX_FILTER_LEN, Volume,
 };
 pub(crate) use exemplars::{ExemplarData, ExemplarPage, ExemplarRows};
 pub(crate) use logs::{LogFilters, LogsList, LogsPage};
@@ -184,18 +185,49 @@ pub(crate) struct Ctx {
     pub(crate) project: u64,
     pub(crate) range: Range,
     pub(crate) live: bool,
+    /// The deployment environment the page shows (`?environment=`); `None`: all of them.
+    pub(crate) environment: Option<String>,
     /// The page's own parameters (sort order, route), kept when the range changes.
     pub(crate) keep: Vec<(&'static str, String)>,
 }
 
 impl Ctx {
-    /// The range and live parameters, which every page of the project shares.
+    /// The range, live and environment parameters, which every page of the project
+    /// shares.
     fn shared(&self, range: Range, live: bool) -> Vec<(&'static str, String)> {
         let mut params = range.query_pairs();
         if live {
             params.push(("live", "1".to_owned()));
         }
+        if let Some(environment) = &self.environment {
+            params.push(("environment", environment.clone()));
+        }
         params
+    }
+
+    /// The shared parameters as hidden fields, for a `GET` form on this page (its own
+    /// fields are the page's parameters).
+    pub(crate) fn hidden_fields(&self) -> impl IntoView + use<> {
+        self.shared(self.range, self.live)
+            .into_iter()
+            .map(|(name, value)| view! { <input type="hidden" name=name value=value/> })
+            .collect_view()
+    }
+
+    /// This page in another environment (`None`: all of them), its parameters kept but
+    /// the cursor (another environment has other pages).
+    pub(crate) fn with_environment(&self, environment: Option<&str>) -> String {
+        let ctx = Ctx {
+            environment: environment.map(str::to_owned),
+            keep: self
+                .keep
+                .iter()
+                .filter(|(name, _)| !matches!(*name, "cursor" | "before"))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        };
+        ctx.here()
     }
 
     /// This page with another range (the picker, chart zoom).
@@ -224,11 +256,16 @@ impl Ctx {
         url(&format!("/projects/{}{suffix}", self.project), &all)
     }
 
-    /// The same page of another project (range and mode kept, page parameters dropped).
+    /// The same page of another project (range and mode kept; page parameters and the
+    /// environment, which is the project's own, dropped).
     fn project(&self, id: u64, suffix: &str) -> String {
+        let ctx = Ctx {
+            environment: None,
+            ..self.clone()
+        };
         url(
             &format!("/projects/{id}{suffix}"),
-            &self.shared(self.range, self.live),
+            &ctx.shared(self.range, self.live),
         )
     }
 }
@@ -268,6 +305,8 @@ fn encode(value: &str) -> String {
 pub(crate) struct Chrome {
     pub(crate) ctx: Ctx,
     pub(crate) projects: Vec<ProjectLink>,
+    /// The environments this project's agents and events name, for the selector.
+    pub(crate) environments: Vec<String>,
     pub(crate) section: Section,
     /// Path suffix of this section's page, for the project links (`""`, `/routes`).
     pub(crate) section_suffix: &'static str,
@@ -332,6 +371,7 @@ fn TopBar(chrome: Chrome) -> impl IntoView {
     let Chrome {
         ctx,
         projects,
+        environments,
         section,
         section_suffix,
         theme,
@@ -363,10 +403,12 @@ fn TopBar(chrome: Chrome) -> impl IntoView {
         Some(Theme::Dark) => (Theme::Light, "Light"),
         Some(Theme::Light) => (Theme::Dark, "Dark"),
     };
+    let environment = environments_picker(&ctx, environments);
     view! {
         <header class="bar">
             <a class="brand" href="/">"Sightline"</a>
             <nav class="projects" aria-label="Projects">{links}</nav>
+            {environment}
             <nav class="sections" aria-label="Sections">{tabs}</nav>
             <div class="bar-end">
                 <LiveToggle live=ctx.live on_href=ctx.with_live(true) off_href=ctx.with_live(false)/>
@@ -380,6 +422,43 @@ fn TopBar(chrome: Chrome) -> impl IntoView {
             </div>
         </header>
     }
+}
+
+/// The environment selector: a disclosure listing "All environments" and every
+/// environment the project knows, each a link to this page in it (keyboard reachable, no
+/// JavaScript needed). An environment in the URL that nothing names yet is listed too.
+fn environments_picker(ctx: &Ctx, mut environments: Vec<String>) -> impl IntoView + use<> {
+    if let Some(current) = &ctx.environment
+        && !environments.contains(current)
+    {
+        environments.push(current.clone());
+        environments.sort();
+    }
+    if environments.is_empty() {
+        return None;
+    }
+    let current = ctx.environment.clone();
+    let label = current
+        .clone()
+        .unwrap_or_else(|| "All environments".to_owned());
+    let all_here = current.is_none().then_some("page");
+    let items = environments
+        .into_iter()
+        .map(|e| {
+            let here = (current.as_deref() == Some(e.as_str())).then_some("page");
+            let href = ctx.with_environment(Some(&e));
+            view! { <li><a href=href aria-current=here>{e}</a></li> }
+        })
+        .collect_view();
+    Some(view! {
+        <details class="environments">
+            <summary title="Deployment environment">{label}</summary>
+            <ul role="list">
+                <li><a href=ctx.with_environment(None) aria-current=all_here>"All environments"</a></li>
+                {items}
+            </ul>
+        </details>
+    })
 }
 
 /// Heading, range sub-heading, the preset links and the custom-range form.
@@ -413,11 +492,14 @@ fn PageHead(
         Range::Custom { since, until } => (since, until),
         Range::Preset(_) => (window.since, window.until),
     };
+    // the page's own parameters and live mode and environment ride along; the range is
+    // the form's
     let hidden = ctx
         .keep
         .iter()
         .cloned()
         .chain(ctx.live.then(|| ("live", "1".to_owned())))
+        .chain(ctx.environment.clone().map(|e| ("environment", e)))
         .map(|(name, value)| view! { <input type="hidden" name=name value=value/> })
         .collect_view();
     view! {
@@ -459,6 +541,7 @@ mod tests {
             project: 3,
             range: Range::Preset(Period::Days7),
             live: true,
+            environment: None,
             keep: vec![
                 ("method", "GET".to_owned()),
                 ("route", "/threads/{id}".to_owned()),

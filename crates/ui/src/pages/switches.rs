@@ -527,13 +527,7 @@ pub(crate) fn SwitchesPage(data: SwitchesList) -> impl IntoView {
             view! { <option value=value selected=selected>{label}</option> }
         })
         .collect_view();
-    let hidden = ctx
-        .range
-        .query_pairs()
-        .into_iter()
-        .chain(ctx.live.then(|| ("live", "1".to_owned())))
-        .map(|(name, value)| view! { <input type="hidden" name=name value=value/> })
-        .collect_view();
+    let hidden = ctx.hidden_fields();
     let table = if shown.is_empty() {
         let text = if total == 0 {
             "No switches yet. Create them through the API (POST /api/0/switches/)."

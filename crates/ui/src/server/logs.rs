@@ -54,7 +54,13 @@ pub(super) async fn logs_list(
     let lines = state.query.logs(project, &filters.filter(window)).await?;
     let series = state
         .query
-        .series(project, range, window.step, None)
+        .series(
+            project,
+            range,
+            window.step,
+            None,
+            frame.environment.as_deref(),
+        )
         .await?;
     let markers = super::markers::flip_markers(&state.query, &headers, window).await?;
     let (theme, bundle) = (chrome.theme, chrome.bundle.clone());

@@ -31,8 +31,14 @@ pub(super) async fn memory(
     let window = frame.range.resolve(frame.now);
     let range = window.range();
     let project = frame.project.id;
-    let heap = state.query.heap_series(project, range, window.step).await?;
-    let routes = state.query.route_insight(project, range).await?;
+    let heap = state
+        .query
+        .heap_series(project, range, window.step, frame.environment.as_deref())
+        .await?;
+    let routes = state
+        .query
+        .route_insight(project, range, frame.environment.as_deref())
+        .await?;
     let markers = super::markers::flip_markers(&state.query, &headers, window).await?;
     let (theme, bundle) = (chrome.theme, chrome.bundle.clone());
     let data = MemoryData {

@@ -33,8 +33,14 @@ pub(super) async fn queries_list(
     let window = frame.range.resolve(frame.now);
     let range = window.range();
     let project = frame.project.id;
-    let queries = state.query.slow_queries(project, range).await?;
-    let suspects = state.query.n_plus_one_suspects(project, range).await?;
+    let queries = state
+        .query
+        .slow_queries(project, range, frame.environment.as_deref())
+        .await?;
+    let suspects = state
+        .query
+        .n_plus_one_suspects(project, range, frame.environment.as_deref())
+        .await?;
     let (theme, bundle) = (chrome.theme, chrome.bundle.clone());
     let data = QueriesList {
         chrome,

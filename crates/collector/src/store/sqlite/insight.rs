@@ -8,7 +8,10 @@ use sightline_protocol::{EncodedSum, MetricBatch};
 use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
 
-use super::{SqliteStore, add_concatenated, concatenated, corrupt, db, merge_stored, split_rows};
+use super::{
+    SqliteStore, add_concatenated, concatenated, corrupt, db, environment_is, merge_stored,
+    split_rows,
+};
 use crate::insight::{
     ExemplarDetail, ExemplarSummary, HeapPoint, HeapSeries, InsightStore, NPlusOneRow, QueryTotals,
     RetentionConfig, RouteTotals, StorageReport, TableRows, Tier, WaterfallEntry, day_split, hex,
@@ -49,6 +52,7 @@ pub(super) async fn write_insight(
     received_at: i64,
 ) -> Result<(), sqlx::Error> {
     let insight = &batch.insight;
+    let environment = super::stored_environment(&batch.agent);
     for tier in Tier::ALL {
         let t = tier.id();
         for r in &insight.routes {
@@ -60,13 +64,14 @@ pub(super) async fn write_insight(
                 "SELECT queries_hist, query_us_hist, allocs_hist, alloc_bytes_hist
                  FROM insight_routes
                  WHERE project_id = ?1 AND tier = ?2 AND window_start = ?3 AND route = ?4
-                   AND method = ?5",
+                   AND method = ?5 AND environment = ?6",
             )
             .bind(project_id)
             .bind(t)
             .bind(start)
             .bind(&r.route)
             .bind(&r.method)
+            .bind(environment)
             .fetch_optional(&mut *conn)
             .await?;
             // One blob per metric, in column order.
@@ -89,10 +94,11 @@ pub(super) async fn write_insight(
                 "INSERT INTO insight_routes (project_id, tier, window_start, route, method,
                      window_secs, requests, queries, query_us, alloc_requests, allocs,
                      alloc_bytes, n_plus_one, queries_hist, query_us_hist, allocs_hist,
-                     alloc_bytes_hist)
+                     alloc_bytes_hist, environment)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                         ?16, ?17)
-                 ON CONFLICT (project_id, tier, window_start, route, method) DO UPDATE SET
+                         ?16, ?17, ?18)
+                 ON CONFLICT (project_id, tier, window_start, route, method, environment)
+                 DO UPDATE SET
                      requests = MIN(requests + excluded.requests, {SAT}),
                      queries = MIN(queries + excluded.queries, {SAT}),
                      query_us = MIN(query_us + excluded.query_us, {SAT}),
@@ -122,6 +128,7 @@ pub(super) async fn write_insight(
             .bind(query_us_hist)
             .bind(allocs_hist)
             .bind(alloc_bytes_hist)
+            .bind(environment)
             .execute(&mut *conn)
             .await?;
         }
@@ -133,21 +140,24 @@ pub(super) async fn write_insight(
             let l = &q.latency;
             let stored: Option<Vec<u8>> = sqlx::query_scalar(
                 "SELECT hist FROM query_windows
-                 WHERE project_id = ?1 AND tier = ?2 AND window_start = ?3 AND fingerprint = ?4",
+                 WHERE project_id = ?1 AND tier = ?2 AND window_start = ?3 AND fingerprint = ?4
+                   AND environment = ?5",
             )
             .bind(project_id)
             .bind(t)
             .bind(start)
             .bind(fp(q.fingerprint))
+            .bind(environment)
             .fetch_optional(&mut *conn)
             .await?;
             let hist =
                 merge_stored(stored.as_deref().unwrap_or_default(), &l.buckets).map_err(corrupt)?;
             sqlx::query(&format!(
                 "INSERT INTO query_windows (project_id, tier, window_start, fingerprint,
-                     window_secs, count, sum_us, min_us, max_us, hist)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT (project_id, tier, window_start, fingerprint) DO UPDATE SET
+                     window_secs, count, sum_us, min_us, max_us, hist, environment)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (project_id, tier, window_start, fingerprint, environment)
+                 DO UPDATE SET
                      count = MIN(count + excluded.count, {SAT}),
                      sum_us = MIN(sum_us + excluded.sum_us, {SAT}),
                      min_us = MIN(min_us, excluded.min_us),
@@ -164,14 +174,16 @@ pub(super) async fn write_insight(
             .bind(to_i64(l.min))
             .bind(to_i64(l.max))
             .bind(hist)
+            .bind(environment)
             .execute(&mut *conn)
             .await?;
             for (route, method, count) in &q.routes {
                 sqlx::query(&format!(
                     "INSERT INTO query_routes (project_id, tier, window_start, fingerprint,
-                         route, method, count)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (project_id, tier, window_start, fingerprint, route, method)
+                         route, method, count, environment)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (project_id, tier, window_start, fingerprint, route, method,
+                                  environment)
                      DO UPDATE SET count = MIN(count + excluded.count, {SAT})"
                 ))
                 .bind(project_id)
@@ -181,6 +193,7 @@ pub(super) async fn write_insight(
                 .bind(route)
                 .bind(method)
                 .bind(to_i64(*count))
+                .bind(environment)
                 .execute(&mut *conn)
                 .await?;
             }
@@ -189,9 +202,10 @@ pub(super) async fn write_insight(
             let (start, _) = slot(tier, n.start, n.window_secs);
             sqlx::query(&format!(
                 "INSERT INTO n_plus_one (project_id, tier, window_start, route, method,
-                     fingerprint, requests, total_repeats, max_repeats)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (project_id, tier, window_start, route, method, fingerprint)
+                     fingerprint, requests, total_repeats, max_repeats, environment)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (project_id, tier, window_start, route, method, fingerprint,
+                              environment)
                  DO UPDATE SET
                      requests = MIN(requests + excluded.requests, {SAT}),
                      total_repeats = MIN(total_repeats + excluded.total_repeats, {SAT}),
@@ -206,6 +220,7 @@ pub(super) async fn write_insight(
             .bind(to_i64(n.requests))
             .bind(to_i64(n.total_repeats))
             .bind(to_i64(n.max_repeats))
+            .bind(environment)
             .execute(&mut *conn)
             .await?;
         }
@@ -214,11 +229,12 @@ pub(super) async fn write_insight(
             let ts = tier.secs().map_or(secs, |s| secs.div_euclid(s) * s);
             sqlx::query(
                 "INSERT INTO heap_samples (project_id, tier, ts, service, instance, live_bytes,
-                     peak_bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     peak_bytes, environment)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (project_id, tier, ts, service, instance) DO UPDATE SET
                      live_bytes = MAX(live_bytes, excluded.live_bytes),
-                     peak_bytes = MAX(peak_bytes, excluded.peak_bytes)",
+                     peak_bytes = MAX(peak_bytes, excluded.peak_bytes),
+                     environment = excluded.environment",
             )
             .bind(project_id)
             .bind(t)
@@ -227,6 +243,7 @@ pub(super) async fn write_insight(
             .bind(&batch.agent.instance)
             .bind(to_i64(h.live_bytes))
             .bind(to_i64(h.peak_bytes))
+            .bind(environment)
             .execute(&mut *conn)
             .await?;
         }
@@ -252,8 +269,9 @@ pub(super) async fn write_insight(
         sqlx::query(
             "INSERT INTO exemplars (project_id, service, instance, route, method, status,
                  start_ms, duration_us, reasons, queries, query_us, allocs, alloc_bytes,
-                 dropped_entries, entries)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                 dropped_entries, entries, environment)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                     ?16)",
         )
         .bind(project_id)
         .bind(&batch.agent.service)
@@ -270,6 +288,7 @@ pub(super) async fn write_insight(
         .bind(to_i64(e.alloc_bytes))
         .bind(to_i64(e.dropped_entries))
         .bind(entries)
+        .bind(environment)
         .execute(&mut *conn)
         .await?;
     }
@@ -299,14 +318,20 @@ fn summary(row: &sqlx::sqlite::SqliteRow) -> Result<ExemplarSummary, sqlx::Error
     })
 }
 
-/// The rows of `table` for `project_id = ?1` and `tier`, for [`split_rows`] with the
-/// range bounds at `?2`–`?5`.
+/// The rows of `table` for `project_id = ?1`, `tier` and the environment at `?6`, for
+/// [`split_rows`] with the range bounds at `?2`–`?5`.
 fn tiered_rows(table: &'static str, columns: &str, tier: Tier, days: (i64, i64)) -> String {
     split_rows(
         columns,
         "window_start",
         (tier, days),
-        |t| format!("{table} WHERE project_id = ?1 AND tier = {}", t.id()),
+        |t| {
+            format!(
+                "{table} WHERE project_id = ?1 AND tier = {} AND {}",
+                t.id(),
+                environment_is(6)
+            )
+        },
         [2, 3, 4, 5],
     )
 }
@@ -318,22 +343,22 @@ const TIERED: [(&str, &str, &str); 5] = [
     (
         "insight_routes",
         "window_start",
-        "project_id, tier, window_start, route, method",
+        "project_id, tier, window_start, route, method, environment",
     ),
     (
         "query_windows",
         "window_start",
-        "project_id, tier, window_start, fingerprint",
+        "project_id, tier, window_start, fingerprint, environment",
     ),
     (
         "query_routes",
         "window_start",
-        "project_id, tier, window_start, fingerprint, route, method",
+        "project_id, tier, window_start, fingerprint, route, method, environment",
     ),
     (
         "n_plus_one",
         "window_start",
-        "project_id, tier, window_start, route, method, fingerprint",
+        "project_id, tier, window_start, route, method, fingerprint, environment",
     ),
     (
         "heap_samples",
@@ -353,6 +378,7 @@ impl InsightStore for SqliteStore {
         project_id: u64,
         tier: Tier,
         range: TimeRange,
+        environment: Option<&str>,
     ) -> Result<Vec<QueryTotals>, Error> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let p = to_i64(project_id);
@@ -382,6 +408,7 @@ impl InsightStore for SqliteStore {
         .bind(range.until)
         .bind(first)
         .bind(end)
+        .bind(environment)
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
@@ -418,6 +445,7 @@ impl InsightStore for SqliteStore {
         .bind(range.until)
         .bind(first)
         .bind(end)
+        .bind(environment)
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
@@ -440,6 +468,7 @@ impl InsightStore for SqliteStore {
         project_id: u64,
         tier: Tier,
         range: TimeRange,
+        environment: Option<&str>,
     ) -> Result<Vec<RouteTotals>, Error> {
         let (first, end) = day_split(tier, range);
         // Metric 0 queries, 1 query µs, 2 allocations, 3 bytes: the blob columns in order.
@@ -467,6 +496,7 @@ impl InsightStore for SqliteStore {
         .bind(range.until)
         .bind(first)
         .bind(end)
+        .bind(environment)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -505,6 +535,7 @@ impl InsightStore for SqliteStore {
         project_id: u64,
         tier: Tier,
         range: TimeRange,
+        environment: Option<&str>,
     ) -> Result<Vec<NPlusOneRow>, Error> {
         let (first, end) = day_split(tier, range);
         // The route's requests over the same rows, per suspect (a handful of rows).
@@ -515,8 +546,9 @@ impl InsightStore for SqliteStore {
             |t| {
                 format!(
                     "insight_routes WHERE project_id = ?1 AND tier = {} AND route = n.route
-                       AND method = n.method",
-                    t.id()
+                       AND method = n.method AND {}",
+                    t.id(),
+                    environment_is(6)
                 )
             },
             [2, 3, 4, 5],
@@ -544,6 +576,7 @@ impl InsightStore for SqliteStore {
         .bind(range.until)
         .bind(first)
         .bind(end)
+        .bind(environment)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -576,21 +609,24 @@ impl InsightStore for SqliteStore {
         tier: Tier,
         range: TimeRange,
         step_secs: i64,
+        environment: Option<&str>,
     ) -> Result<Vec<HeapSeries>, Error> {
         let origin = range.since.div_euclid(step_secs) * step_secs;
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT service, instance, ?5 + ((ts - ?5) / ?6) * ?6 AS step, MAX(live_bytes),
                     MAX(peak_bytes)
              FROM heap_samples
-             WHERE project_id = ?1 AND tier = ?2 AND ts >= ?3 AND ts < ?4
+             WHERE project_id = ?1 AND tier = ?2 AND ts >= ?3 AND ts < ?4 AND {environment}
              GROUP BY service, instance, step ORDER BY service, instance, step",
-        )
+            environment = environment_is(7),
+        ))
         .bind(to_i64(project_id))
         .bind(tier.id())
         .bind(range.since)
         .bind(range.until)
         .bind(origin)
         .bind(step_secs)
+        .bind(environment)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -622,6 +658,7 @@ impl InsightStore for SqliteStore {
         route: Option<(&str, &str)>,
         before: Option<u64>,
         limit: u32,
+        environment: Option<&str>,
     ) -> Result<Vec<ExemplarSummary>, Error> {
         let (route, method) = route.unzip();
         // `before` names a row; the page after it continues the (start_ms, id) order. A
@@ -632,7 +669,9 @@ impl InsightStore for SqliteStore {
                AND (?4 IS NULL OR (route = ?4 AND method = ?5))
                AND (?7 IS NULL OR (start_ms, id) <
                     (SELECT start_ms, id FROM exemplars WHERE id = ?7 AND project_id = ?1))
-             ORDER BY start_ms DESC, id DESC LIMIT ?6"
+               AND {environment}
+             ORDER BY start_ms DESC, id DESC LIMIT ?6",
+            environment = environment_is(8),
         ))
         .bind(to_i64(project_id))
         .bind(range.since.saturating_mul(1000))
@@ -641,6 +680,7 @@ impl InsightStore for SqliteStore {
         .bind(method)
         .bind(i64::from(limit))
         .bind(before.map(to_i64))
+        .bind(environment)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?
@@ -757,7 +797,7 @@ impl InsightStore for SqliteStore {
         for tier in Tier::ALL {
             let cutoff = now.saturating_sub(retention.keep_secs(tier));
             let suffix = tier.route_suffix();
-            let key = "project_id, route, method, status_class, window_start";
+            let key = "project_id, window_start, route, method, status_class, environment";
             let done = sqlx::query(&format!(
                 "DELETE FROM route_windows{suffix} WHERE ({key}) IN (
                      SELECT {key} FROM route_windows{suffix} WHERE window_start < ?1 LIMIT ?2)"
