@@ -17,8 +17,9 @@
 //! 1-hour tier — what ingest plus retention would have left after 30 days of the same hour
 //! repeating. Ingesting 30 days through the writer would take hours; the copies have the
 //! same keys, shapes and histogram blobs as ingested rows because they are ingested rows.
-//! The day tier is then rebuilt from the hours by the schema's own migration (version 8)
-//! and each day's histograms merged into one blob, as the writer would have stored them.
+//! The day tier is then rebuilt from the hours by the schema's own migration (version 8;
+//! the per-project day rows as version 11 builds them) and each day's histograms merged
+//! into one blob, as the writer would have stored them.
 //!
 //! Traffic model: every route serves 5 requests a second in all (50 per 10-second window,
 //! spread over the instances), log-normal latency around a route-specific median, 1 % 5xx
@@ -365,9 +366,11 @@ async fn copy_tiers(dir: &Path, from: i64, counts: [i64; 3], step: i64) -> u64 {
         .await
         .expect("open db");
     let mut copied = 0;
-    for (suffix, count) in [("", counts[0]), ("_1m", counts[1]), ("_1h", counts[2])] {
-        let table = format!("route_windows{suffix}");
-        copied += copy_hour(&pool, &table, "window_start", 1, None, from, count, step).await;
+    for table in ["route_windows", "project_windows"] {
+        for (suffix, count) in [("", counts[0]), ("_1m", counts[1]), ("_1h", counts[2])] {
+            let table = format!("{table}{suffix}");
+            copied += copy_hour(&pool, &table, "window_start", 1, None, from, count, step).await;
+        }
     }
     for (table, time) in [
         ("insight_routes", "window_start"),
@@ -441,6 +444,22 @@ async fn rebuild_days(pool: &sqlx::SqlitePool) {
         .execute(&mut *tx)
         .await
         .expect("day table at version 10");
+    // The per-project day rows from its hour rows, as version 11 builds them.
+    sqlx::raw_sql(
+        "DELETE FROM project_windows_1d;
+         INSERT INTO project_windows_1d (project_id, window_start, status_class, environment,
+             window_secs, count, sum_us, min_us, max_us, hist)
+         SELECT project_id, window_start / 86400 * 86400, status_class, environment,
+                MAX(86400, MAX(window_secs)),
+                CAST(MIN(TOTAL(count), 9223372036854775807) AS INTEGER),
+                CAST(MIN(TOTAL(sum_us), 9223372036854775807) AS INTEGER),
+                MIN(min_us), MAX(max_us), CAST(group_concat(hist, '') AS BLOB)
+         FROM project_windows_1h
+         GROUP BY project_id, window_start / 86400 * 86400, status_class, environment;",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("project day rows");
     let insight_hists = [
         "queries_hist",
         "query_us_hist",
@@ -464,6 +483,12 @@ async fn rebuild_days(pool: &sqlx::SqlitePool) {
             "query_windows",
             "AND tier = 3",
             "fingerprint",
+            &["hist"][..],
+        ),
+        (
+            "project_windows_1d",
+            "",
+            "status_class, environment",
             &["hist"][..],
         ),
     ] {

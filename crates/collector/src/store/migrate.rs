@@ -55,6 +55,10 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 10,
         sql: include_str!("../../../../migrations/sqlite/0010_environments.sql"),
     },
+    Migration {
+        version: 11,
+        sql: include_str!("../../../../migrations/sqlite/0011_project_windows.sql"),
+    },
 ];
 
 /// Migrations of `all` not yet in `applied`, in order. Refuses a store that has a version

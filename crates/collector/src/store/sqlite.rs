@@ -278,67 +278,164 @@ pub(super) fn split_rows(
     )
 }
 
-/// Merges one window into the route tables of every tier (`route_windows`, `_1m`, `_1h`,
-/// `_1d`): totals added in SQL, the latency histogram by read-modify-write of the row's
-/// blob (the writer is the only one writing, inside its transaction). Sums saturate at the
-/// largest integer (SQLite turns an overflowing `+` into a float, which `MIN` maps back).
-async fn upsert_window(
-    conn: &mut SqliteConnection,
-    project_id: i64,
-    environment: &str,
-    window: &RouteWindow,
-) -> Result<(), sqlx::Error> {
-    let latency = &window.latency;
-    for tier in crate::insight::Tier::ALL {
-        let (start, secs) = insight::slot(tier, window.start, window.window_secs);
+/// What a latency window is merged into: one route × method of `route_windows{suffix}`, or
+/// the per-project rollup `project_windows{suffix}` that the all-routes charts read.
+#[derive(Debug, Clone, Copy)]
+enum WindowKey<'a> {
+    Route { route: &'a str, method: &'a str },
+    Project,
+}
+
+impl WindowKey<'_> {
+    /// The table of `tier`, and its primary key as an `ON CONFLICT` target.
+    fn table(self, tier: crate::insight::Tier) -> (String, &'static str) {
         let suffix = tier.route_suffix();
-        let stored: Option<Vec<u8>> = sqlx::query_scalar(&format!(
-            "SELECT hist FROM route_windows{suffix}
-             WHERE project_id = ?1 AND route = ?2 AND method = ?3 AND status_class = ?4
-               AND window_start = ?5 AND environment = ?6"
-        ))
-        .bind(project_id)
-        .bind(&window.route)
-        .bind(&window.method)
-        .bind(window.status_class)
-        .bind(start)
-        .bind(environment)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let hist = merge_stored(stored.as_deref().unwrap_or_default(), &latency.buckets)
-            .map_err(corrupt)?;
-        sqlx::query(&format!(
-            "INSERT INTO route_windows{suffix} (project_id, route, method, status_class,
-                 window_start, window_secs, count, sum_us, min_us, max_us, hist, environment)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-             ON CONFLICT (project_id, window_start, route, method, status_class, environment)
-             DO UPDATE SET
-                 window_secs = MAX(window_secs, excluded.window_secs),
-                 count = MIN(count + excluded.count, 9223372036854775807),
-                 sum_us = MIN(sum_us + excluded.sum_us, 9223372036854775807),
-                 min_us = MIN(min_us, excluded.min_us),
-                 max_us = MAX(max_us, excluded.max_us),
-                 hist = excluded.hist"
-        ))
-        .bind(project_id)
-        .bind(&window.route)
-        .bind(&window.method)
-        .bind(window.status_class)
-        .bind(start)
-        .bind(secs)
+        match self {
+            WindowKey::Route { .. } => (
+                format!("route_windows{suffix}"),
+                "project_id, window_start, route, method, status_class, environment",
+            ),
+            WindowKey::Project => (
+                format!("project_windows{suffix}"),
+                "project_id, window_start, status_class, environment",
+            ),
+        }
+    }
+}
+
+/// One slot of one tier to merge a latency histogram into.
+#[derive(Debug, Clone, Copy)]
+struct Slot<'a> {
+    project_id: i64,
+    environment: &'a str,
+    status_class: sightline_protocol::StatusClass,
+    tier: crate::insight::Tier,
+    start: i64,
+    secs: i64,
+}
+
+/// Merges `latency` into `key`'s row of `slot`: totals added in SQL, the histogram by
+/// read-modify-write of the row's blob (the writer is the only one writing, inside its
+/// transaction). Sums saturate at the largest integer (SQLite turns an overflowing `+`
+/// into a float, which `MIN` maps back).
+async fn merge_window(
+    conn: &mut SqliteConnection,
+    key: WindowKey<'_>,
+    slot: Slot<'_>,
+    latency: &sightline_protocol::Histogram,
+) -> Result<(), sqlx::Error> {
+    let (table, conflict) = key.table(slot.tier);
+    let route = match key {
+        WindowKey::Route { route, method } => Some((route, method)),
+        WindowKey::Project => None,
+    };
+    let (route_is, route_columns, route_values) = if route.is_some() {
+        (
+            " AND route = ?5 AND method = ?6",
+            ", route, method",
+            ", ?11, ?12",
+        )
+    } else {
+        ("", "", "")
+    };
+    let select_sql = format!(
+        "SELECT hist FROM {table}
+         WHERE project_id = ?1 AND window_start = ?2 AND status_class = ?3
+           AND environment = ?4{route_is}"
+    );
+    let mut select = sqlx::query_scalar(&select_sql)
+        .bind(slot.project_id)
+        .bind(slot.start)
+        .bind(slot.status_class)
+        .bind(slot.environment);
+    if let Some((route, method)) = route {
+        select = select.bind(route).bind(method);
+    }
+    let stored: Option<Vec<u8>> = select.fetch_optional(&mut *conn).await?;
+    let hist =
+        merge_stored(stored.as_deref().unwrap_or_default(), &latency.buckets).map_err(corrupt)?;
+    let insert_sql = format!(
+        "INSERT INTO {table} (project_id, window_start, status_class, environment, window_secs,
+             count, sum_us, min_us, max_us, hist{route_columns})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10{route_values})
+         ON CONFLICT ({conflict}) DO UPDATE SET
+             window_secs = MAX(window_secs, excluded.window_secs),
+             count = MIN(count + excluded.count, 9223372036854775807),
+             sum_us = MIN(sum_us + excluded.sum_us, 9223372036854775807),
+             min_us = MIN(min_us, excluded.min_us),
+             max_us = MAX(max_us, excluded.max_us),
+             hist = excluded.hist"
+    );
+    let mut insert = sqlx::query(&insert_sql)
+        .bind(slot.project_id)
+        .bind(slot.start)
+        .bind(slot.status_class)
+        .bind(slot.environment)
+        .bind(slot.secs)
         .bind(to_i64(latency.count))
         .bind(to_i64(latency.sum))
         .bind(to_i64(latency.min))
         .bind(to_i64(latency.max))
-        .bind(hist)
-        .bind(environment)
-        .execute(&mut *conn)
-        .await?;
+        .bind(hist);
+    if let Some((route, method)) = route {
+        insert = insert.bind(route).bind(method);
+    }
+    insert.execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Merges a batch's route windows into the route tables of every tier (`route_windows`,
+/// `_1m`, `_1h`, `_1d`), and their sum per slot and status class into the per-project
+/// rollup of every tier (one merge per slot, however many routes it holds).
+async fn merge_windows(
+    conn: &mut SqliteConnection,
+    project_id: i64,
+    environment: &str,
+    windows: &[RouteWindow],
+) -> Result<(), sqlx::Error> {
+    type ProjectSlot = (i64, i64, sightline_protocol::StatusClass);
+    let mut project: BTreeMap<ProjectSlot, (Slot<'_>, sightline_protocol::Histogram)> =
+        BTreeMap::new();
+    // An empty window adds nothing to any sum, and would drag `min_us` to 0.
+    for window in windows.iter().filter(|w| !w.latency.is_empty()) {
+        for tier in crate::insight::Tier::ALL {
+            let (start, secs) = insight::slot(tier, window.start, window.window_secs);
+            let slot = Slot {
+                project_id,
+                environment,
+                status_class: window.status_class,
+                tier,
+                start,
+                secs,
+            };
+            let key = WindowKey::Route {
+                route: &window.route,
+                method: &window.method,
+            };
+            merge_window(conn, key, slot, &window.latency).await?;
+            let (kept, sum) = project
+                .entry((tier.id(), start, window.status_class))
+                .or_insert_with(|| (slot, sightline_protocol::Histogram::new()));
+            kept.secs = kept.secs.max(secs);
+            sum.merge(&window.latency);
+        }
+    }
+    for (slot, latency) in project.into_values() {
+        merge_window(conn, WindowKey::Project, slot, &latency).await?;
     }
     Ok(())
 }
 
-/// The route-window table of `tier` for [`split_rows`], filtered to project `?1`.
+/// The per-project rollup of `tier` for `project_id = ?1` and the environment at
+/// `?{environment}`: what every read of all routes takes.
+fn project_table(tier: crate::insight::Tier, environment: u8) -> String {
+    format!(
+        "project_windows{} WHERE project_id = ?1 AND {}",
+        tier.route_suffix(),
+        environment_is(environment)
+    )
+}
+
 fn route_table(tier: crate::insight::Tier, environment: u8) -> String {
     format!(
         "route_windows{} WHERE project_id = ?1 AND {}",
@@ -468,14 +565,9 @@ impl Store for SqliteStore {
             summary.agent_dropped = summary.agent_dropped.saturating_add(dropped);
             let project_id = to_i64(ingest.project_id);
             let environment = stored_environment(&ingest.batch.agent);
-            for window in &ingest.batch.windows {
-                // An empty window adds nothing to any sum, and would drag `min_us` to 0.
-                if !window.latency.is_empty() {
-                    upsert_window(&mut tx, project_id, environment, window)
-                        .await
-                        .map_err(db)?;
-                }
-            }
+            merge_windows(&mut tx, project_id, environment, &ingest.batch.windows)
+                .await
+                .map_err(db)?;
             summary.windows += ingest.batch.windows.len() as u64;
             insight::write_insight(&mut tx, project_id, &ingest.batch, ingest.received_at)
                 .await
@@ -555,7 +647,8 @@ impl Store for SqliteStore {
     ) -> Result<Aggregates<i64>, Error> {
         // ?4 is the first step's start (≤ every window_start in range), ?5 the step length:
         // integer division assigns each window to the step its start falls in.
-        // ?6/?7 filter one route × method, or nothing when NULL.
+        // ?6/?7: one route × method from the route tables; without them, every route
+        // from the per-project rollup.
         // ?8/?9: the whole days read from the day tier, when every day lies in one step.
         // ?10: one environment, or every one when NULL.
         let tier = self.tier_for_series(range, steps.step_secs);
@@ -575,11 +668,11 @@ impl Store for SqliteStore {
                 "window_start, status_class, count, sum_us, min_us, max_us, hist",
                 "window_start",
                 (tier, (first, end)),
-                |tier| {
-                    format!(
-                        "{} AND (?6 IS NULL OR (route = ?6 AND method = ?7))",
-                        route_table(tier, 10)
-                    )
+                // all routes: the per-project rollup (a row per status class, not per
+                // route and status class)
+                |tier| match route {
+                    Some(_) => format!("{} AND route = ?6 AND method = ?7", route_table(tier, 10)),
+                    None => project_table(tier, 10),
                 },
                 [2, 3, 8, 9],
             ),
@@ -1002,7 +1095,52 @@ mod tests {
             let buckets: BTreeMap<i32, u64> =
                 series.buckets.iter().map(|&(_, i, n)| (i, n)).collect();
             assert_eq!(buckets, same_minute, "series over {span}");
+            // all routes, from the per-project rollup: the same windows, the same sums
+            let all = store
+                .series_aggregates(
+                    1,
+                    range,
+                    Steps {
+                        origin: T,
+                        step_secs: span,
+                    },
+                    None,
+                    None,
+                )
+                .await
+                .unwrap();
+            assert_eq!(all.buckets, series.buckets, "all routes over {span}");
+            assert_eq!(
+                format!("{:?}", all.classes),
+                format!("{:?}", series.classes),
+                "all routes over {span}"
+            );
         }
+        // The all-routes series reads the rollup alone: the route rows gone, it stays.
+        let range = TimeRange {
+            since: T,
+            until: T + 3_600,
+        };
+        let steps = Steps {
+            origin: T,
+            step_secs: 60,
+        };
+        let before = store
+            .series_aggregates(1, range, steps, None, None)
+            .await
+            .unwrap();
+        for tier in Tier::ALL {
+            sqlx::query(&format!("DELETE FROM route_windows{}", tier.route_suffix()))
+                .execute(&store.pool)
+                .await
+                .unwrap();
+        }
+        let after = store
+            .series_aggregates(1, range, steps, None, None)
+            .await
+            .unwrap();
+        assert_eq!(after.buckets, before.buckets);
+        assert_eq!(after.classes.iter().map(|c| c.count).sum::<u64>(), 9);
 
         for tier in Tier::ALL {
             // As the API reads a tier: from the start of the slot holding `since`.
@@ -1357,6 +1495,28 @@ mod tests {
         )
     }
 
+    /// The all-routes series over 20 days of the month, in 1-hour and 1-day steps.
+    async fn month_series(store: &SqliteStore) -> Vec<Aggregates<i64>> {
+        let range = TimeRange {
+            since: T0 + 86_400,
+            until: T0 + 21 * 86_400,
+        };
+        let mut out = Vec::new();
+        for step_secs in [3_600, 86_400] {
+            let steps = Steps {
+                origin: range.since,
+                step_secs,
+            };
+            let series = store
+                .series_aggregates(1, range, steps, None, None)
+                .await
+                .unwrap();
+            assert!(!series.classes.is_empty());
+            out.push(series);
+        }
+        out
+    }
+
     #[tokio::test]
     async fn version_8_builds_the_day_tier_from_the_hours() {
         // The same month written by today's writer (with a day tier) and, hour rows only,
@@ -1364,6 +1524,7 @@ mod tests {
         let (dir, old_dir) = (TempDir::new().unwrap(), TempDir::new().unwrap());
         let (current, _) = a_month_of_windows(&dir).await;
         let expected = month_reads(&current).await;
+        let expected_series = month_series(&current).await;
         current.close().await;
         drop(current);
         let old_path = old_dir.path().join("test.db");
@@ -1438,6 +1599,15 @@ mod tests {
         assert_eq!(format!("{:?}", migrated.1), format!("{:?}", expected.1));
         assert_eq!(format!("{:?}", migrated.2), format!("{:?}", expected.2));
         assert_eq!(migrated.3, expected.3);
+        // Version 11 builds the per-project rollup the all-routes charts read from the
+        // (migrated) hour and day route rows.
+        for (migrated, expected) in month_series(&store).await.iter().zip(&expected_series) {
+            assert_eq!(migrated.buckets, expected.buckets);
+            assert_eq!(
+                format!("{:?}", migrated.classes),
+                format!("{:?}", expected.classes)
+            );
+        }
         // Windows from before version 10 kept no environment: all of them, none of any.
         let month = TimeRange {
             since: T0,
@@ -1498,6 +1668,8 @@ mod tests {
             ("route_windows_1m", Tier::Minute),
             ("route_windows_1h", Tier::Hour),
             ("route_windows_1d", Tier::Day),
+            ("project_windows", Tier::Raw),
+            ("project_windows_1d", Tier::Day),
             ("insight_routes", Tier::Raw),
             ("query_windows", Tier::Hour),
             ("query_windows", Tier::Day),
@@ -1511,6 +1683,8 @@ mod tests {
             .unwrap();
         let after = store.storage().await.unwrap();
         assert_eq!(rows(&after, "route_windows", Tier::Raw), 0);
+        assert_eq!(rows(&after, "project_windows", Tier::Raw), 0);
+        assert_eq!(rows(&after, "project_windows_1h", Tier::Hour), 1);
         assert_eq!(rows(&after, "insight_routes", Tier::Raw), 0);
         assert_eq!(rows(&after, "query_windows", Tier::Raw), 0);
         assert_eq!(rows(&after, "route_windows_1m", Tier::Minute), 1);

@@ -731,18 +731,19 @@ impl InsightStore for SqliteStore {
             .await
             .map_err(db)?;
         let mut tables = Vec::new();
-        for tier in Tier::ALL {
-            let suffix = tier.route_suffix();
-            let rows: i64 =
-                sqlx::query_scalar(&format!("SELECT COUNT(*) FROM route_windows{suffix}"))
+        for table in ["route_windows", "project_windows"] {
+            for tier in Tier::ALL {
+                let table = format!("{table}{}", tier.route_suffix());
+                let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
                     .fetch_one(&mut *conn)
                     .await
                     .map_err(db)?;
-            tables.push(TableRows {
-                table: format!("route_windows{suffix}"),
-                tier: Some(tier),
-                rows: to_u64(rows),
-            });
+                tables.push(TableRows {
+                    table,
+                    tier: Some(tier),
+                    rows: to_u64(rows),
+                });
+            }
         }
         for (table, _, _) in TIERED {
             let counts = sqlx::query(&format!(
@@ -797,17 +798,27 @@ impl InsightStore for SqliteStore {
         for tier in Tier::ALL {
             let cutoff = now.saturating_sub(retention.keep_secs(tier));
             let suffix = tier.route_suffix();
-            let key = "project_id, window_start, route, method, status_class, environment";
-            let done = sqlx::query(&format!(
-                "DELETE FROM route_windows{suffix} WHERE ({key}) IN (
-                     SELECT {key} FROM route_windows{suffix} WHERE window_start < ?1 LIMIT ?2)"
-            ))
-            .bind(cutoff)
-            .bind(limit)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            deleted += done.rows_affected();
+            for (table, key) in [
+                (
+                    "route_windows",
+                    "project_id, window_start, route, method, status_class, environment",
+                ),
+                (
+                    "project_windows",
+                    "project_id, window_start, status_class, environment",
+                ),
+            ] {
+                let done = sqlx::query(&format!(
+                    "DELETE FROM {table}{suffix} WHERE ({key}) IN (
+                         SELECT {key} FROM {table}{suffix} WHERE window_start < ?1 LIMIT ?2)"
+                ))
+                .bind(cutoff)
+                .bind(limit)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                deleted += done.rows_affected();
+            }
             for (table, column, key) in TIERED {
                 let done = sqlx::query(&format!(
                     "DELETE FROM {table} WHERE ({key}) IN (
