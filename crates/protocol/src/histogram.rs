@@ -427,10 +427,13 @@ pub fn decode_buckets(bytes: &[u8]) -> Result<BTreeMap<i32, u64>, HistogramError
     Ok(buckets)
 }
 
-/// `stored` with `add` merged in, encoded: what a writer puts back after a
-/// read-modify-write of one window's blob.
+/// `stored` with `add` merged in, encoded as one blob: what a writer puts back after a
+/// read-modify-write of one window's blob. `stored` may also be blobs side by side (a
+/// `group_concat` of rows, as a rollup built in SQL holds them); they are added up first.
 pub fn merge_encoded(stored: &[u8], add: &BTreeMap<i32, u64>) -> Result<Vec<u8>, HistogramError> {
-    let mut merged = decode_buckets(stored)?;
+    let mut sum = EncodedSum::new();
+    sum.add_concatenated(stored)?;
+    let mut merged: BTreeMap<i32, u64> = sum.pairs().collect();
     for (&index, &count) in add {
         let slot = merged.entry(index).or_insert(0);
         *slot = slot.saturating_add(count);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use sightline_protocol::{EncodedSum, HistogramError, RouteWindow, encode_buckets};
+use sightline_protocol::{EncodedSum, RouteWindow, merge_encoded};
 use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -233,23 +233,6 @@ fn corrupt(e: sightline_protocol::HistogramError) -> sqlx::Error {
     sqlx::Error::Decode(Box::new(e))
 }
 
-/// `stored` (one blob, or a concatenation of blobs: day rows built by migration 8 hold
-/// their hours' blobs side by side) with `add` merged in, encoded as one blob: what the
-/// writer puts back after a read-modify-write of a row's histogram.
-pub(super) fn merge_stored(
-    stored: &[u8],
-    add: &BTreeMap<i32, u64>,
-) -> Result<Vec<u8>, HistogramError> {
-    let mut sum = EncodedSum::new();
-    sum.add_concatenated(stored)?;
-    let mut merged: BTreeMap<i32, u64> = sum.pairs().collect();
-    for (&index, &count) in add {
-        let slot = merged.entry(index).or_insert(0);
-        *slot = slot.saturating_add(count);
-    }
-    encode_buckets(&merged)
-}
-
 /// The rows a read over a range takes, as what follows `FROM`: those of the read's tier
 /// `fine` with `time` in `[?{since}, ?{first})` and `[?{end}, ?{until})`, and those of the
 /// day tier in `[?{first}, ?{end})` — the whole days of [`crate::insight::day_split`]
@@ -353,7 +336,7 @@ async fn merge_window(
     }
     let stored: Option<Vec<u8>> = select.fetch_optional(&mut *conn).await?;
     let hist =
-        merge_stored(stored.as_deref().unwrap_or_default(), &latency.buckets).map_err(corrupt)?;
+        merge_encoded(stored.as_deref().unwrap_or_default(), &latency.buckets).map_err(corrupt)?;
     let insert_sql = format!(
         "INSERT INTO {table} (project_id, window_start, status_class, environment, window_secs,
              count, sum_us, min_us, max_us, hist{route_columns})
@@ -426,19 +409,12 @@ async fn merge_windows(
     Ok(())
 }
 
-/// The per-project rollup of `tier` for `project_id = ?1` and the environment at
-/// `?{environment}`: what every read of all routes takes.
-fn project_table(tier: crate::insight::Tier, environment: u8) -> String {
+/// `table` (`route_windows`, or `project_windows`: the per-project rollup every read of
+/// all routes takes) of `tier`, for `project_id = ?1` and the environment at
+/// `?{environment}`.
+fn windows_table(table: &str, tier: crate::insight::Tier, environment: u8) -> String {
     format!(
-        "project_windows{} WHERE project_id = ?1 AND {}",
-        tier.route_suffix(),
-        environment_is(environment)
-    )
-}
-
-fn route_table(tier: crate::insight::Tier, environment: u8) -> String {
-    format!(
-        "route_windows{} WHERE project_id = ?1 AND {}",
+        "{table}{} WHERE project_id = ?1 AND {}",
         tier.route_suffix(),
         environment_is(environment)
     )
@@ -607,7 +583,7 @@ impl Store for SqliteStore {
                 "route, method, status_class, count, sum_us, min_us, max_us, hist",
                 "window_start",
                 (tier, (first, end)),
-                |tier| route_table(tier, 6),
+                |tier| windows_table("route_windows", tier, 6),
                 [2, 3, 4, 5],
             ),
         ))
@@ -671,8 +647,11 @@ impl Store for SqliteStore {
                 // all routes: the per-project rollup (a row per status class, not per
                 // route and status class)
                 |tier| match route {
-                    Some(_) => format!("{} AND route = ?6 AND method = ?7", route_table(tier, 10)),
-                    None => project_table(tier, 10),
+                    Some(_) => format!(
+                        "{} AND route = ?6 AND method = ?7",
+                        windows_table("route_windows", tier, 10)
+                    ),
+                    None => windows_table("project_windows", tier, 10),
                 },
                 [2, 3, 8, 9],
             ),

@@ -4,14 +4,11 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use sightline_protocol::{EncodedSum, MetricBatch};
+use sightline_protocol::{EncodedSum, MetricBatch, merge_encoded};
 use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
 
-use super::{
-    SqliteStore, add_concatenated, concatenated, corrupt, db, environment_is, merge_stored,
-    split_rows,
-};
+use super::{SqliteStore, add_concatenated, concatenated, corrupt, db, environment_is, split_rows};
 use crate::insight::{
     ExemplarDetail, ExemplarSummary, HeapPoint, HeapSeries, InsightStore, NPlusOneRow, QueryTotals,
     RetentionConfig, RouteTotals, StorageReport, TableRows, Tier, WaterfallEntry, day_split, hex,
@@ -84,7 +81,7 @@ pub(super) async fn write_insight(
                     Some(row) => row.try_get(i)?,
                     None => Vec::new(),
                 };
-                hists.push(merge_stored(&before, &h.buckets).map_err(corrupt)?);
+                hists.push(merge_encoded(&before, &h.buckets).map_err(corrupt)?);
             }
             let [queries_hist, query_us_hist, allocs_hist, alloc_bytes_hist] =
                 <[Vec<u8>; 4]>::try_from(hists).map_err(|_| {
@@ -150,8 +147,8 @@ pub(super) async fn write_insight(
             .bind(environment)
             .fetch_optional(&mut *conn)
             .await?;
-            let hist =
-                merge_stored(stored.as_deref().unwrap_or_default(), &l.buckets).map_err(corrupt)?;
+            let hist = merge_encoded(stored.as_deref().unwrap_or_default(), &l.buckets)
+                .map_err(corrupt)?;
             sqlx::query(&format!(
                 "INSERT INTO query_windows (project_id, tier, window_start, fingerprint,
                      window_secs, count, sum_us, min_us, max_us, hist, environment)
