@@ -61,6 +61,26 @@ pub(crate) const SQLITE: &[Migration] = &[
     },
 ];
 
+/// The PostgreSQL metadata schema (scale-out mode), oldest first.
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("../../../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("../../../../migrations/postgres/0002_issues.sql"),
+    },
+];
+
+/// The ClickHouse event and metric schema (scale-out mode), oldest first. ClickHouse has
+/// no transactions: each migration is a list of statements separated by `;` lines, each
+/// idempotent (`IF NOT EXISTS`), and the version is recorded after the last one.
+pub(crate) const CLICKHOUSE: &[Migration] = &[Migration {
+    version: 1,
+    sql: include_str!("../../../../migrations/clickhouse/0001_init.sql"),
+}];
+
 /// Migrations of `all` not yet in `applied`, in order. Refuses a store that has a version
 /// this build does not know: it was migrated by a newer build, and writing to it could
 /// corrupt it.
@@ -101,7 +121,7 @@ mod tests {
 
     #[test]
     fn versions_are_strictly_increasing() {
-        for list in [SQLITE, LIST] {
+        for list in [SQLITE, POSTGRES, CLICKHOUSE, LIST] {
             assert!(list.windows(2).all(|w| w[0].version < w[1].version));
         }
     }

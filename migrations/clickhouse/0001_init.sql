@@ -1,0 +1,1 @@
+-- ClickHouse events and metrics schema.

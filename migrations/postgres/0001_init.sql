@@ -1,0 +1,1 @@
+-- PostgreSQL metadata schema: projects, agents, switches (filled in below).
