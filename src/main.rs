@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sightline_collector::{Collector, Config};
 use tokio::net::TcpListener;
@@ -68,18 +68,6 @@ struct ServerArgs {
 
 impl ServerArgs {
     fn config(&self) -> anyhow::Result<Config> {
-        // Refuse flags whose backends this build does not have, rather than silently
-        // running on the embedded store while the operator believes otherwise.
-        for (flag, value) in [
-            ("--events", self.events.is_some()),
-            ("--meta", self.meta.is_some()),
-        ] {
-            if value {
-                bail!(
-                    "{flag} is not supported by this build yet: only the embedded SQLite store is available"
-                );
-            }
-        }
         let admin_token = std::env::var("SIGHTLINE_ADMIN_TOKEN")
             .ok()
             .filter(|t| !t.is_empty());
@@ -91,6 +79,8 @@ impl ServerArgs {
                 tcp: self.syslog_tcp,
                 ..Default::default()
             },
+            events: self.events.clone(),
+            meta: self.meta.clone(),
             ..Config::default()
         })
     }
@@ -209,10 +199,13 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 async fn demo(mut args: ServerArgs, rate: f64) -> anyhow::Result<()> {
-    // The demo shows syslog too: listeners on free loopback ports unless named.
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    args.syslog_udp.get_or_insert(loopback);
-    args.syslog_tcp.get_or_insert(loopback);
+    // The demo shows syslog too: listeners on free loopback ports unless named (on the
+    // embedded store: the scale-out store keeps no log lines yet).
+    if args.events.is_none() {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        args.syslog_udp.get_or_insert(loopback);
+        args.syslog_tcp.get_or_insert(loopback);
+    }
     // Two stop signals: the demo app and its load stop first, the agent flushes its last
     // window, and only then does the collector stop accepting.
     let (server_tx, server_rx) = watch::channel(false);

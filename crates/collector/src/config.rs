@@ -32,6 +32,13 @@ pub struct Config {
     pub syslog: SyslogConfig,
     /// Retention of the rollup tiers (raw 24 h, 1-minute 7 days, 1-hour 90 days).
     pub retention: crate::insight::RetentionConfig,
+    /// Scale-out mode: ClickHouse URL for events and metric windows
+    /// (`clickhouse://host:8123/database` or `http://…`); default none (embedded SQLite).
+    /// Goes with `meta`.
+    pub events: Option<String>,
+    /// Scale-out mode: PostgreSQL URL for projects, issues and switches
+    /// (`postgres://user:password@host:5432/database`); default none. Goes with `events`.
+    pub meta: Option<String>,
 }
 
 impl Default for Config {
@@ -45,6 +52,8 @@ impl Default for Config {
             max_decompressed_bytes: 20 * 1024 * 1024,
             syslog: SyslogConfig::default(),
             retention: crate::insight::RetentionConfig::default(),
+            events: None,
+            meta: None,
         }
     }
 }
@@ -67,6 +76,22 @@ impl Config {
         self.retention.check()?;
         if self.admin_token.as_deref() == Some("") {
             return Err(Error::Config("admin_token must not be empty"));
+        }
+        match (&self.events, &self.meta) {
+            (None, None) => {}
+            (Some(_), Some(_)) => {
+                // Log lines live in the embedded store only, so far.
+                if self.syslog.udp.is_some() || self.syslog.tcp.is_some() {
+                    return Err(Error::Config(
+                        "the syslog listeners need the embedded store: the scale-out store keeps no log lines yet",
+                    ));
+                }
+            }
+            _ => {
+                return Err(Error::Config(
+                    "events (ClickHouse) and meta (PostgreSQL) are given together or not at all",
+                ));
+            }
         }
         Ok(())
     }
@@ -92,13 +117,66 @@ impl std::fmt::Debug for Config {
             .field("max_decompressed_bytes", &self.max_decompressed_bytes)
             .field("syslog", &self.syslog)
             .field("retention", &self.retention)
+            .field("events", &self.events.as_deref().map(redact_url))
+            .field("meta", &self.meta.as_deref().map(redact_url))
             .finish()
+    }
+}
+
+/// A database URL with its password replaced, for logs: `postgres://u:<redacted>@h/db`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<redacted>".to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let hidden = if userinfo.contains(':') { ":<redacted>" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{path}")
+        }
+        None => url.to_owned(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_passwords_stay_out_of_logs() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/meta?sslmode=require"),
+            "postgres://app:<redacted>@db:5432/meta?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("clickhouse://127.0.0.1:8123/sightline"),
+            "clickhouse://127.0.0.1:8123/sightline"
+        );
+        assert_eq!(redact_url("postgres://app@db/meta"), "postgres://app@db/meta");
+        assert_eq!(redact_url("not a url with p@ss"), "<redacted>");
+        let config = Config {
+            meta: Some("postgres://app:s3cret@db/meta".to_owned()),
+            events: Some("http://u:hidden@ch:8123/db".to_owned()),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret") && !shown.contains("hidden"), "{shown}");
+    }
+
+    #[test]
+    fn scale_out_urls_go_together() {
+        let one = Config {
+            events: Some("clickhouse://ch:8123/db".to_owned()),
+            ..Config::default()
+        };
+        assert!(matches!(one.check(), Err(Error::Config(_))));
+        let both = Config {
+            meta: Some("postgres://pg/db".to_owned()),
+            ..one
+        };
+        assert!(both.check().is_ok());
+    }
 
     #[test]
     fn defaults_fill_what_a_file_leaves_out() {

@@ -57,7 +57,7 @@ pub use syslog::{PAYLOAD_SD_ID, SyslogAddrs, SyslogConfig, parsers as syslog_par
 
 use http::AppState;
 use metrics::Metrics;
-use store::{SqliteStore, Store};
+use store::{ScaledStore, SqliteStore, Store};
 use writer::WriterHandle;
 
 /// A running collector: the store, the ingest queue and its writer task. Cheap to clone;
@@ -75,10 +75,24 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// Opens the SQLite store under `config.data_dir` (creating it), applies pending
-    /// migrations, creates the default project on the first run and starts the writer.
+    /// Opens the store — the SQLite file under `config.data_dir` (creating it), or
+    /// ClickHouse + PostgreSQL when `config.events` and `config.meta` are given — applies
+    /// pending migrations, creates the default project on the first run and starts the
+    /// writer.
     pub async fn open(config: Config) -> Result<Collector, Error> {
         config.check()?;
+        if let (Some(events), Some(meta)) = (&config.events, &config.meta) {
+            let store = ScaledStore::connect(events, meta)
+                .await?
+                .with_retention(config.retention.clone());
+            let store = Arc::new(store);
+            let collector = Collector::with_store(config, store.clone()).await?;
+            // Switch changes made through other collectors reach this one's streams.
+            store
+                .meta()
+                .spawn_switch_listener(collector.state.switches.clone());
+            return Ok(collector);
+        }
         std::fs::create_dir_all(&config.data_dir).map_err(Error::DataDir)?;
         let store = SqliteStore::open(&config.sqlite_path())
             .await?

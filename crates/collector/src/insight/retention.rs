@@ -28,8 +28,7 @@ pub(crate) fn spawn(
                     }
                 }
                 () = tokio::time::sleep(every) => {
-                    let Some(insight) = store.insight() else { break };
-                    match insight.prune(&retention, unix_now()).await {
+                    match store.prune(&retention, unix_now()).await {
                         Ok(0) => {}
                         Ok(rows) => tracing::debug!(rows, "retention deleted expired rows"),
                         Err(error) => tracing::warn!(

@@ -6,11 +6,14 @@
 // them are reached from tests only.
 #[allow(dead_code)]
 mod clickhouse;
+#[cfg(test)]
+mod conformance;
 mod issues;
 mod logs;
 mod migrate;
 #[allow(dead_code)]
 mod postgres;
+mod scaled;
 mod sqlite;
 mod sqlite_issues;
 
@@ -26,6 +29,7 @@ pub use issues::{
 pub(crate) use issues::{EnvelopeIngest, EventRecord, StoredPayload};
 pub(crate) use logs::NewLogLine;
 pub use logs::{LogFilter, LogLine, MAX_LOG_LIMIT};
+pub(crate) use scaled::ScaledStore;
 pub(crate) use sqlite::SqliteStore;
 
 /// A project: the unit of ingest authentication and of every query.
@@ -202,6 +206,19 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// The performance-insight tables, when this backend keeps them.
     fn insight(&self) -> Option<&dyn crate::insight::InsightStore> {
         None
+    }
+
+    /// Deletes what `retention` no longer keeps; returns how many rows (or, where whole
+    /// partitions go at once, partitions). The retention task calls it periodically.
+    async fn prune(
+        &self,
+        retention: &crate::insight::RetentionConfig,
+        now: i64,
+    ) -> Result<u64, Error> {
+        match self.insight() {
+            Some(insight) => insight.prune(retention, now).await,
+            None => Ok(0),
+        }
     }
 
     // ---- log lines (syslog); written through `write` as `Ingest::Logs` ----

@@ -801,7 +801,8 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
-    use crate::store::{Ingest, SqliteStore, Store};
+    use crate::store::conformance::{envelope, record};
+    use crate::store::{SqliteStore, Store};
 
     async fn store(dir: &TempDir) -> SqliteStore {
         let store = SqliteStore::open(&dir.path().join("test.db"))
@@ -809,47 +810,6 @@ mod tests {
             .unwrap();
         store.ensure_default_project().await.unwrap();
         store
-    }
-
-    /// An event of issue `hash` (one of two), seen at `timestamp`.
-    fn record(
-        n: usize,
-        hash: &str,
-        timestamp: f64,
-        user: Option<&str>,
-        release: Option<&str>,
-        environment: Option<&str>,
-    ) -> EventRecord {
-        let mut tags = vec![("worker".to_owned(), format!("w{}", n % 3))];
-        if let Some(release) = release {
-            tags.push(("release".to_owned(), release.to_owned()));
-        }
-        EventRecord {
-            event_id: format!("{n:032x}"),
-            timestamp,
-            level: "error",
-            title: format!("boom {hash}"),
-            culprit: "f in m".to_owned(),
-            platform: "python".to_owned(),
-            environment: environment.map(str::to_owned),
-            release: release.map(str::to_owned),
-            user: user.map(str::to_owned),
-            tags_json: serde_json::to_string(&tags).unwrap(),
-            tags,
-            hash: hash.repeat(32),
-            grouped_by: "message",
-            grouping_values: "[\"boom\"]".to_owned(),
-            payload: StoredPayload::compress(&format!("{{\"n\":{n}}}")),
-        }
-    }
-
-    fn envelope(events: Vec<EventRecord>) -> Ingest {
-        Ingest::Envelope(EnvelopeIngest {
-            project_id: 1,
-            received_at: 2_000.0,
-            items: vec![("event", events.len() as u64)],
-            events,
-        })
     }
 
     async fn issue_of(store: &SqliteStore, hash: &str) -> Issue {
@@ -864,136 +824,6 @@ mod tests {
             .into_iter()
             .find(|i| i.hash == hash.repeat(32))
             .expect("issue stored")
-    }
-
-    #[tokio::test]
-    async fn one_commit_of_many_events_counts_each_exactly() {
-        let dir = TempDir::new().unwrap();
-        let store = store(&dir).await;
-        // 300 events of issue "a" and 7 of issue "b" in one commit, spread over several
-        // envelopes and insert statements, with repeated users and an in-commit duplicate.
-        let mut a: Vec<EventRecord> = (0..300)
-            .map(|n| {
-                let user = format!("id:{}", n % 40);
-                let release = (n % 2 == 0).then_some("r1");
-                record(
-                    n,
-                    "a",
-                    1_000.0 + n as f64,
-                    Some(&user),
-                    release,
-                    Some("prod"),
-                )
-            })
-            .collect();
-        // Newest by commit order has no release: the last one seen stays.
-        a.push(record(300, "a", 900.0, None, None, None));
-        let duplicate = record(7, "a", 5_000.0, Some("id:other"), None, None);
-        let b: Vec<EventRecord> = (1_000..1_007)
-            .map(|n| record(n, "b", 1_500.0, None, Some("r2"), Some("staging")))
-            .collect();
-        let (first, rest) = a.split_at(150);
-        let summary = store
-            .write(&[
-                envelope(first.to_vec()),
-                envelope(b),
-                envelope(rest.to_vec()),
-                envelope(vec![duplicate]),
-            ])
-            .await
-            .unwrap();
-        assert_eq!((summary.events, summary.duplicate_events), (308, 1));
-
-        let issue = issue_of(&store, "a").await;
-        assert_eq!(issue.times_seen, 301);
-        assert_eq!(issue.user_count, 40);
-        assert_eq!((issue.first_seen, issue.last_seen), (900.0, 1_299.0));
-        assert_eq!(issue.last_release.as_deref(), Some("r1"));
-        assert_eq!(issue.last_environment.as_deref(), Some("prod"));
-        assert_eq!(issue.substatus.as_deref(), Some("new"));
-        let tags = store.issue_tags(issue.id, 10).await.unwrap();
-        let count = |key: &str, value: &str| {
-            tags.iter()
-                .find(|t| t.key == key && t.value == value)
-                .map(|t| t.count)
-        };
-        assert_eq!(count("worker", "w0"), Some(101));
-        assert_eq!(count("worker", "w1"), Some(100));
-        assert_eq!(count("worker", "w2"), Some(100));
-        assert_eq!(count("release", "r1"), Some(150));
-
-        let issue = issue_of(&store, "b").await;
-        assert_eq!((issue.times_seen, issue.user_count), (7, 0));
-        assert_eq!(issue.last_release.as_deref(), Some("r2"));
-
-        // A second commit adds to the first: only new users and new events count.
-        store
-            .write(&[envelope(vec![
-                record(5_000, "a", 2_000.0, Some("id:1"), None, None),
-                record(5_001, "a", 2_001.0, Some("id:new"), None, Some("dev")),
-                record(0, "a", 3_000.0, Some("id:dup"), None, None),
-            ])])
-            .await
-            .unwrap();
-        let issue = issue_of(&store, "a").await;
-        assert_eq!((issue.times_seen, issue.user_count), (303, 41));
-        assert_eq!(issue.last_seen, 2_001.0);
-        assert_eq!(issue.last_environment.as_deref(), Some("dev"));
-        assert_eq!(issue.substatus.as_deref(), Some("new"));
-    }
-
-    #[tokio::test]
-    async fn a_resolved_issue_regresses_within_one_commit() {
-        let dir = TempDir::new().unwrap();
-        let store = store(&dir).await;
-        store
-            .write(&[envelope(vec![record(1, "a", 1_000.0, None, None, None)])])
-            .await
-            .unwrap();
-        let issue = issue_of(&store, "a").await;
-        store
-            .set_issue_status(None, &[issue.id], IssueStatus::Resolved, 1_500.0)
-            .await
-            .unwrap();
-        assert_eq!(issue_of(&store, "a").await.status, IssueStatus::Resolved);
-
-        // Only duplicates: nothing recurred, it stays resolved.
-        store
-            .write(&[envelope(vec![record(1, "a", 1_600.0, None, None, None)])])
-            .await
-            .unwrap();
-        assert_eq!(issue_of(&store, "a").await.status, IssueStatus::Resolved);
-
-        let events: Vec<_> = (2..50)
-            .map(|n| record(n, "a", 2_000.0, Some("id:9"), None, None))
-            .collect();
-        store.write(&[envelope(events)]).await.unwrap();
-        let issue = issue_of(&store, "a").await;
-        assert_eq!(issue.status, IssueStatus::Unresolved);
-        assert_eq!(issue.substatus.as_deref(), Some("regressed"));
-        assert_eq!((issue.times_seen, issue.user_count), (49, 1));
-    }
-
-    #[tokio::test]
-    async fn an_issue_of_duplicates_only_is_not_created() {
-        let dir = TempDir::new().unwrap();
-        let store = store(&dir).await;
-        store
-            .write(&[envelope(vec![record(1, "a", 1_000.0, None, None, None)])])
-            .await
-            .unwrap();
-        // Same event id, different content (so another hash): a duplicate, no issue.
-        store
-            .write(&[envelope(vec![record(1, "b", 1_000.0, None, None, None)])])
-            .await
-            .unwrap();
-        let filter = IssueFilter {
-            limit: 100,
-            ..IssueFilter::default()
-        };
-        let issues = store.issues(1, &filter).await.unwrap();
-        assert_eq!(issues.len(), 1);
-        assert_eq!(issues[0].times_seen, 1);
     }
 
     #[tokio::test]

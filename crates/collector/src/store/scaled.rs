@@ -1,0 +1,248 @@
+//! The scale-out backend: ClickHouse for what grows with traffic (error events, metric
+//! windows and their rollup tiers), PostgreSQL for what is looked up and changed by id
+//! (projects, agents, issues, switches). Every collector of a deployment is stateless
+//! and identical: they share the two databases, and PostgreSQL's row locks and unique
+//! keys keep issue creation and counts right when several of them ingest the same
+//! fingerprint at once.
+//!
+//! A group commit writes PostgreSQL first (agents, switch checks, issues — the event ids
+//! it has seen make a retried commit count nothing twice), then ClickHouse: events
+//! (idempotent: a retried event id collapses) and, last, metric windows. A commit that
+//! fails part-way is answered with an error and retried by its clients; everything it
+//! wrote before the failure is written again without being counted twice.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::clickhouse::{ClickHouseEvents, EventRow};
+use super::postgres::PgMeta;
+use super::{
+    Aggregates, Cursor, EnvelopeIngest, Ingest, Issue, IssueFilter, IssueStatus, ItemCount,
+    MetricsIngest, Project, Steps, Store, StoredEvent, TagValue, WriteSummary,
+};
+use crate::{Error, TimeRange};
+
+/// ClickHouse plus PostgreSQL behind the [`Store`] trait.
+pub(crate) struct ScaledStore {
+    meta: PgMeta,
+    events: ClickHouseEvents,
+    retention: crate::insight::RetentionConfig,
+}
+
+impl ScaledStore {
+    /// Connects to both databases and brings both schemas up to date. `events` is a
+    /// ClickHouse URL (`clickhouse://host:8123/db` or `http://…`), `meta` a PostgreSQL
+    /// one (`postgres://user:password@host:5432/db`).
+    pub(crate) async fn connect(events: &str, meta: &str) -> Result<ScaledStore, Error> {
+        let (events, meta) = tokio::try_join!(ClickHouseEvents::connect(events), async {
+            PgMeta::connect(meta).await
+        })?;
+        Ok(ScaledStore {
+            meta,
+            events,
+            retention: crate::insight::RetentionConfig::default(),
+        })
+    }
+
+    /// Keeps tiers for `retention` (and reads the tier that fits each range).
+    pub(crate) fn with_retention(mut self, retention: crate::insight::RetentionConfig) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// The metadata side, for the switch listener.
+    pub(crate) fn meta(&self) -> &PgMeta {
+        &self.meta
+    }
+}
+
+/// The commit's envelopes' events with the issues PostgreSQL filed them under.
+fn event_rows<'a>(envelopes: &[&'a EnvelopeIngest], issue_ids: &[Vec<u64>]) -> Vec<EventRow<'a>> {
+    envelopes
+        .iter()
+        .zip(issue_ids)
+        .flat_map(|(envelope, ids)| {
+            envelope
+                .events
+                .iter()
+                .zip(ids)
+                .map(|(event, &issue_id)| EventRow {
+                    project_id: envelope.project_id,
+                    issue_id,
+                    received_at: envelope.received_at,
+                    event,
+                })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Store for ScaledStore {
+    fn switches(&self) -> Option<&dyn crate::switches::SwitchStore> {
+        Some(&self.meta)
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        let (events, meta) = tokio::join!(self.events.ping(), self.meta.ping());
+        events.and(meta)
+    }
+
+    async fn projects(&self) -> Result<Vec<Project>, Error> {
+        self.meta.projects().await
+    }
+
+    async fn project(&self, id: u64) -> Result<Option<Project>, Error> {
+        self.meta.project(id).await
+    }
+
+    async fn ensure_default_project(&self) -> Result<(), Error> {
+        self.meta.ensure_default_project().await
+    }
+
+    async fn write(&self, batches: &[Ingest]) -> Result<WriteSummary, Error> {
+        let mut metrics: Vec<&MetricsIngest> = Vec::new();
+        let mut envelopes: Vec<&EnvelopeIngest> = Vec::new();
+        let mut summary = WriteSummary::default();
+        for ingest in batches {
+            match ingest {
+                Ingest::Metrics(batch) => metrics.push(batch),
+                Ingest::Envelope(envelope) => envelopes.push(envelope),
+                Ingest::Logs(lines) => {
+                    // Syslog lines are not kept by this backend yet; the listeners are
+                    // refused at start (see `Collector::open`), so none arrive here.
+                    tracing::warn!(lines = lines.len(), "log lines dropped: no log store");
+                }
+            }
+        }
+        if !metrics.is_empty() {
+            summary.agent_dropped = self.meta.write_metrics_meta(&metrics).await?;
+        }
+        if !envelopes.is_empty() {
+            let written = self.meta.write_envelopes(&envelopes).await?;
+            summary.events = written.events;
+            summary.duplicate_events = written.duplicates;
+            self.events
+                .insert_events(&event_rows(&envelopes, &written.issue_ids))
+                .await?;
+        }
+        // Last: windows are the one insert a retry would count twice.
+        if !metrics.is_empty() {
+            self.events.insert_windows(&metrics).await?;
+            summary.windows = metrics.iter().map(|m| m.batch.windows.len() as u64).sum();
+        }
+        Ok(summary)
+    }
+
+    async fn route_aggregates(
+        &self,
+        project_id: u64,
+        range: TimeRange,
+        environment: Option<&str>,
+    ) -> Result<Aggregates<(String, String)>, Error> {
+        self.events
+            .route_aggregates(project_id, range, environment, &self.retention)
+            .await
+    }
+
+    async fn series_aggregates(
+        &self,
+        project_id: u64,
+        range: TimeRange,
+        steps: Steps,
+        route: Option<(&str, &str)>,
+        environment: Option<&str>,
+    ) -> Result<Aggregates<i64>, Error> {
+        self.events
+            .series_aggregates(
+                project_id,
+                range,
+                steps,
+                route,
+                environment,
+                &self.retention,
+            )
+            .await
+    }
+
+    async fn issues(&self, project_id: u64, filter: &IssueFilter) -> Result<Vec<Issue>, Error> {
+        self.meta.issues(project_id, filter).await
+    }
+
+    async fn issue(&self, issue_id: u64) -> Result<Option<Issue>, Error> {
+        self.meta.issue(issue_id).await
+    }
+
+    async fn issue_tags(&self, issue_id: u64, top: u32) -> Result<Vec<TagValue>, Error> {
+        self.meta.issue_tags(issue_id, top).await
+    }
+
+    async fn issue_events(
+        &self,
+        issue_id: u64,
+        limit: u32,
+        cursor: Option<Cursor>,
+        full: bool,
+    ) -> Result<Vec<StoredEvent>, Error> {
+        self.events
+            .issue_events(issue_id, limit, cursor, full)
+            .await
+    }
+
+    async fn event(&self, project_id: u64, event_id: &str) -> Result<Option<StoredEvent>, Error> {
+        self.events.event(project_id, event_id).await
+    }
+
+    async fn set_issue_status(
+        &self,
+        project_id: Option<u64>,
+        ids: &[u64],
+        status: IssueStatus,
+        now: f64,
+    ) -> Result<Vec<u64>, Error> {
+        self.meta
+            .set_issue_status(project_id, ids, status, now)
+            .await
+    }
+
+    async fn item_counts(&self, project_id: u64, since_day: &str) -> Result<Vec<ItemCount>, Error> {
+        self.meta.item_counts(project_id, since_day).await
+    }
+
+    async fn close(&self) {
+        self.meta.close().await;
+    }
+
+    async fn environments(&self, project_id: u64) -> Result<Vec<String>, Error> {
+        let (agents, events) = tokio::try_join!(
+            self.meta.agent_environments(project_id),
+            self.meta.event_environments(project_id)
+        )?;
+        let mut all: Vec<String> = agents.into_iter().chain(events).collect();
+        all.sort();
+        all.dedup();
+        all.truncate(super::MAX_ENVIRONMENTS as usize);
+        Ok(all)
+    }
+
+    async fn prune(
+        &self,
+        retention: &crate::insight::RetentionConfig,
+        now: i64,
+    ) -> Result<u64, Error> {
+        self.events.prune(retention, now).await
+    }
+}
+
+/// Opens the scale-out store for the server.
+pub(crate) async fn open(
+    events: &str,
+    meta: &str,
+    retention: crate::insight::RetentionConfig,
+) -> Result<Arc<ScaledStore>, Error> {
+    Ok(Arc::new(
+        ScaledStore::connect(events, meta)
+            .await?
+            .with_retention(retention),
+    ))
+}
