@@ -12,7 +12,8 @@ use crate::syslog::SyslogConfig;
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Directory holding the SQLite file `sightline.db`; default `./sightline-data`.
+    /// Directory holding the SQLite file `sightline.db` (scale-out mode: the local spool,
+    /// `spool/`); default `./sightline-data`.
     pub data_dir: PathBuf,
     /// When set, every `/api/0/` route requires `Authorization: Bearer <token>`;
     /// default none (open query API).
@@ -99,6 +100,11 @@ impl Config {
     /// Path of the SQLite database file.
     pub(crate) fn sqlite_path(&self) -> PathBuf {
         self.data_dir.join("sightline.db")
+    }
+
+    /// Directory of the scale-out mode's local spool.
+    pub(crate) fn spool_path(&self) -> PathBuf {
+        self.data_dir.join("spool")
     }
 }
 

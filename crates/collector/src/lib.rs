@@ -57,7 +57,7 @@ pub use syslog::{PAYLOAD_SD_ID, SyslogAddrs, SyslogConfig, parsers as syslog_par
 
 use http::AppState;
 use metrics::Metrics;
-use store::{ScaledStore, SqliteStore, Store};
+use store::{ScaledStore, SpoolLimits, SpooledStore, SqliteStore, Store};
 use writer::WriterHandle;
 
 /// A running collector: the store, the ingest queue and its writer task. Cheap to clone;
@@ -81,19 +81,23 @@ impl Collector {
     /// writer.
     pub async fn open(config: Config) -> Result<Collector, Error> {
         config.check()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(Error::DataDir)?;
         if let (Some(events), Some(meta)) = (&config.events, &config.meta) {
-            let store = ScaledStore::connect(events, meta)
+            let scaled = ScaledStore::connect(events, meta)
                 .await?
                 .with_retention(config.retention.clone());
-            let store = Arc::new(store);
-            let collector = Collector::with_store(config, store.clone()).await?;
+            let meta = scaled.meta().clone();
+            // Accepted batches wait on local disk until the shared databases take them.
+            let store = SpooledStore::open(
+                Arc::new(scaled),
+                &config.spool_path(),
+                SpoolLimits::default(),
+            )?;
+            let collector = Collector::with_store(config, Arc::new(store)).await?;
             // Switch changes made through other collectors reach this one's streams.
-            store
-                .meta()
-                .spawn_switch_listener(collector.state.switches.clone());
+            meta.spawn_switch_listener(collector.state.switches.clone());
             return Ok(collector);
         }
-        std::fs::create_dir_all(&config.data_dir).map_err(Error::DataDir)?;
         let store = SqliteStore::open(&config.sqlite_path())
             .await?
             .with_retention(config.retention.clone());

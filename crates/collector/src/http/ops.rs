@@ -32,6 +32,9 @@ struct Health {
     store: &'static str,
     queue_depth: usize,
     queue_capacity: usize,
+    /// Scale-out mode: batches accepted and waiting in the local spool for the backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spool: Option<crate::store::SpoolBacklog>,
 }
 
 /// Always 200, so a probe can read why it is degraded: the store does not answer, or the
@@ -43,8 +46,11 @@ async fn health(State(query): State<Query>, State(queue): State<IngestQueue>) ->
     );
     let (queue_depth, queue_capacity) = (queue.depth(), queue.capacity());
     let queue_ok = queue_depth * 10 <= queue_capacity * 9;
+    let spool = query.store().backlog();
+    // Shipping that fails means the backend is away, even when its ping answers.
+    let spool_ok = !spool.is_some_and(|s| s.failing);
     Json(Health {
-        status: if store_ok && queue_ok {
+        status: if store_ok && queue_ok && spool_ok {
             "ok"
         } else {
             "degraded"
@@ -52,6 +58,7 @@ async fn health(State(query): State<Query>, State(queue): State<IngestQueue>) ->
         store: if store_ok { "ok" } else { "error" },
         queue_depth,
         queue_capacity,
+        spool,
     })
 }
 

@@ -14,6 +14,7 @@ mod migrate;
 #[allow(dead_code)]
 mod postgres;
 mod scaled;
+mod spool;
 mod sqlite;
 mod sqlite_issues;
 
@@ -30,6 +31,8 @@ pub(crate) use issues::{EnvelopeIngest, EventRecord, StoredPayload};
 pub(crate) use logs::NewLogLine;
 pub use logs::{LogFilter, LogLine, MAX_LOG_LIMIT};
 pub(crate) use scaled::ScaledStore;
+pub use spool::SpoolBacklog;
+pub(crate) use spool::{SpoolLimits, SpooledStore};
 pub(crate) use sqlite::SqliteStore;
 
 /// A project: the unit of ingest authentication and of every query.
@@ -196,6 +199,11 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// sorted, at most [`MAX_ENVIRONMENTS`]; a backend that keeps neither names none.
     async fn environments(&self, _project_id: u64) -> Result<Vec<String>, Error> {
         Ok(Vec::new())
+    }
+
+    /// What waits in the local spool, for a backend behind one ([`SpooledStore`]).
+    fn backlog(&self) -> Option<SpoolBacklog> {
+        None
     }
 
     /// The feature-switch tables, when this backend keeps them.
