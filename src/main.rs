@@ -42,6 +42,18 @@ enum Command {
         #[arg(long, env = "SIGHTLINE_DEMO_RATE", default_value_t = 25.0)]
         demo_rate: f64,
     },
+    /// Print the ClickHouse schema for a cluster: replicated `_local` tables on every
+    /// node and `Distributed` tables under the names collectors use (see
+    /// docs/deployment.md). Collectors given `?cluster=NAME` in `--events` apply it
+    /// themselves.
+    ClickhouseSchema {
+        /// The cluster's name in ClickHouse's `remote_servers`.
+        #[arg(long)]
+        cluster: String,
+        /// The database the tables live in.
+        #[arg(long, default_value = "sightline")]
+        database: String,
+    },
 }
 
 #[derive(Args)]
@@ -94,6 +106,12 @@ static ALLOC: sightline_agent::CountingAllocator<mimalloc::MiMalloc> =
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::ClickhouseSchema { cluster, database } = &cli.command {
+        for statement in sightline_collector::clickhouse_cluster_schema(cluster, database)? {
+            println!("{statement};\n");
+        }
+        return Ok(());
+    }
     // Per-layer log filter, so the agent's tracing layer (the demo app's query insight)
     // still sees sqlx's query events.
     use tracing_subscriber::prelude::*;
@@ -119,6 +137,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Demo { server, demo_rate } => demo(server, demo_rate).await,
+            Command::ClickhouseSchema { .. } => Ok(()),
         }
     })
 }

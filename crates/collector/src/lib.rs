@@ -60,6 +60,13 @@ use metrics::Metrics;
 use store::{ScaledStore, SpoolLimits, SpooledStore, SqliteStore, Store};
 use writer::WriterHandle;
 
+/// The ClickHouse schema for a cluster named `cluster`, tables in `database`: every
+/// migration's statements rewritten as replicated `_local` tables and `Distributed` ones
+/// (`sightline clickhouse-schema`).
+pub fn clickhouse_cluster_schema(cluster: &str, database: &str) -> Result<Vec<String>, Error> {
+    store::clickhouse_cluster_schema(cluster, database)
+}
+
 /// A running collector: the store, the ingest queue and its writer task. Cheap to clone;
 /// every clone is the same collector.
 #[derive(Clone)]

@@ -251,6 +251,16 @@ fn no_log_lines() -> Error {
     )))
 }
 
+/// The ClickHouse schema rewritten for a cluster (see `clickhouse::cluster`).
+pub(crate) fn clickhouse_cluster_schema(cluster: &str, database: &str) -> Result<Vec<String>, Error> {
+    clickhouse::cluster_schema(
+        migrate::CLICKHOUSE.iter().map(|m| m.sql),
+        cluster,
+        database,
+    )
+    .map_err(|e| Error::Store(std::sync::Arc::new(e)))
+}
+
 /// Store integers are signed 64-bit: larger counts saturate rather than wrap.
 pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
