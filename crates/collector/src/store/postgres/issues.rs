@@ -1367,7 +1367,7 @@ mod tests {
         assert_eq!(hashes(&list(by(IssueSort::FirstSeen)).await), "fedcba");
         let by_count = list(by(IssueSort::Count)).await;
         let mut expected = by_count.clone();
-        expected.sort_by(|x, y| (y.times_seen, y.id).cmp(&(x.times_seen, x.id)));
+        expected.sort_by_key(|i| std::cmp::Reverse((i.times_seen, i.id)));
         assert_eq!(by_count, expected);
         assert_eq!(
             by_count.iter().map(|i| i.times_seen).collect::<Vec<_>>(),
