@@ -1579,6 +1579,78 @@ mod tests {
         test.drop(&[&collectors[0], &collectors[1]]).await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_aborted_by_a_deadlock_is_retried_and_counts_once() {
+        let test = TestDb::new().await;
+        let meta = test.connect().await;
+        write(
+            &meta,
+            &[envelope(1, vec![plain(1, "a", 1.0), plain(2, "b", 1.0)])],
+        )
+        .await;
+
+        // Another session locks the issues in the opposite order: b now, a once the
+        // writer holds a and waits for b. Its long deadlock_timeout makes the writer the
+        // one that detects the cycle and is aborted, so the commit must be run again.
+        let mut other = sqlx::PgConnection::connect(&test.url)
+            .await
+            .expect("second session");
+        sqlx::raw_sql("SET deadlock_timeout = '10s'")
+            .execute(&mut other)
+            .await
+            .expect("set deadlock_timeout");
+        let mut tx = other.begin().await.expect("begin");
+        sqlx::query("UPDATE issues SET title = 'held' WHERE hash = $1")
+            .bind("b".repeat(32))
+            .execute(&mut *tx)
+            .await
+            .expect("lock b");
+        let writer = tokio::spawn({
+            let meta = meta.clone();
+            async move {
+                let envelope = envelope(1, vec![plain(3, "a", 2.0), plain(4, "b", 3.0)]);
+                meta.write_envelopes(&[&envelope]).await
+            }
+        });
+        let mut waits = 0;
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .expect("pg_stat_activity");
+            if waiting > 0 {
+                break;
+            }
+            waits += 1;
+            assert!(waits < 500, "the writer never waited for issue b");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        sqlx::query("UPDATE issues SET title = 'held too' WHERE hash = $1")
+            .bind("a".repeat(32))
+            .execute(&mut *tx)
+            .await
+            .expect("the writer, not this session, is the deadlock victim");
+        tx.commit().await.expect("commit");
+
+        let written = writer
+            .await
+            .expect("writer task")
+            .expect("the aborted commit is retried");
+        assert_eq!((written.events, written.duplicates), (2, 0));
+        let a = issue_of(&meta, 1, "a").await;
+        let b = issue_of(&meta, 1, "b").await;
+        assert_eq!((a.times_seen, b.times_seen), (2, 2));
+        assert_eq!(written.issue_ids, [vec![a.id, b.id]]);
+        // The retry ran after the other session committed: its titles gave way.
+        assert_eq!((a.title.as_str(), b.title.as_str()), ("boom a", "boom b"));
+        let tags = meta.issue_tags(a.id, 10).await.expect("tags");
+        assert_eq!(tags.iter().map(|t| t.count).sum::<u64>(), 2);
+        test.drop(&[&meta]).await;
+    }
+
     #[test]
     fn count_cursors_are_exact_integer_bounds() {
         assert_eq!(count_cursor(Cursor { value: 7.0, id: 3 }), (7, 3));
