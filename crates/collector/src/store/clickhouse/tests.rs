@@ -275,7 +275,8 @@ async fn events_read_newest_first_and_page_without_skips_or_repeats() {
 #[tokio::test]
 async fn a_retried_insert_shows_each_event_once() {
     let (url, events) = connected().await;
-    let records: Vec<EventRecord> = (0..50)
+    // Thousands of rows in one insert, as a busy group commit writes them.
+    let records: Vec<EventRecord> = (0..2_000)
         .map(|n| record(n, 1_733_390_000.0 + n as f64, None))
         .collect();
     let rows = |received_at: f64| -> Vec<EventRow<'_>> {
@@ -295,9 +296,9 @@ async fn a_retried_insert_shows_each_event_once() {
     other.insert_events(&rows(1_733_390_160.0)).await.unwrap();
     other.insert_events(&rows(1_733_390_160.0)).await.unwrap();
 
-    let listed = events.issue_events(10, 1000, None, false).await.unwrap();
-    assert_eq!(listed.len(), 50);
-    let paged = all_pages(&events, 10, 7).await;
+    let listed = events.issue_events(10, 5_000, None, false).await.unwrap();
+    assert_eq!(listed.len(), 2_000);
+    let paged = all_pages(&events, 10, 97).await;
     assert_eq!(paged, listed);
     // The first copy is the one kept, as SQLite keeps it.
     assert!(listed.iter().all(|e| e.received == 1_733_390_100.0));
@@ -315,7 +316,7 @@ async fn a_retried_insert_shows_each_event_once() {
         .execute()
         .await
         .unwrap();
-    let merged = events.issue_events(10, 1000, None, false).await.unwrap();
+    let merged = events.issue_events(10, 5_000, None, false).await.unwrap();
     assert_eq!(merged, listed);
     drop_database(&events).await;
 }
@@ -779,14 +780,20 @@ async fn range_reads_equal_the_sqlite_backend() {
     let day = 86_400;
     let today = now.div_euclid(day) * day;
     let ranges = [
-        ("raw", now - 1_200, now + 60),
-        ("minute", now - 5 * 3_600 - 7, now),
-        ("hour", now - 30 * 3_600 - 1, now),
-        ("hour with whole days", today - 2 * day + 3_600, now),
-        ("day", now - 3 * day - 5, now),
+        (Tier::Raw, now - 1_200, now + 60),
+        (Tier::Minute, now - 5 * 3_600 - 7, now),
+        (Tier::Hour, now - 30 * 3_600 - 1, now),
+        // Whole days inside: read from the day tier, the edges from the hour tier.
+        (Tier::Hour, today - 2 * day + 3_600, now),
+        // Past the hour tier's retention.
+        (Tier::Day, now - 3 * day - 5, now),
     ];
     let mut compared = 0;
     for (what, since, until) in ranges {
+        assert_eq!(
+            crate::insight::tier_for(TimeRange { since, until }, now, &events.retention),
+            what
+        );
         let range = TimeRange { since, until };
         for environment in [None, Some("prod"), Some(""), Some("nope")] {
             let ours = events
@@ -797,7 +804,7 @@ async fn range_reads_equal_the_sqlite_backend() {
                 .route_aggregates(1, range, environment)
                 .await
                 .unwrap();
-            assert_eq!(ours, theirs, "routes, {what}, {environment:?}");
+            assert_eq!(ours, theirs, "routes, {what:?}, {environment:?}");
             compared += ours.classes.len();
 
             for step_secs in [60, 600, 3_600, day] {
@@ -814,7 +821,7 @@ async fn range_reads_equal_the_sqlite_backend() {
                             .unwrap();
                         assert_eq!(
                             ours, theirs,
-                            "series, {what}, {environment:?}, {steps:?}, {route:?}"
+                            "series, {what:?}, {environment:?}, {steps:?}, {route:?}"
                         );
                         compared += ours.classes.len();
                     }
