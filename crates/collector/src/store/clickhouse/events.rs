@@ -158,11 +158,7 @@ impl ClickHouseEvents {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut insert = self
-            .client
-            .insert::<EventInsert<'_>>("events")
-            .await
-            .map_err(db)?;
+        let mut insert = self.insert::<EventInsert<'_>>("events").await?;
         for row in rows {
             let event = row.event;
             insert

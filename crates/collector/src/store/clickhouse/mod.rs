@@ -16,6 +16,7 @@ mod windows;
 mod tests;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -39,6 +40,17 @@ const DEFAULT_DATABASE: &str = "sightline";
 
 /// A day, seconds: the partition of every metric table.
 const DAY: i64 = 86_400;
+
+/// How long `/health`'s ping waits: a server that accepts connections but does not answer
+/// is down, not slow.
+const PING_WAIT: Duration = Duration::from_secs(5);
+
+/// How long an insert may take to send its rows, and then for the server to answer (it
+/// runs every materialized view before it does). The client has no timeout of its own,
+/// and a hung server must fail the group commit (so the collector spools it) rather than
+/// stall the writer.
+const INSERT_SEND_WAIT: Duration = Duration::from_secs(30);
+const INSERT_END_WAIT: Duration = Duration::from_secs(60);
 
 /// The one place ClickHouse driver errors become domain errors.
 fn db(e: ::clickhouse::error::Error) -> Error {
@@ -245,12 +257,24 @@ impl ClickHouseEvents {
 
     /// Cheap liveness check for `/health`.
     pub(crate) async fn ping(&self) -> Result<(), Error> {
-        self.client
-            .query("SELECT 1")
-            .fetch_one::<u8>()
+        let answer = self.client.query("SELECT 1").fetch_one::<u8>();
+        match tokio::time::timeout(PING_WAIT, answer).await {
+            Ok(answer) => answer.map(drop).map_err(db),
+            Err(_) => Err(db(::clickhouse::error::Error::TimedOut)),
+        }
+    }
+
+    /// Starts one insert into `table`, bounded by the insert timeouts.
+    async fn insert<T: ::clickhouse::Row>(
+        &self,
+        table: &str,
+    ) -> Result<::clickhouse::insert::Insert<T>, Error> {
+        Ok(self
+            .client
+            .insert::<T>(table)
             .await
-            .map(drop)
-            .map_err(db)
+            .map_err(db)?
+            .with_timeouts(Some(INSERT_SEND_WAIT), Some(INSERT_END_WAIT)))
     }
 
     /// Drops the daily partitions of each tier's tables that lie wholly before the tier's

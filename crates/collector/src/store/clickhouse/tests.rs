@@ -150,6 +150,28 @@ async fn an_unreachable_server_is_a_store_error() {
     assert!(matches!(error, Error::Store(_)), "{error:?}");
 }
 
+#[tokio::test]
+async fn a_server_that_does_not_answer_fails_the_ping_in_time() {
+    // Accepts connections and reads nothing: a hung server.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let events = ClickHouseEvents {
+        client: ::clickhouse::Client::default()
+            .with_url(format!("http://{addr}"))
+            .with_validation(false),
+        retention: RetentionConfig::default(),
+    };
+    let started = std::time::Instant::now();
+    assert!(matches!(events.ping().await, Err(Error::Store(_))));
+    assert!(started.elapsed() < PING_WAIT * 2, "{:?}", started.elapsed());
+}
+
 // ---- events ----
 
 fn record(n: usize, timestamp: f64, environment: Option<&str>) -> EventRecord {
@@ -653,6 +675,11 @@ async fn environment_and_route_filters_keep_to_their_rows() {
         ])
         .await
         .unwrap();
+    assert_eq!(
+        events.window_environments(1).await.unwrap(),
+        ["prod", "staging"]
+    );
+    assert!(events.window_environments(2).await.unwrap().is_empty());
     let range = TimeRange {
         since: T,
         until: T + 10,

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use super::{ClickHouseEvents, db};
 use crate::insight::{Tier, aligned_since, day_split, tier_for, tier_for_series};
 use crate::query::unix_now;
-use crate::store::{Aggregates, ClassTotals, MetricsIngest, Steps, to_i64, to_u64};
+use crate::store::{
+    Aggregates, ClassTotals, MAX_ENVIRONMENTS, MetricsIngest, Steps, to_i64, to_u64,
+};
 use crate::{Error, TimeRange};
 
 /// What SQLite stores for a count or sum: signed 64-bit, saturating.
@@ -238,15 +240,27 @@ impl ClickHouseEvents {
         if windows.peek().is_none() {
             return Ok(());
         }
-        let mut insert = self
-            .client
-            .insert::<WindowIn<'_>>("windows_in")
-            .await
-            .map_err(db)?;
+        let mut insert = self.insert::<WindowIn<'_>>("windows_in").await?;
         for window in windows {
             insert.write(&window).await.map_err(db)?;
         }
         insert.end().await.map_err(db)
+    }
+
+    /// The environments a project's agents stored windows under (none: left out), sorted,
+    /// at most [`MAX_ENVIRONMENTS`]; from the day tier, the one kept longest.
+    pub(crate) async fn window_environments(&self, project_id: u64) -> Result<Vec<String>, Error> {
+        self.client
+            .query(
+                "SELECT environment FROM project_windows_1d
+                 WHERE project_id = ? AND environment != ''
+                 GROUP BY environment ORDER BY environment LIMIT ?",
+            )
+            .bind(project_id)
+            .bind(MAX_ENVIRONMENTS)
+            .fetch_all()
+            .await
+            .map_err(db)
     }
 
     /// Aggregates per route × method over `range`, of one environment or (`None`) all,
