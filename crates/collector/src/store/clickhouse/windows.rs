@@ -99,6 +99,7 @@ enum Param<'a> {
     Str(&'a str),
 }
 
+/// Binds `params` to `query` in order.
 fn bind_all(
     mut query: ::clickhouse::query::Query,
     params: &[Param<'_>],
@@ -123,9 +124,8 @@ struct Filter<'a> {
 }
 
 impl<'a> Filter<'a> {
-    /// The table family: route tables for one route, the per-project rollup (a row per
-    /// status class, not per route and status class) when every route is read and the
-    /// read does not group by route.
+    /// The filter as a `WHERE` condition, its values appended to `params` in the order
+    /// of their `?`. Environments and routes are bound, never formatted in.
     fn condition(&self, params: &mut Vec<Param<'a>>) -> String {
         let mut sql = String::from("project_id = ?");
         params.push(Param::U64(self.project_id));
@@ -376,6 +376,8 @@ impl ClickHouseEvents {
             environment,
             route,
         };
+        // All routes: the per-project rollup, a row per status class rather than per route
+        // and status class.
         let family = if route.is_some() {
             "route_windows"
         } else {
