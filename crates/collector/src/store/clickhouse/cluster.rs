@@ -29,22 +29,6 @@ pub(crate) enum ClusterError {
     BadName(String),
 }
 
-/// The statements of a migration file: `--` comments dropped, split at `;`.
-pub(crate) fn statements(sql: &str) -> Vec<String> {
-    let text: String = sql
-        .lines()
-        .map(|line| match line.find("--") {
-            Some(at) => &line[..at],
-            None => line,
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    text.split(';')
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
 fn identifier(name: &str) -> Result<&str, ClusterError> {
     let ok = !name.is_empty()
         && name
@@ -133,22 +117,37 @@ impl Engine {
 }
 
 /// Rewrites the statements of `migrations` (oldest first) for `cluster`, with every
-/// table in `database`.
+/// table in `database`: one list of statements per migration.
+pub(crate) fn cluster_migrations<'a>(
+    migrations: impl IntoIterator<Item = &'a str>,
+    cluster: &str,
+    database: &str,
+) -> Result<Vec<Vec<String>>, ClusterError> {
+    let cluster = identifier(cluster)?;
+    let database = identifier(database)?;
+    // A later migration may copy a table an earlier one created.
+    let mut engines: std::collections::HashMap<String, (Engine, bool)> = Default::default();
+    let mut out = Vec::new();
+    for sql in migrations {
+        let mut rewritten = Vec::new();
+        for statement in super::statements(sql) {
+            rewritten.extend(rewrite(&statement, cluster, database, &mut engines)?);
+        }
+        out.push(rewritten);
+    }
+    Ok(out)
+}
+
+/// [`cluster_migrations`], every migration's statements in one list.
 pub(crate) fn cluster_schema<'a>(
     migrations: impl IntoIterator<Item = &'a str>,
     cluster: &str,
     database: &str,
 ) -> Result<Vec<String>, ClusterError> {
-    let cluster = identifier(cluster)?;
-    let database = identifier(database)?;
-    let mut engines: std::collections::HashMap<String, (Engine, bool)> = Default::default();
-    let mut out = Vec::new();
-    for sql in migrations {
-        for statement in statements(sql) {
-            out.extend(rewrite(&statement, cluster, database, &mut engines)?);
-        }
-    }
-    Ok(out)
+    Ok(cluster_migrations(migrations, cluster, database)?
+        .into_iter()
+        .flatten()
+        .collect())
 }
 
 fn rewrite(
@@ -262,7 +261,7 @@ mod tests {
 
     #[test]
     fn tables_views_and_copies_are_rewritten() {
-        let sql = "-- a comment; with a semicolon\n\
+        let sql = "-- a comment\n\
             CREATE TABLE IF NOT EXISTS events (\n    id UInt64,\n    v UInt64\n) ENGINE = ReplacingMergeTree(v)\nPARTITION BY x ORDER BY (id);\n\
             CREATE TABLE IF NOT EXISTS w (a UInt8) ENGINE = AggregatingMergeTree() ORDER BY a;\n\
             CREATE TABLE IF NOT EXISTS w_1m AS w;\n\

@@ -9,8 +9,11 @@
 //! `AggregatingMergeTree` tiers that add up whatever any collector inserted. Tables are
 //! partitioned by UTC day, and retention drops whole partitions ([`ClickHouseEvents::prune`]).
 
+mod cluster;
 mod events;
 mod windows;
+
+pub(crate) use cluster::cluster_schema;
 
 #[cfg(test)]
 mod tests;
@@ -73,13 +76,16 @@ struct Target {
     database: String,
     user: Option<String>,
     password: Option<String>,
+    /// Cluster mode (`?cluster=NAME`): the schema as replicated tables behind
+    /// `Distributed` ones, created `ON CLUSTER NAME` ([`cluster`]).
+    cluster: Option<String>,
 }
 
-/// Reads `http://[user[:password]@]host:port[/database]`, or the same with
-/// `clickhouse://` (the `--events` form), which means plain HTTP.
+/// Reads `http://[user[:password]@]host:port[/database][?cluster=NAME]`, or the same
+/// with `clickhouse://` (the `--events` form), which means plain HTTP.
 fn parse_url(url: &str) -> Result<Target, Error> {
     const BAD: Error = Error::Config(
-        "the clickhouse url must look like clickhouse://host:port/database or http://host:port/database",
+        "the clickhouse url must look like clickhouse://host:port/database[?cluster=NAME] or http://host:port/database",
     );
     let (scheme, rest) = url.split_once("://").ok_or(BAD)?;
     let scheme = match scheme {
@@ -87,7 +93,19 @@ fn parse_url(url: &str) -> Result<Target, Error> {
         "https" => "https",
         _ => return Err(BAD),
     };
-    if rest.contains(['?', '#']) {
+    let (rest, cluster) = match rest.split_once('?') {
+        Some((rest, query)) => match query.strip_prefix("cluster=") {
+            Some(name)
+                if !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
+                (rest, Some(name.to_owned()))
+            }
+            _ => return Err(BAD),
+        },
+        None => (rest, None),
+    };
+    if rest.contains('#') {
         return Err(BAD);
     }
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -125,6 +143,7 @@ fn parse_url(url: &str) -> Result<Target, Error> {
         database: database.to_owned(),
         user,
         password,
+        cluster,
     })
 }
 
@@ -189,8 +208,12 @@ impl ClickHouseEvents {
             server = server.with_password(password);
         }
         // Without a database: the one named may not exist yet.
+        let on_cluster = match &target.cluster {
+            Some(cluster) => format!(" ON CLUSTER {cluster}"),
+            None => String::new(),
+        };
         server
-            .query("CREATE DATABASE IF NOT EXISTS ?")
+            .query(&format!("CREATE DATABASE IF NOT EXISTS ?{on_cluster}"))
             .bind(::clickhouse::sql::Identifier(&target.database))
             .execute()
             .await
@@ -199,7 +222,19 @@ impl ClickHouseEvents {
             client: server.with_database(&target.database),
             retention: RetentionConfig::default(),
         };
-        events.migrate(migrate::CLICKHOUSE).await?;
+        let schema = match &target.cluster {
+            None => migrate::CLICKHOUSE
+                .iter()
+                .map(|m| statements(m.sql))
+                .collect(),
+            Some(cluster) => cluster::cluster_migrations(
+                migrate::CLICKHOUSE.iter().map(|m| m.sql),
+                cluster,
+                &target.database,
+            )
+            .map_err(|e| Error::Store(Arc::new(e)))?,
+        };
+        events.migrate(migrate::CLICKHOUSE, &schema).await?;
         Ok(events)
     }
 
@@ -209,11 +244,14 @@ impl ClickHouseEvents {
         self
     }
 
-    /// Applies every pending migration, statement by statement, and records its version
-    /// after the last one. ClickHouse has no transactions or locks: a collector that dies
-    /// midway, or two that start together, run statements again, which `IF NOT EXISTS`
-    /// makes harmless; a version recorded twice collapses in the table and reads once.
-    async fn migrate(&self, migrations: &[Migration]) -> Result<(), Error> {
+    /// Applies every pending migration, statement by statement (`schema[i]` holds the
+    /// statements of `migrations[i]`), and records its version after the last one.
+    /// ClickHouse has no transactions or locks: a collector that dies midway, or two that
+    /// start together, run statements again, which `IF NOT EXISTS` makes harmless; a
+    /// version recorded twice collapses in the table and reads once. In cluster mode each
+    /// node keeps its own `schema_migrations`: the `ON CLUSTER` statements are idempotent
+    /// too, so a collector on another node applying them again changes nothing.
+    async fn migrate(&self, migrations: &[Migration], schema: &[Vec<String>]) -> Result<(), Error> {
         self.client
             .query(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -235,10 +273,14 @@ impl ClickHouseEvents {
                 version: migration.version,
                 source: Arc::new(e),
             };
-            for statement in statements(migration.sql) {
+            let index = migrations
+                .iter()
+                .position(|m| m.version == migration.version)
+                .unwrap_or(0);
+            for statement in schema.get(index).into_iter().flatten() {
                 // Verbatim: the schema is ours, and `?` must not read as a placeholder.
                 self.client
-                    .query_raw(&statement)
+                    .query_raw(statement)
                     .execute()
                     .await
                     .map_err(failed)?;
