@@ -15,6 +15,9 @@
 //! 4. Agents report how often they checked each switch in their metric batches; the
 //!    writer adds those up per day, and `/api/0/switches/stale` turns them into
 //!    removal hints.
+//! 5. With several collectors on one shared store, each [`Switches::follow`]s the
+//!    store's change notifications: a change committed through another collector is
+//!    reloaded, applied to the snapshot and broadcast like a local one.
 
 mod admin;
 mod api;
@@ -26,7 +29,9 @@ mod tests;
 
 pub use admin::{ConditionEdit, SwitchDetails, Switchboard};
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
@@ -34,7 +39,8 @@ use axum::extract::FromRef;
 use bytes::Bytes;
 use serde::Serialize;
 use sightline_protocol::{Snapshot, Switch, SwitchSet};
-use tokio::sync::{Mutex, broadcast, watch};
+use tokio::sync::{Mutex, broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
 
 use crate::Error;
 use crate::http::AppState;
@@ -42,6 +48,9 @@ use crate::store::Store;
 
 /// Changes buffered per stream subscriber; one further behind gets a fresh snapshot.
 const BROADCAST_CAPACITY: usize = 256;
+
+/// How long a follower waits before retrying a reload that failed.
+const FOLLOW_RETRY: Duration = Duration::from_secs(1);
 
 /// A switch as stored: the definition plus its bookkeeping.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -213,6 +222,15 @@ pub(crate) struct Published {
     pub json: String,
 }
 
+/// What a store's change listener tells [`Switches::follow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Notice {
+    /// A change committed the switch set at this version (through any collector).
+    Changed(u64),
+    /// The listener (re)connected: changes may have gone unannounced; reload.
+    Resync,
+}
+
 /// The switch service: store, live snapshot, change broadcast. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Switches {
@@ -223,6 +241,9 @@ pub(crate) struct Switches {
     writing: Arc<Mutex<()>>,
     /// Set on shutdown: open streams end so the HTTP server can drain.
     closing: Arc<watch::Sender<bool>>,
+    /// Whether other collectors change the store too ([`Switches::follow`]): a local
+    /// change may then not follow the snapshot directly.
+    following: Arc<AtomicBool>,
 }
 
 impl FromRef<AppState> for Switches {
@@ -251,7 +272,127 @@ impl Switches {
             changes,
             writing: Arc::new(Mutex::new(())),
             closing: Arc::new(watch::channel(false).0),
+            following: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// A receiver of every change published from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
+        self.changes.subscribe()
+    }
+
+    /// Follows changes other collectors commit to the shared store: on each notice that
+    /// may be news (a version past the snapshot's, or a resync) it reloads the set and
+    /// publishes the changes in between, as a local change is published; a failed reload
+    /// is retried every [`FOLLOW_RETRY`]. Changes this collector made and published
+    /// already are skipped by version. The task ends when `notices` closes.
+    pub(crate) fn follow(&self, mut notices: mpsc::Receiver<Notice>) -> JoinHandle<()> {
+        self.following.store(true, Ordering::Relaxed);
+        let switches = self.clone();
+        tokio::spawn(async move {
+            let mut retry = false;
+            loop {
+                let notice = if retry {
+                    match tokio::time::timeout(FOLLOW_RETRY, notices.recv()).await {
+                        Ok(Some(notice)) => Some(notice),
+                        Ok(None) => return,
+                        Err(_elapsed) => None,
+                    }
+                } else {
+                    match notices.recv().await {
+                        Some(notice) => Some(notice),
+                        None => return,
+                    }
+                };
+                let mut news = retry || notice.is_some_and(|n| switches.is_news(n));
+                // One reload covers every notice already queued.
+                while let Ok(notice) = notices.try_recv() {
+                    news |= switches.is_news(notice);
+                }
+                if !news {
+                    continue;
+                }
+                match switches.catch_up().await {
+                    Ok(()) => retry = false,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not reload switches; retrying");
+                        retry = true;
+                    }
+                }
+            }
+        })
+    }
+
+    /// Whether `notice` may tell of a change the snapshot lacks.
+    fn is_news(&self, notice: Notice) -> bool {
+        match notice {
+            Notice::Changed(version) => version > self.current().version(),
+            Notice::Resync => true,
+        }
+    }
+
+    /// Reloads the set and publishes what changed since the snapshot.
+    async fn catch_up(&self) -> Result<(), Error> {
+        let _writing = self.writing.lock().await;
+        self.catch_up_locked().await
+    }
+
+    /// [`Switches::catch_up`] for a caller that holds `writing`. The snapshot becomes the
+    /// loaded set; the changes between the two versions are broadcast oldest first, each
+    /// with the version before it as `previous`. At most [`BROADCAST_CAPACITY`] of them:
+    /// a subscriber missing more would lag anyway, and the first one's `previous` then
+    /// names a version it does not have, so the agent resynchronises.
+    async fn catch_up_locked(&self) -> Result<(), Error> {
+        let store = self.store()?;
+        let before = self.current();
+        let (version, records) = store.load_switches().await?;
+        if version <= before.version() {
+            return Ok(());
+        }
+        let limit = BROADCAST_CAPACITY as u32;
+        let filter = AuditFilter {
+            before: version.checked_add(1),
+            ..AuditFilter::default()
+        };
+        let newest = store.switch_audit(limit, &filter).await?;
+        let complete =
+            newest.len() < BROADCAST_CAPACITY || newest.iter().any(|c| c.id <= before.version());
+        let mut changes: Vec<ChangeRecord> = newest
+            .into_iter()
+            .filter(|c| c.id > before.version())
+            .collect();
+        changes.reverse();
+        let next = Current::new(Snapshot {
+            version,
+            switches: records.into_iter().map(|r| r.switch).collect(),
+        })?;
+        let mut previous = match changes.first() {
+            Some(first) if !complete => first.id.saturating_sub(1),
+            _ => before.version(),
+        };
+        let mut published = Vec::with_capacity(changes.len());
+        for change in &changes {
+            published.push(Published {
+                version: change.id,
+                json: change_json(change.id, previous, &change.new)?,
+            });
+            previous = change.id;
+        }
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
+        for item in published {
+            // No subscriber is fine: nobody is streaming.
+            let _ = self.changes.send(Arc::new(item));
+        }
+        tracing::debug!(
+            from = before.version(),
+            to = version,
+            changes = changes.len(),
+            "switches reloaded"
+        );
+        Ok(())
     }
 
     /// The switch tables, or 503 on a backend without them.
@@ -317,7 +458,17 @@ impl Switches {
                 new,
             })
             .await?;
-        self.publish(&change)?;
+        if self.following.load(Ordering::Relaxed) && change.id != self.current().version() + 1 {
+            // Another collector committed in between: patching our snapshot with this
+            // change alone would lose theirs, so reload both. Should the reload fail, our
+            // own notification of this change makes the follower retry it.
+            if let Err(e) = self.catch_up_locked().await {
+                tracing::warn!(error = %e, "could not reload switches after a change");
+            }
+            log_change(&change);
+        } else {
+            self.publish(&change)?;
+        }
         Ok(record)
     }
 
@@ -336,18 +487,7 @@ impl Switches {
             version: change.id,
             switches,
         })?;
-        #[derive(Serialize)]
-        struct Body<'a> {
-            version: u64,
-            previous: u64,
-            switch: &'a Switch,
-        }
-        let json = serde_json::to_string(&Body {
-            version: change.id,
-            previous: previous.version(),
-            switch: &change.new,
-        })
-        .map_err(|e| Error::Store(Arc::new(e)))?;
+        let json = change_json(change.id, previous.version(), &change.new)?;
         *self
             .current
             .write()
@@ -357,15 +497,36 @@ impl Switches {
             version: change.id,
             json,
         }));
-        tracing::info!(
-            key = %change.key,
-            version = change.version,
-            action = change.action.as_str(),
-            actor = %change.actor,
-            "switch changed"
-        );
+        log_change(change);
         Ok(())
     }
+}
+
+/// The stream's `change` event data: `{"version", "previous", "switch"}`.
+fn change_json(version: u64, previous: u64, switch: &Switch) -> Result<String, Error> {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        version: u64,
+        previous: u64,
+        switch: &'a Switch,
+    }
+    serde_json::to_string(&Body {
+        version,
+        previous,
+        switch,
+    })
+    .map_err(|e| Error::Store(Arc::new(e)))
+}
+
+/// Every change made through this collector is logged once, here.
+fn log_change(change: &ChangeRecord) {
+    tracing::info!(
+        key = %change.key,
+        version = change.version,
+        action = change.action.as_str(),
+        actor = %change.actor,
+        "switch changed"
+    );
 }
 
 /// Who asks for a change, why, and at which version they saw the switch.

@@ -139,7 +139,7 @@ async fn stream(
     switches.store()?;
     // Subscribe before reading the snapshot: a change committed in between is then
     // either in the snapshot (and skipped by version) or delivered after it.
-    let changes = switches.changes.subscribe();
+    let changes = switches.subscribe();
     let closing = switches.closing.subscribe();
     let current = switches.current();
     let subscriber = Subscriber {
