@@ -128,7 +128,10 @@ async fn two_collectors_share_one_clickhouse_and_postgres() {
     // One project for the whole deployment: the same key and id through either one.
     let tail = |dsn: &str| {
         let (key, rest) = dsn.split_once('@').expect("key@host");
-        (key.to_owned(), rest.rsplit('/').next().unwrap_or("").to_owned())
+        (
+            key.to_owned(),
+            rest.rsplit('/').next().unwrap_or("").to_owned(),
+        )
     };
     assert_eq!(tail(&dsn_a), tail(&dsn_b));
     let (key, project) = tail(&dsn_a);
@@ -142,20 +145,20 @@ async fn two_collectors_share_one_clickhouse_and_postgres() {
             .json(&json!({"key": KEY, "state": "off", "reason": "e2e: two collectors"})),
     )
     .await;
-    let apps = [
-        start_app(&dsn_a).await,
-        start_app(&dsn_b).await,
-    ];
+    let apps = [start_app(&dsn_a).await, start_app(&dsn_b).await];
     let ctx = EvalContext::new().user("u-1");
     eventually(Duration::from_secs(15), "both agents synced", || {
-        let synced = apps
-            .iter()
-            .all(|app| app.agent.switches().is_connected() && !app.agent.switches().is_active(KEY, &ctx));
+        let synced = apps.iter().all(|app| {
+            app.agent.switches().is_connected() && !app.agent.switches().is_active(KEY, &ctx)
+        });
         async move { synced.then_some(()) }
     })
     .await;
     let mut slowest = Duration::ZERO;
-    for (round, (through, state)) in [(&a, "on"), (&b, "off"), (&a, "on")].into_iter().enumerate() {
+    for (round, (through, state)) in [(&a, "on"), (&b, "off"), (&a, "on")]
+        .into_iter()
+        .enumerate()
+    {
         let started = Instant::now();
         json(
             client
@@ -180,7 +183,10 @@ async fn two_collectors_share_one_clickhouse_and_postgres() {
         slowest = slowest.max(started.elapsed());
     }
     println!("slowest cross-collector flip: {slowest:?}");
-    assert!(slowest <= Duration::from_secs(1), "slowest flip took {slowest:?}");
+    assert!(
+        slowest <= Duration::from_secs(1),
+        "slowest flip took {slowest:?}"
+    );
 
     // --- requests through the demo app, half reporting to each collector --------------
     let plan: &[(&str, usize)] = &[
@@ -235,9 +241,8 @@ async fn two_collectors_share_one_clickhouse_and_postgres() {
                     let rows: Vec<Value> = client.get(&url).send().await.ok()?.json().await.ok()?;
                     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
                     for row in rows {
-                        *counts
-                            .entry(row["route"].as_str()?.to_owned())
-                            .or_default() += row["requests"].as_u64()?;
+                        *counts.entry(row["route"].as_str()?.to_owned()).or_default() +=
+                            row["requests"].as_u64()?;
                     }
                     (counts == sent).then_some(counts)
                 }
@@ -293,9 +298,10 @@ async fn two_collectors_share_one_clickhouse_and_postgres() {
         assert_eq!(issues.len(), 1, "one issue for one fingerprint: {issues:?}");
         assert_eq!(issues[0]["userCount"], 7, "{}", issues[0]);
         let id = issues[0]["id"].as_str().expect("issue id").to_owned();
-        let events = json(
-            client.get(format!("{}/api/0/issues/{id}/events/?limit=100", server.base)),
-        )
+        let events = json(client.get(format!(
+            "{}/api/0/issues/{id}/events/?limit=100",
+            server.base
+        )))
         .await;
         assert_eq!(events.as_array().map(Vec::len), Some(100));
     }
@@ -411,7 +417,10 @@ async fn a_clickhouse_outage_loses_no_accepted_event() {
         &["--events", events.as_str(), "--meta", meta.as_str()],
         "dashboard:",
     );
-    let (key, rest) = dsn(&server).split_once('@').map(|(k, r)| (k.to_owned(), r.to_owned())).expect("dsn");
+    let (key, rest) = dsn(&server)
+        .split_once('@')
+        .map(|(k, r)| (k.to_owned(), r.to_owned()))
+        .expect("dsn");
     let key = key.trim_start_matches("http://").to_owned();
     let project = rest.rsplit('/').next().expect("project").to_owned();
     let client = reqwest::Client::builder()
@@ -448,7 +457,10 @@ async fn a_clickhouse_outage_loses_no_accepted_event() {
             clickhouse.resume();
         }
         let response = client
-            .post(format!("{}/api/{project}/store/?sentry_key={key}", server.base))
+            .post(format!(
+                "{}/api/{project}/store/?sentry_key={key}",
+                server.base
+            ))
             .json(&event(n))
             .send()
             .await;
@@ -464,21 +476,33 @@ async fn a_clickhouse_outage_loses_no_accepted_event() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(degraded_seen, "health never said degraded while ClickHouse was down");
-    assert_eq!(refused, 0, "the spool takes everything while ClickHouse is down");
+    assert!(
+        degraded_seen,
+        "health never said degraded while ClickHouse was down"
+    );
+    assert_eq!(
+        refused, 0,
+        "the spool takes everything while ClickHouse is down"
+    );
     println!("outage {outage:?}: {accepted} events accepted");
 
     let url = format!("{}/api/0/projects/{project}/issues/", server.base);
     let expected = accepted.to_string();
-    eventually(Duration::from_secs(60), "every accepted event stored", || {
-        let (client, url, expected) = (client.clone(), url.clone(), expected.clone());
-        async move {
-            let issues: Value = client.get(&url).send().await.ok()?.json().await.ok()?;
-            (issues[0]["count"] == expected.as_str()).then_some(())
-        }
-    })
+    eventually(
+        Duration::from_secs(60),
+        "every accepted event stored",
+        || {
+            let (client, url, expected) = (client.clone(), url.clone(), expected.clone());
+            async move {
+                let issues: Value = client.get(&url).send().await.ok()?.json().await.ok()?;
+                (issues[0]["count"] == expected.as_str()).then_some(())
+            }
+        },
+    )
     .await;
-    let body = health(client.clone(), server.base.clone()).await.expect("health");
+    let body = health(client.clone(), server.base.clone())
+        .await
+        .expect("health");
     assert_eq!(body["status"], "ok", "{body}");
     assert_eq!(body["spool"]["batches"], 0, "{body}");
 }

@@ -52,17 +52,6 @@ ORDER BY (project_id, id);
 CREATE MATERIALIZED VIEW IF NOT EXISTS event_ids_mv TO event_ids AS
 SELECT project_id, id, issue_id, received, version FROM events;
 
--- The environments a project's events name, one row each after merges (reads group).
-CREATE TABLE IF NOT EXISTS event_environments (
-    project_id UInt64,
-    name       String
-) ENGINE = ReplacingMergeTree()
-ORDER BY (project_id, name);
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS event_environments_mv TO event_environments AS
-SELECT project_id, assumeNotNull(environment) AS name FROM events
-WHERE environment IS NOT NULL AND environment != '';
-
 -- Metric windows enter here, one row per agent window (empty ones are never written).
 -- The Null engine keeps nothing: the materialized views below fold each insert into the
 -- four tiers of the route tables and of the per-project rollup. The input columns are

@@ -138,7 +138,11 @@ pub(crate) fn redact_url(url: &str) -> String {
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            let hidden = if userinfo.contains(':') { ":<redacted>" } else { "" };
+            let hidden = if userinfo.contains(':') {
+                ":<redacted>"
+            } else {
+                ""
+            };
             format!("{scheme}://{user}{hidden}@{host}{path}")
         }
         None => url.to_owned(),
@@ -159,7 +163,10 @@ mod tests {
             redact_url("clickhouse://127.0.0.1:8123/sightline"),
             "clickhouse://127.0.0.1:8123/sightline"
         );
-        assert_eq!(redact_url("postgres://app@db/meta"), "postgres://app@db/meta");
+        assert_eq!(
+            redact_url("postgres://app@db/meta"),
+            "postgres://app@db/meta"
+        );
         assert_eq!(redact_url("not a url with p@ss"), "<redacted>");
         let config = Config {
             meta: Some("postgres://app:s3cret@db/meta".to_owned()),
@@ -167,7 +174,10 @@ mod tests {
             ..Config::default()
         };
         let shown = format!("{config:?}");
-        assert!(!shown.contains("s3cret") && !shown.contains("hidden"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hidden"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl Collector {
             )?;
             let collector = Collector::with_store(config, Arc::new(store)).await?;
             // Switch changes made through other collectors reach this one's streams.
-            meta.spawn_switch_listener(collector.state.switches.clone());
+            meta.spawn_switch_listener(&collector.state.switches, collector.retention.subscribe());
             return Ok(collector);
         }
         let store = SqliteStore::open(&config.sqlite_path())

@@ -28,7 +28,7 @@ pub(crate) fn spawn(
                     }
                 }
                 () = tokio::time::sleep(every) => {
-                    match store.prune(&retention, unix_now()).await {
+                    match store.prune_expired(&retention, unix_now()).await {
                         Ok(0) => {}
                         Ok(rows) => tracing::debug!(rows, "retention deleted expired rows"),
                         Err(error) => tracing::warn!(

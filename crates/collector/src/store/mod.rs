@@ -2,16 +2,12 @@
 //! API reads merged aggregates, issues and events from it. SQLite is the embedded
 //! backend; a scaled-out backend implements the same trait.
 
-// The scale-out pieces are built by stages; until the server selects them, parts of
-// them are reached from tests only.
-#[allow(dead_code)]
 mod clickhouse;
 #[cfg(test)]
 mod conformance;
 mod issues;
 mod logs;
 mod migrate;
-#[allow(dead_code)]
 mod postgres;
 mod scaled;
 mod spool;
@@ -218,7 +214,7 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Deletes what `retention` no longer keeps; returns how many rows (or, where whole
     /// partitions go at once, partitions). The retention task calls it periodically.
-    async fn prune(
+    async fn prune_expired(
         &self,
         retention: &crate::insight::RetentionConfig,
         now: i64,
@@ -252,13 +248,12 @@ fn no_log_lines() -> Error {
 }
 
 /// The ClickHouse schema rewritten for a cluster (see `clickhouse::cluster`).
-pub(crate) fn clickhouse_cluster_schema(cluster: &str, database: &str) -> Result<Vec<String>, Error> {
-    clickhouse::cluster_schema(
-        migrate::CLICKHOUSE.iter().map(|m| m.sql),
-        cluster,
-        database,
-    )
-    .map_err(|e| Error::Store(std::sync::Arc::new(e)))
+pub(crate) fn clickhouse_cluster_schema(
+    cluster: &str,
+    database: &str,
+) -> Result<Vec<String>, Error> {
+    clickhouse::cluster_schema(migrate::CLICKHOUSE.iter().map(|m| m.sql), cluster, database)
+        .map_err(|e| Error::Store(std::sync::Arc::new(e)))
 }
 
 /// Store integers are signed 64-bit: larger counts saturate rather than wrap.

@@ -11,8 +11,6 @@
 //! fails part-way is answered with an error and retried by its clients; everything it
 //! wrote before the failure is written again without being counted twice.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 
 use super::clickhouse::{ClickHouseEvents, EventRow};
@@ -27,7 +25,6 @@ use crate::{Error, TimeRange};
 pub(crate) struct ScaledStore {
     meta: PgMeta,
     events: ClickHouseEvents,
-    retention: crate::insight::RetentionConfig,
 }
 
 impl ScaledStore {
@@ -38,16 +35,12 @@ impl ScaledStore {
         let (events, meta) = tokio::try_join!(ClickHouseEvents::connect(events), async {
             PgMeta::connect(meta).await
         })?;
-        Ok(ScaledStore {
-            meta,
-            events,
-            retention: crate::insight::RetentionConfig::default(),
-        })
+        Ok(ScaledStore { meta, events })
     }
 
     /// Keeps tiers for `retention` (and reads the tier that fits each range).
     pub(crate) fn with_retention(mut self, retention: crate::insight::RetentionConfig) -> Self {
-        self.retention = retention;
+        self.events = self.events.with_retention(retention);
         self
     }
 
@@ -141,7 +134,7 @@ impl Store for ScaledStore {
         environment: Option<&str>,
     ) -> Result<Aggregates<(String, String)>, Error> {
         self.events
-            .route_aggregates(project_id, range, environment, &self.retention)
+            .route_aggregates(project_id, range, environment)
             .await
     }
 
@@ -154,14 +147,7 @@ impl Store for ScaledStore {
         environment: Option<&str>,
     ) -> Result<Aggregates<i64>, Error> {
         self.events
-            .series_aggregates(
-                project_id,
-                range,
-                steps,
-                route,
-                environment,
-                &self.retention,
-            )
+            .series_aggregates(project_id, range, steps, route, environment)
             .await
     }
 
@@ -225,24 +211,11 @@ impl Store for ScaledStore {
         Ok(all)
     }
 
-    async fn prune(
+    async fn prune_expired(
         &self,
         retention: &crate::insight::RetentionConfig,
         now: i64,
     ) -> Result<u64, Error> {
         self.events.prune(retention, now).await
     }
-}
-
-/// Opens the scale-out store for the server.
-pub(crate) async fn open(
-    events: &str,
-    meta: &str,
-    retention: crate::insight::RetentionConfig,
-) -> Result<Arc<ScaledStore>, Error> {
-    Ok(Arc::new(
-        ScaledStore::connect(events, meta)
-            .await?
-            .with_retention(retention),
-    ))
 }

@@ -35,8 +35,8 @@ use tokio::sync::{Notify, watch};
 
 use super::{
     Aggregates, Cursor, EnvelopeIngest, EventRecord, Ingest, Issue, IssueFilter, IssueStatus,
-    ItemCount, LogFilter, LogLine, MetricsIngest, NewLogLine, Project, Steps, Store,
-    StoredEvent, StoredPayload, TagValue, WriteSummary,
+    ItemCount, LogFilter, LogLine, MetricsIngest, NewLogLine, Project, Steps, Store, StoredEvent,
+    StoredPayload, TagValue, WriteSummary,
 };
 use crate::{Error, TimeRange};
 
@@ -234,7 +234,7 @@ enum SpooledIngest {
     Metrics {
         project_id: u64,
         received_at: i64,
-        batch: MetricBatch,
+        batch: Box<MetricBatch>,
     },
     Envelope {
         project_id: u64,
@@ -311,7 +311,7 @@ fn encode(batches: &[Ingest]) -> Result<Vec<u8>, Error> {
             Ingest::Metrics(m) => SpooledIngest::Metrics {
                 project_id: m.project_id,
                 received_at: m.received_at,
-                batch: m.batch.clone(),
+                batch: Box::new(m.batch.clone()),
             },
             Ingest::Envelope(e) => SpooledIngest::Envelope {
                 project_id: e.project_id,
@@ -366,8 +366,9 @@ fn encode(batches: &[Ingest]) -> Result<Vec<u8>, Error> {
         })
         .collect();
     let json = serde_json::to_vec(&spooled).map_err(|e| Error::Store(Arc::new(e)))?;
-    let mut out =
-        Vec::with_capacity(MAGIC.len() + 8 + json.len() + blobs.iter().map(|b| b.len()).sum::<usize>());
+    let mut out = Vec::with_capacity(
+        MAGIC.len() + 8 + json.len() + blobs.iter().map(|b| b.len()).sum::<usize>(),
+    );
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&json);
@@ -415,7 +416,7 @@ fn decode(bytes: &[u8]) -> Result<Vec<Ingest>, DecodeError> {
             } => Ingest::Metrics(MetricsIngest {
                 project_id,
                 received_at,
-                batch,
+                batch: *batch,
             }),
             SpooledIngest::Envelope {
                 project_id,
@@ -749,12 +750,12 @@ impl Store for SpooledStore {
         self.inner.environments(project_id).await
     }
 
-    async fn prune(
+    async fn prune_expired(
         &self,
         retention: &crate::insight::RetentionConfig,
         now: i64,
     ) -> Result<u64, Error> {
-        self.inner.prune(retention, now).await
+        self.inner.prune_expired(retention, now).await
     }
 
     async fn logs(&self, project_id: u64, filter: &LogFilter) -> Result<Vec<LogLine>, Error> {
@@ -832,8 +833,8 @@ mod tests {
 
     #[test]
     fn damaged_files_are_errors_not_panics() {
-        let encoded = encode(&[envelope(vec![record(1, "a", 1.5, None, None, None)])])
-            .expect("encode");
+        let encoded =
+            encode(&[envelope(vec![record(1, "a", 1.5, None, None, None)])]).expect("encode");
         for cut in [0, 4, 8, 12, 20, encoded.len() - 1] {
             assert!(decode(&encoded[..cut]).is_err(), "cut at {cut}");
         }
@@ -941,14 +942,17 @@ mod tests {
         let dir = tempfile::TempDir::new().expect("dir");
         let backend = Arc::new(Flaky::default());
         backend.down.store(true, Relaxed);
-        let store = SpooledStore::open(backend.clone(), dir.path(), SpoolLimits::default())
-            .expect("open");
+        let store =
+            SpooledStore::open(backend.clone(), dir.path(), SpoolLimits::default()).expect("open");
         let batches: Vec<Ingest> = (0..20)
             .map(|n| envelope(vec![record(n, "a", n as f64, None, None, None)]))
             .collect();
         for batch in &batches {
             // Accepted while the backend is down: spooled.
-            store.write(std::slice::from_ref(batch)).await.expect("spooled");
+            store
+                .write(std::slice::from_ref(batch))
+                .await
+                .expect("spooled");
         }
         let backlog = store.backlog().expect("backlog");
         assert_eq!(backlog.batches, 20);
@@ -983,20 +987,29 @@ mod tests {
         store.write(&[metrics()]).await.expect("spooled");
         store.close().await;
         // A write that crashed before its rename leaves a temp file: never acknowledged.
-        fs::write(dir.path().join("00000000000000000099.batch.tmp"), b"partial").expect("tmp");
+        fs::write(
+            dir.path().join("00000000000000000099.batch.tmp"),
+            b"partial",
+        )
+        .expect("tmp");
 
         let up = Arc::new(Flaky::default());
         let store =
             SpooledStore::open(up.clone(), dir.path(), SpoolLimits::default()).expect("reopen");
-        wait_until("the old batches to ship", || up.written.lock().expect("lock").len() == 2)
-            .await;
+        wait_until("the old batches to ship", || {
+            up.written.lock().expect("lock").len() == 2
+        })
+        .await;
         let written = up.written.lock().expect("lock").clone();
         assert!(written[0].contains("Envelope") && written[1].contains("Metrics"));
         wait_until("the files to go", || store.spool.backlog().batches == 0).await;
         assert!(!dir.path().join("00000000000000000099.batch.tmp").exists());
         // Numbering goes on after the old files: new batches sort after them.
         store.write(&[logs()]).await.expect("spooled");
-        wait_until("the new batch", || up.written.lock().expect("lock").len() == 3).await;
+        wait_until("the new batch", || {
+            up.written.lock().expect("lock").len() == 3
+        })
+        .await;
         store.close().await;
     }
 
@@ -1031,7 +1044,12 @@ mod tests {
         assert!(decode(&fs::read(&files[0].path).expect("read")).is_err());
         spool.quarantine(&files[0]).expect("quarantine");
         assert_eq!(spool.backlog().batches, 0);
-        assert!(dir.path().join("unreadable").join("00000000000000000000.batch").exists());
+        assert!(
+            dir.path()
+                .join("unreadable")
+                .join("00000000000000000000.batch")
+                .exists()
+        );
         assert!(spool.oldest().expect("list").is_empty());
     }
 }

@@ -31,9 +31,7 @@ pub(crate) enum ClusterError {
 
 fn identifier(name: &str) -> Result<&str, ClusterError> {
     let ok = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !name.starts_with(|c: char| c.is_ascii_digit());
     if ok {
         Ok(name)
@@ -85,7 +83,10 @@ impl Engine {
         let (name, rest) = next_word(clause);
         let (args, tail) = if rest.starts_with('(') {
             let end = closing(rest)?;
-            (rest[1..end - 1].trim().to_owned(), rest[end..].trim().to_owned())
+            (
+                rest[1..end - 1].trim().to_owned(),
+                rest[end..].trim().to_owned(),
+            )
         } else {
             (String::new(), rest.trim().to_owned())
         };
@@ -183,9 +184,12 @@ fn rewrite(
                 .map(|c| c.trim_start().trim_start_matches('=').trim_start())
                 .ok_or_else(unknown)?;
             let engine = Engine::parse(clause).ok_or_else(unknown)?;
-            let has_id = columns
-                .lines()
-                .any(|line| line.trim_start().trim_start_matches('(').trim_start().starts_with("id "));
+            let has_id = columns.lines().any(|line| {
+                line.trim_start()
+                    .trim_start_matches('(')
+                    .trim_start()
+                    .starts_with("id ")
+            });
             let local = format!(
                 "CREATE TABLE IF NOT EXISTS {database}.{table}_local ON CLUSTER {cluster} \
                  {columns} ENGINE = {}",
@@ -242,13 +246,18 @@ mod tests {
             assert!(!statement.contains("--"), "{statement}");
         }
         // Every MergeTree is replicated, on a path of its own.
-        let paths: Vec<&String> = out
-            .iter()
-            .filter(|s| s.contains("Replicated"))
-            .collect();
+        let paths: Vec<&String> = out.iter().filter(|s| s.contains("Replicated")).collect();
         let mut unique: Vec<String> = paths
             .iter()
-            .map(|s| s.split("'/clickhouse/tables/").nth(1).unwrap_or("").split('\'').next().unwrap_or("").to_owned())
+            .map(|s| {
+                s.split("'/clickhouse/tables/")
+                    .nth(1)
+                    .unwrap_or("")
+                    .split('\'')
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            })
             .collect();
         let all = unique.len();
         unique.sort();
@@ -304,7 +313,11 @@ mod tests {
         ));
         for bad in ["c; DROP", "", "1c", "a-b"] {
             assert_eq!(
-                cluster_schema(["CREATE TABLE IF NOT EXISTS a (x UInt8) ENGINE = Null"], bad, "db"),
+                cluster_schema(
+                    ["CREATE TABLE IF NOT EXISTS a (x UInt8) ENGINE = Null"],
+                    bad,
+                    "db"
+                ),
                 Err(ClusterError::BadName(bad.to_owned()))
             );
         }

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{ClickHouseEvents, EventRow, db};
 use crate::Error;
-use crate::store::{Cursor, MAX_ENVIRONMENTS, StoredEvent, StoredPayload};
+use crate::store::{Cursor, StoredEvent, StoredPayload};
 
 /// The stable id of an event: a 63-bit FNV-1a hash of its project and event id. Every
 /// collector, and a retry of the same insert, computes the same one, so it identifies the
@@ -253,20 +253,5 @@ impl ClickHouseEvents {
             .await
             .map_err(db)?;
         Ok(row.map(|row| row.stored(true)))
-    }
-
-    /// The environments a project's events name (empty ones left out), sorted, at most
-    /// [`MAX_ENVIRONMENTS`].
-    pub(crate) async fn event_environments(&self, project_id: u64) -> Result<Vec<String>, Error> {
-        self.client
-            .query(
-                "SELECT name FROM event_environments WHERE project_id = ?
-                 GROUP BY name ORDER BY name LIMIT ?",
-            )
-            .bind(project_id)
-            .bind(MAX_ENVIRONMENTS)
-            .fetch_all()
-            .await
-            .map_err(db)
     }
 }

@@ -10,9 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{ClickHouseEvents, db};
 use crate::insight::{Tier, aligned_since, day_split, tier_for, tier_for_series};
 use crate::query::unix_now;
-use crate::store::{
-    Aggregates, ClassTotals, MAX_ENVIRONMENTS, MetricsIngest, Steps, to_i64, to_u64,
-};
+use crate::store::{Aggregates, ClassTotals, MetricsIngest, Steps, to_i64, to_u64};
 use crate::{Error, TimeRange};
 
 /// What SQLite stores for a count or sum: signed 64-bit, saturating.
@@ -211,7 +209,9 @@ impl ClickHouseEvents {
     /// windows are skipped, as SQLite skips them: they add nothing to any sum and would
     /// drag `min_us` to 0.
     pub(crate) async fn insert_windows(&self, batches: &[&MetricsIngest]) -> Result<(), Error> {
-        let mut windows = batches
+        // Collected first: an iterator of closures held across the awaits below would
+        // make the future not `Send` for every lifetime (async-trait callers need that).
+        let windows: Vec<WindowIn<'_>> = batches
             .iter()
             .flat_map(|ingest| {
                 let environment = crate::store::sqlite::stored_environment(&ingest.batch.agent);
@@ -236,31 +236,15 @@ impl ClickHouseEvents {
                         counts: Counts(&w.latency.buckets),
                     })
             })
-            .peekable();
-        if windows.peek().is_none() {
+            .collect();
+        if windows.is_empty() {
             return Ok(());
         }
         let mut insert = self.insert::<WindowIn<'_>>("windows_in").await?;
-        for window in windows {
-            insert.write(&window).await.map_err(db)?;
+        for window in &windows {
+            insert.write(window).await.map_err(db)?;
         }
         insert.end().await.map_err(db)
-    }
-
-    /// The environments a project's agents stored windows under (none: left out), sorted,
-    /// at most [`MAX_ENVIRONMENTS`]; from the day tier, the one kept longest.
-    pub(crate) async fn window_environments(&self, project_id: u64) -> Result<Vec<String>, Error> {
-        self.client
-            .query(
-                "SELECT environment FROM project_windows_1d
-                 WHERE project_id = ? AND environment != ''
-                 GROUP BY environment ORDER BY environment LIMIT ?",
-            )
-            .bind(project_id)
-            .bind(MAX_ENVIRONMENTS)
-            .fetch_all()
-            .await
-            .map_err(db)
     }
 
     /// Aggregates per route × method over `range`, of one environment or (`None`) all,

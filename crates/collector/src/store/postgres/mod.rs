@@ -136,6 +136,15 @@ impl PgMeta {
         tx.commit().await.map_err(db)
     }
 
+    /// Cheap liveness check for `/health`: a connection answers within the pool's wait.
+    pub(crate) async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db)
+    }
+
     /// Closes every connection; a running switch listener ends too.
     pub(crate) async fn close(&self) {
         self.pool.close().await;
