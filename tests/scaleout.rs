@@ -506,3 +506,312 @@ async fn a_clickhouse_outage_loses_no_accepted_event() {
     assert_eq!(body["status"], "ok", "{body}");
     assert_eq!(body["spool"]["batches"], 0, "{body}");
 }
+
+/// A two-shard ClickHouse cluster of this test's own: ZooKeeper (Debian's `zookeeper`
+/// package, which `scripts/services` installs) and two `clickhouse-server` nodes, one
+/// replica per shard, every process on loopback with its data in a temp dir.
+struct Cluster {
+    children: Vec<std::process::Child>,
+    http_ports: [u16; 2],
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What the nodes said, for the failure's report.
+            for node in 0..2 {
+                let log = self._dir.path().join(format!("n{node}/error.log"));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                eprintln!(
+                    "--- node {node} error.log (newest first):\n{}",
+                    tail.join("\n")
+                );
+            }
+        }
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until ZooKeeper serves requests: its port opens before it has loaded its data,
+/// and a ClickHouse 18.16 node that connects then loses the connection (and may crash
+/// taking a DDL).
+fn wait_for_zookeeper(port: u16) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let serving = std::net::TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut stream| {
+                stream.write_all(b"srvr")?;
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer)?;
+                Ok(answer.contains("Mode: standalone"))
+            })
+            .unwrap_or(false);
+        if serving {
+            return;
+        }
+        assert!(Instant::now() < deadline, "zookeeper did not start serving");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Cluster {
+    const NAME: &'static str = "sightline_e2e";
+
+    fn start() -> Cluster {
+        let jar = "/usr/share/java/zookeeper.jar";
+        assert!(
+            std::path::Path::new(jar).exists(),
+            "{jar} missing: scripts/services installs the zookeeper package"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().display().to_string();
+        let zk_port = free_port();
+        std::fs::write(
+            dir.path().join("zoo.cfg"),
+            format!(
+                "tickTime=500\ndataDir={root}/zk\nclientPort={zk_port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=srvr\n"
+            ),
+        )
+        .expect("zoo.cfg");
+        let mut children = vec![
+            Command::new("java")
+                .args(["-cp", &format!("/etc/zookeeper/conf:{jar}")])
+                .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
+                .arg(dir.path().join("zoo.cfg"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("java (zookeeper)"),
+        ];
+        wait_for_zookeeper(zk_port);
+        let tcp_ports = [free_port(), free_port()];
+        let http_ports = [free_port(), free_port()];
+        let shards: String = tcp_ports
+            .iter()
+            .map(|port| {
+                format!(
+                    "<shard><replica><host>127.0.0.1</host><port>{port}</port></replica></shard>"
+                )
+            })
+            .collect();
+        for node in 0..2 {
+            let home = format!("{root}/n{node}");
+            std::fs::create_dir_all(&home).expect("node dir");
+            let config = format!(
+                r#"<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>{home}/server.log</log><errorlog>{home}/error.log</errorlog></logger>
+  <http_port>{http}</http_port>
+  <tcp_port>{tcp}</tcp_port>
+  <interserver_http_port>{interserver}</interserver_http_port>
+  <interserver_http_host>127.0.0.1</interserver_http_host>
+  <listen_host>127.0.0.1</listen_host>
+  <path>{home}/data/</path>
+  <tmp_path>{home}/tmp/</tmp_path>
+  <user_files_path>{home}/user_files/</user_files_path>
+  <format_schema_path>{home}/format_schemas/</format_schema_path>
+  <users_config>/etc/clickhouse-server/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>268435456</mark_cache_size>
+  <remote_servers><{name}>{shards}</{name}></remote_servers>
+  <zookeeper><node><host>127.0.0.1</host><port>{zk_port}</port></node></zookeeper>
+  <macros><shard>0{shard}</shard><replica>r1</replica></macros>
+  <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
+</yandex>
+"#,
+                http = http_ports[node],
+                tcp = tcp_ports[node],
+                interserver = free_port(),
+                name = Cluster::NAME,
+                shard = node + 1,
+            );
+            let path = dir.path().join(format!("n{node}.xml"));
+            std::fs::write(&path, config).expect("node config");
+            children.push(
+                Command::new("clickhouse-server")
+                    .arg(format!("--config-file={}", path.display()))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("clickhouse-server"),
+            );
+        }
+        for port in http_ports {
+            wait_for_port(port, "clickhouse node");
+        }
+        Cluster {
+            children,
+            http_ports,
+            _dir: dir,
+        }
+    }
+
+    /// A query's text answer from one node.
+    async fn query(&self, node: usize, sql: &str) -> String {
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{}/", self.http_ports[node]))
+            .body(sql.to_owned())
+            .send()
+            .await
+            .expect("clickhouse answers")
+            .text()
+            .await
+            .expect("text")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clickhouse_cluster_takes_the_generated_schema() {
+    let (_, meta) = fresh_databases();
+    let cluster = Cluster::start();
+    // Ready once each node answers queries and its distributed-DDL worker has made its
+    // queue in ZooKeeper (18.16 can crash taking a DDL before that).
+    for node in 0..2 {
+        eventually(Duration::from_secs(60), "the node's zookeeper session", || {
+            let request = reqwest::Client::new()
+                .post(format!("http://127.0.0.1:{}/", cluster.http_ports[node]))
+                .body("SELECT count() FROM system.zookeeper WHERE path = '/clickhouse/task_queue/ddl'");
+            async move {
+                let response = request.send().await.ok()?;
+                response.status().is_success().then_some(())
+            }
+        })
+        .await;
+    }
+    let events = format!(
+        "clickhouse://127.0.0.1:{}/sightline?cluster={}",
+        cluster.http_ports[0],
+        Cluster::NAME
+    );
+    let server = Sightline::start(
+        "serve",
+        &["--events", events.as_str(), "--meta", meta.as_str()],
+        "dashboard:",
+    );
+    // The collector created every table on both nodes: replicated `_local` tables and
+    // `Distributed` ones under the names it reads and writes.
+    for node in 0..2 {
+        let engines = cluster
+            .query(
+                node,
+                "SELECT name, engine FROM system.tables WHERE database = 'sightline' ORDER BY name FORMAT TSV",
+            )
+            .await;
+        assert!(
+            engines.contains("events\tDistributed"),
+            "node {node}: {engines}"
+        );
+        assert!(
+            engines.contains("events_local\tReplicatedReplacingMergeTree"),
+            "node {node}: {engines}"
+        );
+        assert!(
+            engines.contains("route_windows_1h_local\tReplicatedAggregatingMergeTree"),
+            "node {node}: {engines}"
+        );
+    }
+
+    let (key, rest) = dsn(&server)
+        .split_once('@')
+        .map(|(k, r)| (k.trim_start_matches("http://").to_owned(), r.to_owned()))
+        .expect("dsn");
+    let project = rest.rsplit('/').next().expect("project").to_owned();
+    let client = reqwest::Client::new();
+    for n in 0..40u32 {
+        let response = client
+            .post(format!(
+                "{}/api/{project}/store/?sentry_key={key}",
+                server.base
+            ))
+            .json(&event(n))
+            .send()
+            .await
+            .expect("store");
+        assert_eq!(response.status(), 200);
+    }
+    // Requests through an agent: windows through the Null table's views on the shards.
+    let app = start_app(&dsn(&server)).await;
+    for _ in 0..25 {
+        client
+            .get(format!("{}/leaderboard", app.base))
+            .send()
+            .await
+            .expect("app answers");
+    }
+    let stats = app.guard.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(stats.requests, 25);
+    let _ = app.stop.send(());
+    app.task.await.expect("app task").expect("app served");
+
+    let url = format!("{}/api/0/projects/{project}/issues/", server.base);
+    let issue = eventually(Duration::from_secs(30), "every event counted", || {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let issues: Value = client.get(&url).send().await.ok()?.json().await.ok()?;
+            let issue = issues.as_array()?.first()?.clone();
+            (issue["count"] == "40").then_some(issue)
+        }
+    })
+    .await;
+    let id = issue["id"].as_str().expect("issue id").to_owned();
+    // Events reach both shards (by event id), and reads through `Distributed` see all.
+    eventually(Duration::from_secs(30), "every event readable", || {
+        let (client, base, id) = (client.clone(), server.base.clone(), id.clone());
+        async move {
+            let events: Value = client
+                .get(format!("{base}/api/0/issues/{id}/events/?limit=100"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (events.as_array()?.len() == 40).then_some(())
+        }
+    })
+    .await;
+    let mut per_shard = Vec::new();
+    for node in 0..2 {
+        let count = cluster
+            .query(node, "SELECT count() FROM sightline.events_local")
+            .await;
+        per_shard.push(count.trim().parse::<u64>().expect("count"));
+    }
+    assert_eq!(per_shard.iter().sum::<u64>(), 40, "{per_shard:?}");
+    assert!(
+        per_shard.iter().all(|&n| n > 0),
+        "one shard has every event: {per_shard:?}"
+    );
+    let routes = format!(
+        "{}/api/0/projects/{project}/routes/?statsPeriod=1h",
+        server.base
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the windows in the routes table",
+        || {
+            let (client, routes) = (client.clone(), routes.clone());
+            async move {
+                let rows: Vec<Value> = client.get(&routes).send().await.ok()?.json().await.ok()?;
+                let row = rows.iter().find(|r| r["route"] == "/leaderboard")?;
+                (row["requests"] == 25).then_some(())
+            }
+        },
+    )
+    .await;
+}

@@ -1,0 +1,255 @@
+//! Scale-out ingest benchmark: a collector on ClickHouse + PostgreSQL (the servers
+//! `scripts/services start` runs; their URLs from `SIGHTLINE_TEST_CLICKHOUSE` and
+//! `SIGHTLINE_TEST_POSTGRES`), fed through its own HTTP router (no network client in the
+//! way) as fast as it accepts, then timed until every row is readable through the query
+//! API: metric windows per second and error events per second, stored. A benchmark, not
+//! a test: the targets (≥ 100,000 metric rows/s, ≥ 20,000 events/s) are read off its
+//! output and recorded in BENCHMARKS.md.
+//!
+//! ```sh
+//! eval "$(scripts/services start)"
+//! cargo bench -p sightline-collector --bench scaleout
+//! # sizes: SIGHTLINE_BENCH_WINDOWS (default 1,000,000), SIGHTLINE_BENCH_EVENTS (200,000)
+//! ```
+//!
+//! Metric rows: batches of 1,000 windows (100 routes × 10 ten-second windows) from 50
+//! agents. Events: envelopes of one ~2 KB event each (as SDKs send them), 50 distinct
+//! messages, 8 requests in flight.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use futures_util::StreamExt;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use sightline_collector::{Collector, Config};
+use sightline_protocol::{AgentInfo, Histogram, MetricBatch, RouteWindow};
+use tower::ServiceExt;
+
+const ROUTES: usize = 100;
+const WINDOWS_PER_ROUTE: usize = 10;
+const IN_FLIGHT: usize = 8;
+
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn fresh_postgres(base: &str, name: &str) -> String {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(base).await.expect("postgres");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let (server, _) = base.rsplit_once('/').expect("postgres url");
+    format!("{server}/{name}")
+}
+
+async fn post(router: &axum::Router, uri: String, body: Vec<u8>) {
+    loop {
+        let response = router
+            .clone()
+            .oneshot(
+                Request::post(&uri)
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.clone()))
+                    .expect("request"),
+            )
+            .await
+            .expect("router");
+        match response.status() {
+            StatusCode::OK => return,
+            // A full queue or spool asks to come back: that is the bench's pace.
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            other => {
+                let body = response.into_body().collect().await.expect("body").to_bytes();
+                panic!("{uri}: {other} {}", String::from_utf8_lossy(&body));
+            }
+        }
+    }
+}
+
+async fn get_json(router: &axum::Router, uri: &str) -> serde_json::Value {
+    let response = router
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+        .await
+        .expect("router");
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)
+}
+
+fn batch(agent: usize, start: i64) -> Vec<u8> {
+    let mut latency = Histogram::new();
+    for v in [900, 1_500, 4_000, 12_000, 90_000] {
+        latency.record(v);
+    }
+    let windows = (0..ROUTES)
+        .flat_map(|route| {
+            let latency = latency.clone();
+            (0..WINDOWS_PER_ROUTE).map(move |w| RouteWindow {
+                start: start + 10 * w as i64,
+                window_secs: 10,
+                route: format!("/bench/{route}"),
+                method: "GET".into(),
+                status_class: 2,
+                latency: latency.clone(),
+            })
+        })
+        .collect();
+    serde_json::to_vec(&MetricBatch {
+        agent: AgentInfo {
+            service: "bench".into(),
+            instance: format!("agent-{agent}"),
+            sdk: "bench".into(),
+            environment: None,
+            release: None,
+        },
+        sent_at_ms: 0,
+        dropped_windows: 0,
+        switch_evaluations: Default::default(),
+        insight: Default::default(),
+        windows,
+    })
+    .expect("batch json")
+}
+
+fn envelope(n: usize) -> Vec<u8> {
+    let event = serde_json::json!({
+        "event_id": format!("{n:032x}"),
+        "level": "error",
+        "platform": "python",
+        "message": format!("bench failure {} for user {n}", n % 50),
+        "tags": {"worker": format!("w{}", n % 7)},
+        "extra": {"padding": "x".repeat(1_700)},
+    });
+    let mut body = format!("{{\"event_id\":\"{n:032x}\"}}\n{{\"type\":\"event\"}}\n").into_bytes();
+    body.extend(serde_json::to_vec(&event).expect("event json"));
+    body.push(b'\n');
+    body
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let clickhouse = std::env::var("SIGHTLINE_TEST_CLICKHOUSE")
+        .expect("SIGHTLINE_TEST_CLICKHOUSE: run `eval \"$(scripts/services start)\"` first");
+    let postgres = std::env::var("SIGHTLINE_TEST_POSTGRES")
+        .expect("SIGHTLINE_TEST_POSTGRES: run `eval \"$(scripts/services start)\"` first");
+    let windows = env_count("SIGHTLINE_BENCH_WINDOWS", 1_000_000);
+    let events = env_count("SIGHTLINE_BENCH_EVENTS", 200_000);
+    let name = format!("sightline_bench_{}", std::process::id());
+    let meta = fresh_postgres(&postgres, &name).await;
+    let data = tempfile::tempdir().expect("data dir");
+    let collector = Collector::open(Config {
+        data_dir: data.path().to_owned(),
+        events: Some(format!("{}/{name}", clickhouse.trim_end_matches('/'))),
+        meta: Some(meta),
+        // Room for a round's worth of batches in flight.
+        queue_capacity: 4_096,
+        ..Config::default()
+    })
+    .await
+    .expect("collector");
+    let project = collector.projects().await.expect("projects")[0].clone();
+    let router = Arc::new(collector.router());
+
+    // ---- metric windows ------------------------------------------------------------
+    let per_batch = ROUTES * WINDOWS_PER_ROUTE;
+    let batches = windows.div_ceil(per_batch);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let start = (now - 1_800) / 600 * 600;
+    let uri = format!(
+        "/api/{}/metrics?sentry_key={}",
+        project.id, project.public_key
+    );
+    let bodies: Vec<Vec<u8>> = (0..batches).map(|b| batch(b % 50, start + 100 * (b / 50) as i64)).collect();
+    let began = Instant::now();
+    futures_util::stream::iter(bodies)
+        .for_each_concurrent(IN_FLIGHT, |body| {
+            let (router, uri) = (router.clone(), uri.clone());
+            async move { post(&router, uri, body).await }
+        })
+        .await;
+    let accepted = began.elapsed();
+    let expected = (batches * per_batch * 5) as u64;
+    let routes = format!("/api/0/projects/{}/routes/?statsPeriod=24h", project.id);
+    loop {
+        let rows = get_json(&router, &routes).await;
+        let stored: u64 = rows
+            .as_array()
+            .map(|rows| rows.iter().filter_map(|r| r["requests"].as_u64()).sum())
+            .unwrap_or(0);
+        if stored >= expected {
+            break;
+        }
+        assert!(began.elapsed() < Duration::from_secs(1_800), "windows never all stored");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stored = began.elapsed();
+    let rows = (batches * per_batch) as f64;
+    println!(
+        "metric windows: {} rows in {} batches; accepted in {:.1} s ({:.0} rows/s), readable after {:.1} s ({:.0} rows/s stored)",
+        batches * per_batch,
+        batches,
+        accepted.as_secs_f64(),
+        rows / accepted.as_secs_f64(),
+        stored.as_secs_f64(),
+        rows / stored.as_secs_f64()
+    );
+
+    // ---- error events --------------------------------------------------------------
+    let uri = format!(
+        "/api/{}/envelope/?sentry_key={}",
+        project.id, project.public_key
+    );
+    let began = Instant::now();
+    futures_util::stream::iter(0..events)
+        .for_each_concurrent(IN_FLIGHT, |n| {
+            let (router, uri) = (router.clone(), uri.clone());
+            async move { post(&router, uri, envelope(n)).await }
+        })
+        .await;
+    let accepted = began.elapsed();
+    let issues = format!("/api/0/projects/{}/issues/?limit=100", project.id);
+    loop {
+        let list = get_json(&router, &issues).await;
+        let counted: u64 = list
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|i| i["count"].as_str()?.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+        if counted >= events as u64 {
+            break;
+        }
+        assert!(began.elapsed() < Duration::from_secs(1_800), "events never all stored");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stored = began.elapsed();
+    println!(
+        "error events: {events} (~2 KB each); accepted in {:.1} s ({:.0} events/s), counted after {:.1} s ({:.0} events/s stored)",
+        accepted.as_secs_f64(),
+        events as f64 / accepted.as_secs_f64(),
+        stored.as_secs_f64(),
+        events as f64 / stored.as_secs_f64()
+    );
+    collector.shutdown().await;
+}
