@@ -469,10 +469,11 @@ async fn a_clickhouse_outage_loses_no_accepted_event() {
             _ => refused += 1,
         }
         n += 1;
-        if clickhouse.child.is_none() && !degraded_seen {
-            if let Some(body) = health(client.clone(), server.base.clone()).await {
-                degraded_seen = body["status"] == "degraded";
-            }
+        if clickhouse.child.is_none()
+            && !degraded_seen
+            && let Some(body) = health(client.clone(), server.base.clone()).await
+        {
+            degraded_seen = body["status"] == "degraded";
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
