@@ -78,6 +78,10 @@ impl Store for ScaledStore {
         Some(&self.meta)
     }
 
+    fn insight(&self) -> Option<&dyn crate::insight::InsightStore> {
+        Some(&self.events)
+    }
+
     async fn ping(&self) -> Result<(), Error> {
         let (events, meta) = tokio::join!(self.events.ping(), self.meta.ping());
         events.and(meta)

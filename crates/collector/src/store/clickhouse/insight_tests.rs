@@ -671,3 +671,101 @@ async fn prune_drops_insight_days_past_their_tiers_retention() {
     assert!(partitions(&events).await.is_empty());
     drop_database(&events).await;
 }
+
+#[tokio::test]
+async fn the_scaled_store_writes_and_reads_insight_as_sqlite_does() {
+    let (events, meta) = tokio::join!(
+        testing::fresh_database(),
+        crate::store::postgres::testing::fresh_database()
+    );
+    let scaled = crate::store::ScaledStore::connect(&events, &meta)
+        .await
+        .unwrap();
+    scaled.ensure_default_project().await.unwrap();
+    let (_dir, sqlite) = sqlite().await;
+    let now = crate::query::unix_now();
+    let end = now.div_euclid(10) * 10;
+    let ingests: Vec<Ingest> = (0..30)
+        .map(|n| {
+            let environment = if n % 3 == 0 { None } else { Some("prod") };
+            let instance = format!("i-{}", n % 2);
+            Ingest::Metrics(batch(
+                &instance,
+                environment,
+                insight_at(end - 1_800 + 60 * n as i64, n),
+            ))
+        })
+        .collect();
+    // One group commit, as the writer sends it.
+    scaled.write(&ingests).await.unwrap();
+    sqlite.write(&ingests).await.unwrap();
+    let ours = scaled.insight().expect("the scaled store keeps insight");
+    let theirs = sqlite.insight().unwrap();
+    let range = TimeRange {
+        since: aligned_since(Tier::Minute, now - 3_600),
+        until: now + 60,
+    };
+    for environment in [None, Some("prod"), Some("")] {
+        let q = ours
+            .query_totals(1, Tier::Minute, range, environment)
+            .await
+            .unwrap();
+        assert_eq!(q.len(), 2);
+        let expected = theirs
+            .query_totals(1, Tier::Minute, range, environment)
+            .await
+            .unwrap();
+        assert_eq!(query_text(q), query_text(expected));
+        let r = ours
+            .route_totals(1, Tier::Minute, range, environment)
+            .await
+            .unwrap();
+        let expected = theirs
+            .route_totals(1, Tier::Minute, range, environment)
+            .await
+            .unwrap();
+        assert_eq!(format!("{r:#?}"), format!("{expected:#?}"));
+        let n = ours
+            .n_plus_one(1, Tier::Minute, range, environment)
+            .await
+            .unwrap();
+        let expected = theirs
+            .n_plus_one(1, Tier::Minute, range, environment)
+            .await
+            .unwrap();
+        assert_eq!(suspects(n), suspects(expected));
+        let h = ours
+            .heap(1, Tier::Minute, range, 300, environment)
+            .await
+            .unwrap();
+        assert_eq!(h.len(), 2, "both instances report in each environment");
+        let expected = theirs
+            .heap(1, Tier::Minute, range, 300, environment)
+            .await
+            .unwrap();
+        assert_eq!(h, expected);
+        let listed = ours
+            .exemplars(1, range, None, None, 100, environment)
+            .await
+            .unwrap();
+        let expected = theirs
+            .exemplars(1, range, None, None, 100, environment)
+            .await
+            .unwrap();
+        assert!(!listed.is_empty());
+        assert_eq!(without_ids(listed), without_ids(expected));
+    }
+    assert_eq!(ours.retention(), theirs.retention());
+    // Retention through the store drops the insight tables too.
+    let far = RetentionConfig::default();
+    scaled.prune_expired(&far, now + 500 * DAY).await.unwrap();
+    assert!(
+        ours.route_totals(1, Tier::Minute, range, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let url = events;
+    let events = ClickHouseEvents::connect(&url).await.unwrap();
+    drop_database(&events).await;
+}
