@@ -7,9 +7,11 @@
 //!
 //! A group commit writes PostgreSQL first (agents, switch checks, issues — the event ids
 //! it has seen make a retried commit count nothing twice), then ClickHouse: events
-//! (idempotent: a retried event id collapses) and, last, metric windows. A commit that
-//! fails part-way is answered with an error and retried by its clients; everything it
-//! wrote before the failure is written again without being counted twice.
+//! (idempotent: a retried event id collapses) and, last, insight and metric windows. A
+//! commit that fails part-way is answered with an error and retried by its clients;
+//! everything it wrote before the failure is written again without being counted twice,
+//! except the insight windows when the metric-window insert right after them fails: a
+//! retry adds those again (their exemplars and statement texts still collapse).
 
 use async_trait::async_trait;
 
@@ -76,6 +78,10 @@ impl Store for ScaledStore {
         Some(&self.meta)
     }
 
+    fn insight(&self) -> Option<&dyn crate::insight::InsightStore> {
+        Some(&self.events)
+    }
+
     async fn ping(&self) -> Result<(), Error> {
         let (events, meta) = tokio::join!(self.events.ping(), self.meta.ping());
         events.and(meta)
@@ -119,8 +125,11 @@ impl Store for ScaledStore {
                 .insert_events(&event_rows(&envelopes, &written.issue_ids))
                 .await?;
         }
-        // Last: windows are the one insert a retry would count twice.
+        // Last: the insight and metric windows are the inserts a retry would count twice
+        // (exemplars and statement texts collapse; the windows add up again), the metric
+        // windows the very last, as the agents' request counts matter most.
         if !metrics.is_empty() {
+            self.events.insert_insight(&metrics).await?;
             self.events.insert_windows(&metrics).await?;
             summary.windows = metrics.iter().map(|m| m.batch.windows.len() as u64).sum();
         }

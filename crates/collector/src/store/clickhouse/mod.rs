@@ -11,6 +11,7 @@
 
 mod cluster;
 mod events;
+mod insight;
 mod windows;
 
 pub(crate) use cluster::cluster_schema;
@@ -173,13 +174,17 @@ fn statements(sql: &str) -> Vec<String> {
     all
 }
 
-/// The metric tables of every tier, with the tier: what retention prunes.
+/// The metric and insight tables of every tier, with the tier whose retention they
+/// follow: what retention prunes.
 fn window_tables() -> impl Iterator<Item = (String, Tier)> {
-    Tier::ALL.into_iter().flat_map(|tier| {
-        ["route_windows", "project_windows"]
-            .into_iter()
-            .map(move |table| (format!("{table}{}", tier.route_suffix()), tier))
-    })
+    Tier::ALL
+        .into_iter()
+        .flat_map(|tier| {
+            ["route_windows", "project_windows"]
+                .into_iter()
+                .map(move |table| (format!("{table}{}", tier.route_suffix()), tier))
+        })
+        .chain(insight::pruned_tables())
 }
 
 #[derive(Debug, ::clickhouse::Row, Deserialize)]
@@ -322,7 +327,8 @@ impl ClickHouseEvents {
     /// Drops the daily partitions of each tier's tables that lie wholly before the tier's
     /// retention (`now - keep_secs`), as SQLite deletes the rows that start before it;
     /// returns the rows dropped. Partitions are found through `system.parts`, so this works
-    /// where TTL does not (18.16). Events are kept, as SQLite keeps them.
+    /// where TTL does not (18.16). Insight tables go the same way (exemplars with the raw
+    /// tier, statement texts with the day tier). Events are kept, as SQLite keeps them.
     pub(crate) async fn prune(&self, retention: &RetentionConfig, now: i64) -> Result<u64, Error> {
         let tables: Vec<(String, Tier)> = window_tables().collect();
         let names: Vec<&str> = tables.iter().map(|(name, _)| name.as_str()).collect();

@@ -14,12 +14,12 @@ use crate::store::{Aggregates, ClassTotals, MetricsIngest, Steps, to_i64, to_u64
 use crate::{Error, TimeRange};
 
 /// What SQLite stores for a count or sum: signed 64-bit, saturating.
-fn stored(value: u64) -> u64 {
+pub(super) fn stored(value: u64) -> u64 {
     to_u64(to_i64(value))
 }
 
 /// A histogram's bucket indexes, written as an `Array(Int32)` straight from the map.
-struct Buckets<'a>(&'a BTreeMap<i32, u64>);
+pub(super) struct Buckets<'a>(pub(super) &'a BTreeMap<i32, u64>);
 
 impl Serialize for Buckets<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -28,7 +28,7 @@ impl Serialize for Buckets<'_> {
 }
 
 /// A histogram's bucket counts, in [`Buckets`]' order, as an `Array(UInt64)`.
-struct Counts<'a>(&'a BTreeMap<i32, u64>);
+pub(super) struct Counts<'a>(pub(super) &'a BTreeMap<i32, u64>);
 
 impl Serialize for Counts<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -91,14 +91,14 @@ const MERGED: &str = "sumMerge(count), sumMerge(sum_us), minMerge(min_us), maxMe
 
 /// A value bound into a read, in the order its `?` appears.
 #[derive(Debug, Clone, Copy)]
-enum Param<'a> {
+pub(super) enum Param<'a> {
     U64(u64),
     I64(i64),
     Str(&'a str),
 }
 
 /// Binds `params` to `query` in order.
-fn bind_all(
+pub(super) fn bind_all(
     mut query: ::clickhouse::query::Query,
     params: &[Param<'_>],
 ) -> ::clickhouse::query::Query {
@@ -115,10 +115,10 @@ fn bind_all(
 /// Which rows of a tier table a read keeps besides the time range: one project, and
 /// optionally one environment and one route × method.
 #[derive(Debug, Clone, Copy)]
-struct Filter<'a> {
-    project_id: u64,
-    environment: Option<&'a str>,
-    route: Option<(&'a str, &'a str)>,
+pub(super) struct Filter<'a> {
+    pub(super) project_id: u64,
+    pub(super) environment: Option<&'a str>,
+    pub(super) route: Option<(&'a str, &'a str)>,
 }
 
 impl<'a> Filter<'a> {
@@ -140,12 +140,13 @@ impl<'a> Filter<'a> {
     }
 }
 
-/// What follows `FROM` in a read of `family` (`route_windows` or `project_windows`) over
+/// What follows `FROM` in a read of `family` (`route_windows`, `project_windows`, or an
+/// insight family such as `query_windows`: any table with the tier suffixes) over
 /// `range` in `tier`: the tier's rows in `range`, or, with whole days `days` (from
 /// [`day_split`]), the tier's rows outside them and the day tier's rows inside them, as
 /// SQLite's `split_rows` reads (a day slot holds exactly its hour slots, so the sums are
 /// the same, from 24 times fewer rows). `columns` are what the subquery passes on.
-fn rows_from<'a>(
+pub(super) fn rows_from<'a>(
     family: &str,
     columns: &str,
     tier: Tier,
