@@ -76,10 +76,16 @@ pub(crate) const POSTGRES: &[Migration] = &[
 /// The ClickHouse event and metric schema (scale-out mode), oldest first. ClickHouse has
 /// no transactions: each migration is a list of statements separated by `;` lines, each
 /// idempotent (`IF NOT EXISTS`), and the version is recorded after the last one.
-pub(crate) const CLICKHOUSE: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("../../../../migrations/clickhouse/0001_init.sql"),
-}];
+pub(crate) const CLICKHOUSE: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("../../../../migrations/clickhouse/0001_init.sql"),
+    },
+    Migration {
+        version: 3,
+        sql: include_str!("../../../../migrations/clickhouse/0003_logs.sql"),
+    },
+];
 
 /// Migrations of `all` not yet in `applied`, in order. Refuses a store that has a version
 /// this build does not know: it was migrated by a newer build, and writing to it could

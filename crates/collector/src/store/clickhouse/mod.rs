@@ -11,6 +11,7 @@
 
 mod cluster;
 mod events;
+mod logs;
 mod windows;
 
 pub(crate) use cluster::cluster_schema;
