@@ -218,13 +218,10 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 async fn demo(mut args: ServerArgs, rate: f64) -> anyhow::Result<()> {
-    // The demo shows syslog too: listeners on free loopback ports unless named (on the
-    // embedded store: the scale-out store keeps no log lines yet).
-    if args.events.is_none() {
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        args.syslog_udp.get_or_insert(loopback);
-        args.syslog_tcp.get_or_insert(loopback);
-    }
+    // The demo shows syslog too: listeners on free loopback ports unless named.
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    args.syslog_udp.get_or_insert(loopback);
+    args.syslog_tcp.get_or_insert(loopback);
     // Two stop signals: the demo app and its load stop first, the agent flushes its last
     // window, and only then does the collector stop accepting.
     let (server_tx, server_rx) = watch::channel(false);

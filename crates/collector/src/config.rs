@@ -79,15 +79,7 @@ impl Config {
             return Err(Error::Config("admin_token must not be empty"));
         }
         match (&self.events, &self.meta) {
-            (None, None) => {}
-            (Some(_), Some(_)) => {
-                // Log lines live in the embedded store only, so far.
-                if self.syslog.udp.is_some() || self.syslog.tcp.is_some() {
-                    return Err(Error::Config(
-                        "the syslog listeners need the embedded store: the scale-out store keeps no log lines yet",
-                    ));
-                }
-            }
+            (None, None) | (Some(_), Some(_)) => {}
             _ => {
                 return Err(Error::Config(
                     "events (ClickHouse) and meta (PostgreSQL) are given together or not at all",

@@ -11,8 +11,8 @@ use sightline_protocol::{AgentInfo, Histogram, MetricBatch, RouteWindow};
 use tempfile::TempDir;
 
 use super::{
-    EnvelopeIngest, EventRecord, Ingest, Issue, IssueFilter, IssueSort, IssueStatus, MetricsIngest,
-    Steps, Store, StoredPayload,
+    EnvelopeIngest, EventRecord, Ingest, Issue, IssueFilter, IssueSort, IssueStatus, LogFilter,
+    MetricsIngest, NewLogLine, Steps, Store, StoredPayload,
 };
 use crate::TimeRange;
 
@@ -86,6 +86,7 @@ conformance!(
     events_page_newest_first_and_read_back_whole,
     issue_lists_filter_sort_and_page,
     environments_come_from_agents_and_events,
+    log_lines_are_searched_newest_first_with_every_filter,
 );
 
 // ---- fixtures -----------------------------------------------------------------------
@@ -687,4 +688,183 @@ async fn environments_come_from_agents_and_events(store: &dyn Store) {
         ["canary", "prod"]
     );
     assert!(store.environments(2).await.expect("none").is_empty());
+}
+
+// ---- log lines ------------------------------------------------------------------------
+
+/// A log line of project 1 that arrived at `received_ms`.
+fn log_line(
+    received_ms: i64,
+    timestamp_ms: Option<i64>,
+    severity: Option<u8>,
+    host: Option<&str>,
+    app: Option<&str>,
+    message: &str,
+) -> NewLogLine {
+    NewLogLine {
+        project_id: 1,
+        received_ms,
+        timestamp_ms,
+        facility: severity.map(|_| 3),
+        severity,
+        host: host.map(str::to_owned),
+        app: app.map(str::to_owned),
+        procid: Some("42".to_owned()),
+        msgid: None,
+        message: message.to_owned(),
+        structured_data: (message == "a").then(|| r#"{"x@1":{"k":"v"}}"#.to_owned()),
+        format: "rfc5424",
+        transport: "udp",
+        truncated: message.starts_with('e'),
+    }
+}
+
+async fn log_lines_are_searched_newest_first_with_every_filter(store: &dyn Store) {
+    const T: i64 = 1_700_000_000_000;
+    // Two listener batches in one commit with an event between them, then one more.
+    let first = vec![
+        log_line(T + 10, Some(T), Some(3), Some("web1"), Some("nginx"), "a"),
+        // Same sender time as `a`, later arrival: after it, newest first before it.
+        log_line(
+            T + 11,
+            Some(T),
+            Some(6),
+            Some("web2"),
+            Some("nginx"),
+            "b 100% FULL",
+        ),
+        log_line(T + 11, None, None, None, None, "c user_id=1"),
+    ];
+    let second = vec![log_line(
+        T + 20,
+        Some(T + 5),
+        Some(0),
+        Some("web1"),
+        Some("cron"),
+        "d disk 100x full",
+    )];
+    let summary = store
+        .write(&[
+            Ingest::Logs(first),
+            envelope(vec![record(1, "a", 1_000.0, None, None, None)]),
+            Ingest::Logs(second),
+        ])
+        .await
+        .expect("write");
+    assert_eq!((summary.log_lines, summary.events), (4, 1));
+    store
+        .write(&[Ingest::Logs(vec![log_line(
+            T + 30,
+            Some(T - 1_000),
+            Some(7),
+            Some("web2"),
+            Some("nginx"),
+            "e userXid=2",
+        )])])
+        .await
+        .expect("write");
+
+    let all = LogFilter {
+        limit: 10,
+        ..LogFilter::default()
+    };
+    let search = |filter: LogFilter| async move {
+        store
+            .logs(1, &filter)
+            .await
+            .expect("search")
+            .into_iter()
+            .map(|l| l.message.chars().next().unwrap_or(' '))
+            .collect::<String>()
+    };
+    // Newest first by the sender's time, else arrival; ties by arrival, newest first.
+    assert_eq!(search(all.clone()).await, "cdbae");
+    let lines = store.logs(1, &all).await.expect("search");
+    let a = &lines[3];
+    assert_eq!(
+        (a.timestamp_ms, a.received_ms, a.severity, a.severity_name),
+        (T, T + 10, Some(3), Some("err"))
+    );
+    assert_eq!(a.timestamp, "2023-11-14T22:13:20.000Z");
+    assert_eq!(
+        a.structured_data,
+        Some(serde_json::json!({"x@1": {"k": "v"}}))
+    );
+    assert_eq!(
+        (a.facility, a.procid.as_deref(), a.msgid.as_deref()),
+        (Some(3), Some("42"), None)
+    );
+    assert_eq!(
+        (a.format.as_str(), a.transport.as_str()),
+        ("rfc5424", "udp")
+    );
+    assert!(!a.truncated && lines[4].truncated);
+    let c = &lines[0];
+    assert_eq!(
+        (c.timestamp_ms, c.severity, c.host.as_deref()),
+        (T + 11, None, None)
+    );
+    // Ids increase with arrival.
+    let id = |m: char| {
+        lines
+            .iter()
+            .find(|l| l.message.starts_with(m))
+            .expect("line")
+            .id
+    };
+    assert!(id('a') < id('b') && id('b') < id('c') && id('c') < id('d') && id('d') < id('e'));
+
+    let with = |f: fn(&mut LogFilter)| {
+        let mut filter = all.clone();
+        f(&mut filter);
+        search(filter)
+    };
+    // Text: a substring, ASCII case-insensitive, `%` and `_` literal.
+    assert_eq!(with(|f| f.text = Some("100% full".into())).await, "b");
+    assert_eq!(with(|f| f.text = Some("FULL".into())).await, "db");
+    assert_eq!(with(|f| f.text = Some("user_id".into())).await, "c");
+    assert_eq!(with(|f| f.text = Some("_".into())).await, "c");
+    // Severity: this or more severe; unknown severities never match.
+    assert_eq!(with(|f| f.severity = Some(3)).await, "da");
+    assert_eq!(with(|f| f.severity = Some(7)).await, "dbae");
+    // Host and app: exact.
+    assert_eq!(with(|f| f.host = Some("web1".into())).await, "da");
+    assert_eq!(with(|f| f.host = Some("web".into())).await, "");
+    assert_eq!(with(|f| f.app = Some("nginx".into())).await, "bae");
+    assert_eq!(with(|f| f.app = Some("NGINX".into())).await, "");
+    // Time: since inclusive, until exclusive.
+    assert_eq!(with(|f| f.since_ms = Some(T + 5)).await, "cd");
+    assert_eq!(with(|f| f.until_ms = Some(T + 5)).await, "bae");
+    assert_eq!(
+        with(|f| {
+            f.since_ms = Some(T);
+            f.until_ms = Some(T + 11);
+        })
+        .await,
+        "dba"
+    );
+    // Everything at once, and limits that keep the newest.
+    assert_eq!(
+        with(|f| {
+            f.text = Some("1".into());
+            f.severity = Some(6);
+            f.host = Some("web2".into());
+            f.app = Some("nginx".into());
+            f.since_ms = Some(T);
+        })
+        .await,
+        "b"
+    );
+    assert_eq!(with(|f| f.limit = 2).await, "cd");
+    assert_eq!(with(|f| f.limit = 1).await, "c");
+    // Paging by `until` = the last line's time.
+    assert_eq!(with(|f| f.until_ms = Some(T)).await, "e");
+    // Other projects see none.
+    assert!(store.logs(2, &all).await.expect("search").is_empty());
+
+    // Retention: nothing past either bound is kept; nothing else goes.
+    assert_eq!(store.prune_logs(100, 0).await.expect("prune"), 0);
+    assert_eq!(search(all.clone()).await, "cdbae");
+    assert_eq!(store.prune_logs(100, i64::MAX).await.expect("prune"), 5);
+    assert_eq!(search(all).await, "");
 }

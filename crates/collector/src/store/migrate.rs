@@ -85,6 +85,10 @@ pub(crate) const CLICKHOUSE: &[Migration] = &[
         version: 2,
         sql: include_str!("../../../../migrations/clickhouse/0002_insight.sql"),
     },
+    Migration {
+        version: 3,
+        sql: include_str!("../../../../migrations/clickhouse/0003_logs.sql"),
+    },
 ];
 
 /// Migrations of `all` not yet in `applied`, in order. Refuses a store that has a version

@@ -31,6 +31,16 @@ pub use spool::SpoolBacklog;
 pub(crate) use spool::{SpoolLimits, SpooledStore};
 pub(crate) use sqlite::SqliteStore;
 
+/// URLs of a fresh ClickHouse and a fresh PostgreSQL database on the test servers, for
+/// tests outside the store that run a scale-out collector.
+#[cfg(test)]
+pub(crate) async fn fresh_scale_out_databases() -> (String, String) {
+    tokio::join!(
+        clickhouse::testing::fresh_database(),
+        postgres::testing::fresh_database()
+    )
+}
+
 /// A project: the unit of ingest authentication and of every query.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Project {

@@ -1,17 +1,18 @@
-//! The scale-out backend: ClickHouse for what grows with traffic (error events, metric
-//! windows and their rollup tiers), PostgreSQL for what is looked up and changed by id
-//! (projects, agents, issues, switches). Every collector of a deployment is stateless
-//! and identical: they share the two databases, and PostgreSQL's row locks and unique
-//! keys keep issue creation and counts right when several of them ingest the same
+//! The scale-out backend: ClickHouse for what grows with traffic (error events, syslog
+//! lines, metric windows and their rollup tiers), PostgreSQL for what is looked up and
+//! changed by id (projects, agents, issues, switches). Every collector of a deployment is
+//! stateless and identical: they share the two databases, and PostgreSQL's row locks and
+//! unique keys keep issue creation and counts right when several of them ingest the same
 //! fingerprint at once.
 //!
 //! A group commit writes PostgreSQL first (agents, switch checks, issues — the event ids
 //! it has seen make a retried commit count nothing twice), then ClickHouse: events
-//! (idempotent: a retried event id collapses) and, last, insight and metric windows. A
-//! commit that fails part-way is answered with an error and retried by its clients;
-//! everything it wrote before the failure is written again without being counted twice,
-//! except the insight windows when the metric-window insert right after them fails: a
-//! retry adds those again (their exemplars and statement texts still collapse).
+//! (idempotent: a retried event id collapses), log lines (idempotent: a retried line
+//! collapses) and, last, insight and metric windows. A commit that fails part-way is
+//! answered with an error and retried by its clients; everything it wrote before the
+//! failure is written again without being counted twice, except the insight windows when
+//! the metric-window insert right after them fails: a retry adds those again (their
+//! exemplars and statement texts still collapse).
 
 use async_trait::async_trait;
 
@@ -19,7 +20,8 @@ use super::clickhouse::{ClickHouseEvents, EventRow};
 use super::postgres::PgMeta;
 use super::{
     Aggregates, Cursor, EnvelopeIngest, Ingest, Issue, IssueFilter, IssueStatus, ItemCount,
-    MetricsIngest, Project, Steps, Store, StoredEvent, TagValue, WriteSummary,
+    LogFilter, LogLine, MetricsIngest, NewLogLine, Project, Steps, Store, StoredEvent, TagValue,
+    WriteSummary,
 };
 use crate::{Error, TimeRange};
 
@@ -102,16 +104,13 @@ impl Store for ScaledStore {
     async fn write(&self, batches: &[Ingest]) -> Result<WriteSummary, Error> {
         let mut metrics: Vec<&MetricsIngest> = Vec::new();
         let mut envelopes: Vec<&EnvelopeIngest> = Vec::new();
+        let mut logs: Vec<&[NewLogLine]> = Vec::new();
         let mut summary = WriteSummary::default();
         for ingest in batches {
             match ingest {
                 Ingest::Metrics(batch) => metrics.push(batch),
                 Ingest::Envelope(envelope) => envelopes.push(envelope),
-                Ingest::Logs(lines) => {
-                    // Syslog lines are not kept by this backend yet; the listeners are
-                    // refused at start (see `Collector::open`), so none arrive here.
-                    tracing::warn!(lines = lines.len(), "log lines dropped: no log store");
-                }
+                Ingest::Logs(lines) => logs.push(lines),
             }
         }
         if !metrics.is_empty() {
@@ -124,6 +123,10 @@ impl Store for ScaledStore {
             self.events
                 .insert_events(&event_rows(&envelopes, &written.issue_ids))
                 .await?;
+        }
+        if !logs.is_empty() {
+            self.events.insert_logs(&logs).await?;
+            summary.log_lines = logs.iter().map(|lines| lines.len() as u64).sum();
         }
         // Last: the insight and metric windows are the inserts a retry would count twice
         // (exemplars and statement texts collapse; the windows add up again), the metric
@@ -226,5 +229,13 @@ impl Store for ScaledStore {
         now: i64,
     ) -> Result<u64, Error> {
         self.events.prune(retention, now).await
+    }
+
+    async fn logs(&self, project_id: u64, filter: &LogFilter) -> Result<Vec<LogLine>, Error> {
+        self.events.search_logs(project_id, filter).await
+    }
+
+    async fn prune_logs(&self, max_lines: u64, received_before_ms: i64) -> Result<u64, Error> {
+        self.events.prune_logs(max_lines, received_before_ms).await
     }
 }

@@ -517,6 +517,46 @@ async fn sightline_payloads_enter_the_metrics_pipeline() {
     collector.shutdown().await;
 }
 
+/// Scale-out mode (ClickHouse + PostgreSQL behind the spool): lines reach ClickHouse and
+/// search as on the embedded store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_listeners_keep_lines_in_clickhouse() {
+    let dir = TempDir::new().unwrap();
+    let (events, meta) = crate::store::fresh_scale_out_databases().await;
+    let collector = Collector::open(Config {
+        data_dir: dir.path().to_owned(),
+        syslog: SyslogConfig {
+            udp: Some("127.0.0.1:0".parse().unwrap()),
+            tcp: Some("127.0.0.1:0".parse().unwrap()),
+            ..SyslogConfig::default()
+        },
+        events: Some(events),
+        meta: Some(meta),
+        ..Config::default()
+    })
+    .await
+    .expect("open scale-out collector");
+    let addrs = collector.syslog_addrs();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(
+        b"<165>1 2003-10-11T22:14:15.003Z web1 evntslog 42 ID47 - disk almost FULL",
+        addrs.udp.unwrap(),
+    )
+    .unwrap();
+    let mut tcp = TcpStream::connect(addrs.tcp.unwrap()).unwrap();
+    tcp.write_all(b"<14>Oct 11 22:14:17 db2 app: plain\n")
+        .unwrap();
+    drop(tcp);
+    let lines = wait_for_lines(&collector, "", 2).await;
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let full = wait_for_lines(&collector, "&query=full&host=web1&severity=notice", 1).await;
+    assert_eq!(full.len(), 1);
+    assert_eq!(full[0]["message"], "disk almost FULL");
+    assert_eq!(full[0]["timestamp"], "2003-10-11T22:14:15.003Z");
+    assert_eq!(full[0]["transport"], "udp");
+    collector.shutdown().await;
+}
+
 #[tokio::test]
 async fn listeners_are_off_by_default() {
     let dir = TempDir::new().unwrap();

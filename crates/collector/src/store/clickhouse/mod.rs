@@ -12,6 +12,7 @@
 mod cluster;
 mod events;
 mod insight;
+mod logs;
 mod windows;
 
 pub(crate) use cluster::cluster_schema;

@@ -80,7 +80,7 @@ fn urls_map_to_an_http_endpoint_and_a_database() {
 fn migrations_split_into_single_statements() {
     for migration in migrate::CLICKHOUSE {
         let statements = statements(migration.sql);
-        assert!(statements.len() > 10, "{}", statements.len());
+        assert!(!statements.is_empty());
         for statement in &statements {
             assert!(
                 !statement.contains(';'),
