@@ -68,7 +68,12 @@ async fn post(router: &axum::Router, uri: String, body: Vec<u8>) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             other => {
-                let body = response.into_body().collect().await.expect("body").to_bytes();
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .expect("body")
+                    .to_bytes();
                 panic!("{uri}: {other} {}", String::from_utf8_lossy(&body));
             }
         }
@@ -81,7 +86,12 @@ async fn get_json(router: &axum::Router, uri: &str) -> serde_json::Value {
         .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
         .await
         .expect("router");
-    let body = response.into_body().collect().await.expect("body").to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)
 }
 
@@ -178,7 +188,9 @@ async fn run() {
         "/api/{}/metrics?sentry_key={}",
         project.id, project.public_key
     );
-    let bodies: Vec<Vec<u8>> = (0..batches).map(|b| batch(b % 50, start + 100 * (b / 50) as i64)).collect();
+    let bodies: Vec<Vec<u8>> = (0..batches)
+        .map(|b| batch(b % 50, start + 100 * (b / 50) as i64))
+        .collect();
     let began = Instant::now();
     futures_util::stream::iter(bodies)
         .for_each_concurrent(IN_FLIGHT, |body| {
@@ -198,7 +210,10 @@ async fn run() {
         if stored >= expected {
             break;
         }
-        assert!(began.elapsed() < Duration::from_secs(1_800), "windows never all stored");
+        assert!(
+            began.elapsed() < Duration::from_secs(1_800),
+            "windows never all stored"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let stored = began.elapsed();
@@ -240,7 +255,10 @@ async fn run() {
         if counted >= events as u64 {
             break;
         }
-        assert!(began.elapsed() < Duration::from_secs(1_800), "events never all stored");
+        assert!(
+            began.elapsed() < Duration::from_secs(1_800),
+            "events never all stored"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let stored = began.elapsed();

@@ -952,7 +952,7 @@ impl InsightStore for ClickHouseEvents {
         let rows_of = |table: &str| {
             sizes
                 .iter()
-                .find(|s| s.table == table)
+                .find(|s| s.table == self.parts_of(table))
                 .map_or(0, |s| s.rows)
         };
         let mut tables = Vec::new();

@@ -292,9 +292,10 @@ impl ClickHouseEvents {
             .client
             .query(
                 "SELECT partition, sum(rows) FROM system.parts
-                 WHERE database = currentDatabase() AND table = 'log_lines' AND active
+                 WHERE database = currentDatabase() AND table = ? AND active
                  GROUP BY partition",
             )
+            .bind(self.parts_of("log_lines"))
             .fetch_all()
             .await
             .map_err(db)?;
@@ -322,7 +323,7 @@ impl ClickHouseEvents {
             }
             // Dropping a partition another collector dropped already is a no-op.
             self.client
-                .query("ALTER TABLE log_lines DROP PARTITION ?")
+                .query(&self.drop_partition_sql("log_lines"))
                 .bind(day)
                 .execute()
                 .await

@@ -68,6 +68,9 @@ pub(crate) struct ClickHouseEvents {
     client: ::clickhouse::Client,
     /// Tier retention: decides which rollup tier a range query reads, as in SQLite.
     retention: RetentionConfig,
+    /// Cluster mode: the cluster's name. Reads and inserts go through the `Distributed`
+    /// tables under the plain names; partitions live in the `_local` tables.
+    cluster: Option<String>,
 }
 
 /// Where a connection URL points.
@@ -227,6 +230,7 @@ impl ClickHouseEvents {
         let events = ClickHouseEvents {
             client: server.with_database(&target.database),
             retention: RetentionConfig::default(),
+            cluster: target.cluster.clone(),
         };
         let schema = match &target.cluster {
             None => migrate::CLICKHOUSE
@@ -325,6 +329,26 @@ impl ClickHouseEvents {
             .with_timeouts(Some(INSERT_SEND_WAIT), Some(INSERT_END_WAIT)))
     }
 
+    /// The name `table`'s parts are listed under in `system.parts`: the table itself, or in
+    /// cluster mode its `_local` table (each node lists its own shard's parts).
+    pub(super) fn parts_of(&self, table: &str) -> String {
+        match self.cluster {
+            Some(_) => format!("{table}_local"),
+            None => table.to_owned(),
+        }
+    }
+
+    /// `ALTER TABLE … DROP PARTITION ?` for one of our own tables: in cluster mode on the
+    /// `_local` table of every node.
+    pub(super) fn drop_partition_sql(&self, table: &str) -> String {
+        match &self.cluster {
+            Some(cluster) => {
+                format!("ALTER TABLE {table}_local ON CLUSTER {cluster} DROP PARTITION ?")
+            }
+            None => format!("ALTER TABLE {table} DROP PARTITION ?"),
+        }
+    }
+
     /// Drops the daily partitions of each tier's tables that lie wholly before the tier's
     /// retention (`now - keep_secs`), as SQLite deletes the rows that start before it;
     /// returns the rows dropped. Partitions are found through `system.parts`, so this works
@@ -332,7 +356,7 @@ impl ClickHouseEvents {
     /// tier, statement texts with the day tier). Events are kept, as SQLite keeps them.
     pub(crate) async fn prune(&self, retention: &RetentionConfig, now: i64) -> Result<u64, Error> {
         let tables: Vec<(String, Tier)> = window_tables().collect();
-        let names: Vec<&str> = tables.iter().map(|(name, _)| name.as_str()).collect();
+        let names: Vec<String> = tables.iter().map(|(name, _)| self.parts_of(name)).collect();
         let parts: Vec<PartRow> = self
             .client
             .query(
@@ -346,7 +370,10 @@ impl ClickHouseEvents {
             .map_err(db)?;
         let mut dropped = 0u64;
         for part in parts {
-            let Some((table, tier)) = tables.iter().find(|(name, _)| *name == part.table) else {
+            let Some((table, tier)) = tables
+                .iter()
+                .find(|(name, _)| self.parts_of(name) == part.table)
+            else {
                 continue;
             };
             // The partition value is `intDiv(window_start, 86400)`: the day number.
@@ -361,7 +388,7 @@ impl ClickHouseEvents {
             // `table` comes from our own list; the partition value is bound. Dropping a
             // partition another collector dropped already is a no-op.
             self.client
-                .query(&format!("ALTER TABLE {table} DROP PARTITION ?"))
+                .query(&self.drop_partition_sql(table))
                 .bind(day)
                 .execute()
                 .await

@@ -172,6 +172,7 @@ async fn a_server_that_does_not_answer_fails_the_ping_in_time() {
             .with_url(format!("http://{addr}"))
             .with_validation(false),
         retention: RetentionConfig::default(),
+        cluster: None,
     };
     let started = std::time::Instant::now();
     assert!(matches!(events.ping().await, Err(Error::Store(_))));
