@@ -183,7 +183,9 @@ async fn demo_shows_live_numbers_within_seconds() {
 }
 
 #[test]
-fn refuses_backends_this_build_lacks() {
+fn refuses_half_a_scale_out_store() {
+    // ClickHouse without PostgreSQL (or the other way round) cannot work: refused at
+    // start with a reason, not run on the embedded store behind the operator's back.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
         .args([
             "serve",
@@ -196,5 +198,8 @@ fn refuses_backends_this_build_lacks() {
         .expect("run");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--events"), "{stderr}");
+    assert!(
+        stderr.contains("events (ClickHouse) and meta (PostgreSQL)"),
+        "{stderr}"
+    );
 }
