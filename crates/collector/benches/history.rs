@@ -45,6 +45,9 @@ use sightline_protocol::{
 use sqlx::Row;
 use tower::ServiceExt;
 
+mod common;
+use common::get;
+
 const ROUTES: usize = 20;
 // Each instance's batch carries two routes' traffic (see above).
 const _: () = assert!(ROUTES == 2 * INSTANCES);
@@ -272,31 +275,6 @@ fn batch(rng: &mut Rng, instance: usize, start: i64) -> MetricBatch {
         switch_evaluations: BTreeMap::new(),
         insight,
     }
-}
-
-/// `GET`s `uri` through the router; panics unless it answers 200.
-async fn get(app: &axum::Router, uri: &str) -> Duration {
-    let started = Instant::now();
-    let response = app
-        .clone()
-        .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
-        .await
-        .expect("infallible");
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let took = started.elapsed();
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{uri}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    took
 }
 
 /// Copies every row in `[from, from + HOUR)` of `table` (`time` column, `scale` units per
@@ -671,10 +649,7 @@ async fn main() {
         serde_json::from_slice::<serde_json::Value>(&body).expect("json")[0]["id"].clone()
     };
     let one = "route=/api/resource7/%7Bid%7D&method=GET";
-    println!(
-        "\n{:<28} {:>5} {:>9} {:>9} {:>9} {:>4}",
-        "query", "range", "p50 ms", "p95 ms", "max ms", "runs"
-    );
+    common::print_header();
     for (period, step) in [
         ("15m", 60),
         ("1h", 60),
@@ -734,27 +709,14 @@ async fn main() {
 /// Runs `uri` once to warm up, then [`RUNS`] times (5 when one run takes over a second:
 /// its p95 is far past the target either way), and prints p50/p95/max.
 async fn report(app: &axum::Router, name: &str, period: &str, uri: &str) {
-    let runs = if get(app, uri).await > Duration::from_secs(1) {
+    let runs = if get(app, uri).await.0 > Duration::from_secs(1) {
         5
     } else {
         RUNS
     };
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
-        times.push(get(app, uri).await);
+        times.push(get(app, uri).await.0);
     }
-    times.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
-    println!(
-        "{name:<28} {period:>5} {:>9.1} {:>9.1} {:>9.1} {runs:>4}{}",
-        ms(at(0.50)),
-        ms(at(0.95)),
-        ms(times[times.len() - 1]),
-        if at(0.95) > Duration::from_millis(100) {
-            "  over 100 ms"
-        } else {
-            ""
-        }
-    );
+    common::print_times(name, period, &mut times);
 }

@@ -7,6 +7,7 @@ mod clickhouse;
 mod conformance;
 mod issues;
 mod logs;
+mod meta_rows;
 mod migrate;
 mod postgres;
 mod scaled;

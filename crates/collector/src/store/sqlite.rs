@@ -18,6 +18,7 @@ use sqlx::sqlite::{
     SqliteRow, SqliteSynchronous,
 };
 
+use super::meta_rows::{db, project};
 use super::migrate::{self, Migration};
 use super::sqlite_issues;
 use super::{
@@ -40,15 +41,6 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 8_192;
 
 /// Size the WAL file is truncated back to after a checkpoint.
 const WAL_SIZE_LIMIT_BYTES: u64 = 64 << 20;
-
-/// The one place SQLite driver errors become domain errors.
-fn db(e: sqlx::Error) -> Error {
-    match e {
-        // The pool is closed only by `Collector::shutdown`.
-        sqlx::Error::PoolClosed => Error::ShuttingDown,
-        other => Error::Store(Arc::new(other)),
-    }
-}
 
 /// SQLite through a sqlx connection pool.
 pub(crate) struct SqliteStore {
@@ -161,14 +153,6 @@ impl SqliteStore {
         }
         tx.commit().await.map_err(db)
     }
-}
-
-fn project(row: &SqliteRow) -> Result<Project, sqlx::Error> {
-    Ok(Project {
-        id: to_u64(row.try_get("id")?),
-        name: row.try_get("name")?,
-        public_key: row.try_get("public_key")?,
-    })
 }
 
 /// Reads `status_class, SUM(count), TOTAL(sum_us), MIN(min_us), MAX(max_us)` from column

@@ -23,9 +23,10 @@ use sqlx::Row;
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqliteRow};
 
 use super::issues::{
-    Cursor, EnvelopeIngest, EventRecord, Issue, IssueFilter, IssueSort, IssueStatus, ItemCount,
-    StoredEvent, StoredPayload, TagValue,
+    Cursor, EnvelopeIngest, EventRecord, Issue, IssueFilter, IssueStatus, ItemCount, StoredEvent,
+    StoredPayload, TagValue,
 };
+use super::meta_rows::{ISSUE_COLUMNS, issue, like_pattern, sort_column};
 use super::{to_i64, to_u64};
 use crate::time::utc_day;
 
@@ -519,58 +520,6 @@ async fn write_item_counts(
     Ok(())
 }
 
-const ISSUE_COLUMNS: &str = "id, project_id, hash, title, culprit, level, platform, status,
-    substatus, first_seen, last_seen, times_seen, user_count, grouped_by, grouping_values,
-    last_release, last_environment";
-
-fn issue(row: &SqliteRow) -> Result<Issue, sqlx::Error> {
-    let status: String = row.try_get("status")?;
-    let values: String = row.try_get("grouping_values")?;
-    Ok(Issue {
-        id: to_u64(row.try_get("id")?),
-        project_id: to_u64(row.try_get("project_id")?),
-        hash: row.try_get("hash")?,
-        title: row.try_get("title")?,
-        culprit: row.try_get("culprit")?,
-        level: row.try_get("level")?,
-        platform: row.try_get("platform")?,
-        status: IssueStatus::parse(&status)
-            .ok_or_else(|| sqlx::Error::Protocol(format!("unknown issue status {status:?}")))?,
-        substatus: row.try_get("substatus")?,
-        first_seen: row.try_get("first_seen")?,
-        last_seen: row.try_get("last_seen")?,
-        times_seen: to_u64(row.try_get("times_seen")?),
-        user_count: to_u64(row.try_get("user_count")?),
-        grouped_by: row.try_get("grouped_by")?,
-        grouping_values: serde_json::from_str(&values).unwrap_or_default(),
-        last_release: row.try_get("last_release")?,
-        last_environment: row.try_get("last_environment")?,
-    })
-}
-
-/// The sort column of an issue list; a closed set, never client text.
-fn sort_column(sort: IssueSort) -> &'static str {
-    match sort {
-        IssueSort::LastSeen => "last_seen",
-        IssueSort::Count => "times_seen",
-        IssueSort::FirstSeen => "first_seen",
-    }
-}
-
-/// `%text%` for LIKE, with LIKE's own wildcards escaped by `\`.
-fn like_pattern(text: &str) -> String {
-    let mut pattern = String::with_capacity(text.len() + 2);
-    pattern.push('%');
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
-}
-
 pub(super) async fn issues(
     conn: &mut SqliteConnection,
     project_id: u64,
@@ -885,10 +834,5 @@ mod tests {
         use sqlx::Connection;
         let url = format!("sqlite://{}", dir.path().join("test.db").display());
         SqliteConnection::connect(&url).await.unwrap()
-    }
-
-    #[test]
-    fn like_wildcards_are_escaped() {
-        assert_eq!(like_pattern("100%_a\\b"), "%100\\%\\_a\\\\b%");
     }
 }

@@ -28,10 +28,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use sqlx::Row;
-use sqlx::postgres::{PgConnection, PgRow};
+use sqlx::postgres::PgConnection;
 
 use super::{PgMeta, db};
 use crate::Error;
+use crate::store::meta_rows::{ISSUE_COLUMNS, issue, like_pattern, sort_column};
 use crate::store::{
     Cursor, EnvelopeIngest, EventRecord, Issue, IssueFilter, IssueSort, IssueStatus, ItemCount,
     MAX_ENVIRONMENTS, TagValue, to_i64, to_u64,
@@ -740,44 +741,6 @@ fn unzip3<'a>(rows: &[(i64, &'a str, &'a str)]) -> (Vec<i64>, Vec<&'a str>, Vec<
     (a, b, c)
 }
 
-const ISSUE_COLUMNS: &str = "id, project_id, hash, title, culprit, level, platform, status,
-    substatus, first_seen, last_seen, times_seen, user_count, grouped_by, grouping_values,
-    last_release, last_environment";
-
-fn issue(row: &PgRow) -> Result<Issue, sqlx::Error> {
-    let status: String = row.try_get("status")?;
-    let values: String = row.try_get("grouping_values")?;
-    Ok(Issue {
-        id: to_u64(row.try_get("id")?),
-        project_id: to_u64(row.try_get("project_id")?),
-        hash: row.try_get("hash")?,
-        title: row.try_get("title")?,
-        culprit: row.try_get("culprit")?,
-        level: row.try_get("level")?,
-        platform: row.try_get("platform")?,
-        status: IssueStatus::parse(&status)
-            .ok_or_else(|| sqlx::Error::Protocol(format!("unknown issue status {status:?}")))?,
-        substatus: row.try_get("substatus")?,
-        first_seen: row.try_get("first_seen")?,
-        last_seen: row.try_get("last_seen")?,
-        times_seen: to_u64(row.try_get("times_seen")?),
-        user_count: to_u64(row.try_get("user_count")?),
-        grouped_by: row.try_get("grouped_by")?,
-        grouping_values: serde_json::from_str(&values).unwrap_or_default(),
-        last_release: row.try_get("last_release")?,
-        last_environment: row.try_get("last_environment")?,
-    })
-}
-
-/// The sort column of an issue list; a closed set, never client text.
-fn sort_column(sort: IssueSort) -> &'static str {
-    match sort {
-        IssueSort::LastSeen => "last_seen",
-        IssueSort::Count => "times_seen",
-        IssueSort::FirstSeen => "first_seen",
-    }
-}
-
 /// A cursor of the count order as integer bounds, so `(times_seen, id) < ($8, $9)`
 /// compares bigints and stays an index range. `times_seen < v OR (times_seen = v AND
 /// id < c)` is exactly that for a whole `v`; for a fractional one it reads
@@ -788,20 +751,6 @@ fn count_cursor(cursor: Cursor) -> (i64, i64) {
     } else {
         (cursor.value.floor() as i64, i64::MAX)
     }
-}
-
-/// `%text%` for (I)LIKE, with LIKE's own wildcards escaped by `\`.
-fn like_pattern(text: &str) -> String {
-    let mut pattern = String::with_capacity(text.len() + 2);
-    pattern.push('%');
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
 }
 
 /// Most tag rows one issue detail reads, whatever the number of keys.
@@ -1664,10 +1613,5 @@ mod tests {
             .0,
             i64::MAX
         );
-    }
-
-    #[test]
-    fn like_wildcards_are_escaped() {
-        assert_eq!(like_pattern("100%_a\\b"), "%100\\%\\_a\\\\b%");
     }
 }

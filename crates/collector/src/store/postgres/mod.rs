@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Row;
-use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub(super) use super::meta_rows::db;
+use super::meta_rows::project;
 use super::migrate::{self, Migration};
 use super::{MAX_ENVIRONMENTS, MetricsIngest, Project, to_i64, to_u64};
 use crate::switches::{Notice, Switches};
@@ -48,22 +50,6 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Longest wait between reconnection attempts: short, since a missed change waits for it.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// The one place PostgreSQL driver errors become domain errors.
-pub(super) fn db(e: sqlx::Error) -> Error {
-    match e {
-        sqlx::Error::PoolClosed => Error::ShuttingDown,
-        other => Error::Store(Arc::new(other)),
-    }
-}
-
-fn project(row: &PgRow) -> Result<Project, sqlx::Error> {
-    Ok(Project {
-        id: to_u64(row.try_get("id")?),
-        name: row.try_get("name")?,
-        public_key: row.try_get("public_key")?,
-    })
-}
 
 /// Metadata in PostgreSQL through a sqlx pool.
 #[derive(Clone)]

@@ -5,62 +5,20 @@
 //! every change is announced on [`SWITCH_CHANNEL`] at commit.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use async_trait::async_trait;
-use sightline_protocol::Switch;
-use sqlx::postgres::{PgConnection, PgRow};
+use sqlx::postgres::PgConnection;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{PgMeta, SWITCH_CHANNEL, db};
 use crate::Error;
+use crate::store::meta_rows::{
+    CHANGE_COLUMNS, RECORD_COLUMNS, corrupt, switch_change, switch_record,
+};
 use crate::store::{MetricsIngest, to_i64, to_u64};
 use crate::switches::{
-    Action, AuditFilter, ChangeRecord, NewChange, SwitchRecord, SwitchStore, SwitchUsage,
+    AuditFilter, ChangeRecord, NewChange, SwitchRecord, SwitchStore, SwitchUsage,
 };
-
-/// Stored JSON that no longer parses is a store fault, not the client's.
-fn corrupt(e: serde_json::Error) -> Error {
-    Error::Store(Arc::new(e))
-}
-
-fn definition(text: &str) -> Result<Switch, Error> {
-    serde_json::from_str(text).map_err(corrupt)
-}
-
-fn record(row: &PgRow) -> Result<SwitchRecord, Error> {
-    Ok(SwitchRecord {
-        switch: definition(row.try_get("definition").map_err(db)?)?,
-        version: to_u64(row.try_get("version").map_err(db)?),
-        created_at: row.try_get("created_at").map_err(db)?,
-        updated_at: row.try_get("updated_at").map_err(db)?,
-        state_since: row.try_get("state_since").map_err(db)?,
-    })
-}
-
-fn change(row: &PgRow) -> Result<ChangeRecord, Error> {
-    let action: String = row.try_get("action").map_err(db)?;
-    let old: Option<String> = row.try_get("old").map_err(db)?;
-    Ok(ChangeRecord {
-        id: to_u64(row.try_get("id").map_err(db)?),
-        key: row.try_get("key").map_err(db)?,
-        version: to_u64(row.try_get("version").map_err(db)?),
-        action: Action::parse(&action).ok_or_else(|| {
-            let message = format!("unknown switch action {action:?}");
-            Error::Store(Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(
-                message,
-            )))
-        })?,
-        actor: row.try_get("actor").map_err(db)?,
-        reason: row.try_get("reason").map_err(db)?,
-        at: row.try_get("at").map_err(db)?,
-        old: old.as_deref().map(definition).transpose()?,
-        new: definition(row.try_get("new").map_err(db)?)?,
-    })
-}
-
-const RECORD_COLUMNS: &str = "key, version, definition, created_at, updated_at, state_since";
-const CHANGE_COLUMNS: &str = "id, key, version, action, actor, reason, at, old, new";
 
 /// Adds the batches' switch check counts to today's row of each switch they name, in one
 /// statement; counts for keys that are no switch (deleted, or an agent's typo) are
@@ -125,7 +83,7 @@ async fn lock_switch(
     .await
     .map_err(db)?
     .as_ref()
-    .map(record)
+    .map(switch_record)
     .transpose()
 }
 
@@ -150,7 +108,7 @@ impl SwitchStore for PgMeta {
         .await
         .map_err(db)?
         .iter()
-        .map(record)
+        .map(switch_record)
         .collect::<Result<Vec<_>, _>>()?;
         tx.commit().await.map_err(db)?;
         Ok((to_u64(version), records))
@@ -165,7 +123,7 @@ impl SwitchStore for PgMeta {
         .await
         .map_err(db)?
         .as_ref()
-        .map(record)
+        .map(switch_record)
         .transpose()
     }
 
@@ -280,7 +238,7 @@ impl SwitchStore for PgMeta {
         .await
         .map_err(db)?
         .iter()
-        .map(change)
+        .map(switch_change)
         .collect()
     }
 
@@ -294,7 +252,7 @@ impl SwitchStore for PgMeta {
         .await
         .map_err(db)?
         .as_ref()
-        .map(change)
+        .map(switch_change)
         .transpose()
     }
 
@@ -317,7 +275,7 @@ impl SwitchStore for PgMeta {
         .await
         .map_err(db)?
         .iter()
-        .map(change)
+        .map(switch_change)
         .collect()
     }
 
@@ -339,7 +297,7 @@ impl SwitchStore for PgMeta {
         .iter()
         .map(|row| {
             Ok(SwitchUsage {
-                record: record(row)?,
+                record: switch_record(row)?,
                 last_evaluated_day: row.try_get("last_day").map_err(db)?,
                 recent_evaluations: to_u64(row.try_get("recent").map_err(db)?),
             })
@@ -353,7 +311,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use sightline_protocol::SwitchState;
+    use sightline_protocol::{Switch, SwitchState};
     use tokio::sync::watch;
 
     use super::*;
@@ -364,6 +322,7 @@ mod tests {
         Aggregates, Cursor, Ingest, Issue, IssueFilter, IssueStatus, ItemCount, Project, Steps,
         Store, StoredEvent, TagValue, WriteSummary,
     };
+    use crate::switches::Action;
     use crate::switches::{Notice, Switchboard, Switches};
 
     fn switch(key: &str, state: SwitchState) -> Switch {

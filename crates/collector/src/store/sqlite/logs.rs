@@ -7,6 +7,7 @@ use sqlx::{QueryBuilder, Row};
 use super::{SqliteStore, db};
 use crate::Error;
 use crate::store::logs::{LogFilter, LogLine, NewLogLine};
+use crate::store::meta_rows::like_pattern;
 use crate::store::{to_i64, to_u64};
 
 /// Rows per INSERT: 15 columns × 400 stays far below SQLite's 32,766 bound parameters,
@@ -116,20 +117,6 @@ impl SqliteStore {
         .map_err(db)?;
         Ok(deleted.rows_affected())
     }
-}
-
-/// `%text%` with LIKE's wildcards escaped.
-fn like_pattern(text: &str) -> String {
-    let mut pattern = String::with_capacity(text.len() + 2);
-    pattern.push('%');
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
 }
 
 fn log_line(row: &SqliteRow) -> Result<LogLine, sqlx::Error> {

@@ -1,62 +1,20 @@
 //! The SQLite side of feature switches: definitions, their audit log, and the check
 //! counts agents report (written inside the metric group commit).
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use sightline_protocol::{MetricBatch, Switch};
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sightline_protocol::MetricBatch;
+use sqlx::sqlite::SqliteConnection;
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{SqliteStore, db};
 use crate::Error;
+use crate::store::meta_rows::{
+    CHANGE_COLUMNS, RECORD_COLUMNS, corrupt, switch_change, switch_record,
+};
 use crate::store::{to_i64, to_u64};
 use crate::switches::{
-    Action, AuditFilter, ChangeRecord, NewChange, SwitchRecord, SwitchStore, SwitchUsage,
+    AuditFilter, ChangeRecord, NewChange, SwitchRecord, SwitchStore, SwitchUsage,
 };
-
-/// Stored JSON that no longer parses is a store fault, not the client's.
-fn corrupt(e: serde_json::Error) -> Error {
-    Error::Store(Arc::new(e))
-}
-
-fn definition(text: &str) -> Result<Switch, Error> {
-    serde_json::from_str(text).map_err(corrupt)
-}
-
-fn record(row: &SqliteRow) -> Result<SwitchRecord, Error> {
-    Ok(SwitchRecord {
-        switch: definition(row.try_get("definition").map_err(db)?)?,
-        version: to_u64(row.try_get("version").map_err(db)?),
-        created_at: row.try_get("created_at").map_err(db)?,
-        updated_at: row.try_get("updated_at").map_err(db)?,
-        state_since: row.try_get("state_since").map_err(db)?,
-    })
-}
-
-fn change(row: &SqliteRow) -> Result<ChangeRecord, Error> {
-    let action: String = row.try_get("action").map_err(db)?;
-    let old: Option<String> = row.try_get("old").map_err(db)?;
-    Ok(ChangeRecord {
-        id: to_u64(row.try_get("id").map_err(db)?),
-        key: row.try_get("key").map_err(db)?,
-        version: to_u64(row.try_get("version").map_err(db)?),
-        action: Action::parse(&action).ok_or_else(|| {
-            let message = format!("unknown switch action {action:?}");
-            Error::Store(Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(
-                message,
-            )))
-        })?,
-        actor: row.try_get("actor").map_err(db)?,
-        reason: row.try_get("reason").map_err(db)?,
-        at: row.try_get("at").map_err(db)?,
-        old: old.as_deref().map(definition).transpose()?,
-        new: definition(row.try_get("new").map_err(db)?)?,
-    })
-}
-
-const RECORD_COLUMNS: &str = "key, version, definition, created_at, updated_at, state_since";
-const CHANGE_COLUMNS: &str = "id, key, version, action, actor, reason, at, old, new";
 
 async fn read_switch(
     tx: &mut Transaction<'_, Sqlite>,
@@ -70,7 +28,7 @@ async fn read_switch(
     .await
     .map_err(db)?
     .as_ref()
-    .map(record)
+    .map(switch_record)
     .transpose()
 }
 
@@ -120,7 +78,7 @@ impl SwitchStore for SqliteStore {
         .await
         .map_err(db)?
         .iter()
-        .map(record)
+        .map(switch_record)
         .collect::<Result<Vec<_>, _>>()?;
         tx.commit().await.map_err(db)?;
         Ok((to_u64(version), records))
@@ -135,7 +93,7 @@ impl SwitchStore for SqliteStore {
         .await
         .map_err(db)?
         .as_ref()
-        .map(record)
+        .map(switch_record)
         .transpose()
     }
 
@@ -237,7 +195,7 @@ impl SwitchStore for SqliteStore {
         .await
         .map_err(db)?
         .iter()
-        .map(change)
+        .map(switch_change)
         .collect()
     }
 
@@ -251,7 +209,7 @@ impl SwitchStore for SqliteStore {
         .await
         .map_err(db)?
         .as_ref()
-        .map(change)
+        .map(switch_change)
         .transpose()
     }
 
@@ -274,7 +232,7 @@ impl SwitchStore for SqliteStore {
         .await
         .map_err(db)?
         .iter()
-        .map(change)
+        .map(switch_change)
         .collect()
     }
 
@@ -295,7 +253,7 @@ impl SwitchStore for SqliteStore {
         .map(|row| {
             let recent: f64 = row.try_get("recent").map_err(db)?;
             Ok(SwitchUsage {
-                record: record(row)?,
+                record: switch_record(row)?,
                 last_evaluated_day: row.try_get("last_day").map_err(db)?,
                 // TOTAL is a float; counts are whole and far below 2^53 per window.
                 recent_evaluations: recent.max(0.0) as u64,
