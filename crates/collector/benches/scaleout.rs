@@ -14,7 +14,8 @@
 //!
 //! Metric rows: batches of 1,000 windows (100 routes × 10 ten-second windows) from 50
 //! agents. Events: envelopes of one ~2 KB event each (as SDKs send them), 50 distinct
-//! messages, 8 requests in flight.
+//! messages, 256 requests in flight (`SIGHTLINE_BENCH_EVENT_CLIENTS`): SDKs in many
+//! processes sending at once, as `scripts/bench-errors` has 512 for SQLite.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +33,7 @@ mod common;
 
 const ROUTES: usize = 100;
 const WINDOWS_PER_ROUTE: usize = 10;
+/// Metric batches in flight: a few agents' shipping threads at once.
 const IN_FLIGHT: usize = 8;
 
 fn env_count(name: &str, default: usize) -> usize {
@@ -247,7 +249,7 @@ async fn ingest_events(router: &Arc<axum::Router>, project: &Project, events: us
     );
     let began = Instant::now();
     futures_util::stream::iter(0..events)
-        .for_each_concurrent(IN_FLIGHT, |n| {
+        .for_each_concurrent(env_count("SIGHTLINE_BENCH_EVENT_CLIENTS", 256), |n| {
             let (router, uri) = (router.clone(), uri.clone());
             async move { post(&router, uri, envelope(n)).await }
         })
