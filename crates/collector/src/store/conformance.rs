@@ -161,7 +161,7 @@ fn histogram(values: &[u64]) -> Histogram {
 }
 
 /// One agent's batch of one route window.
-fn window(
+pub(super) fn window(
     instance: &str,
     environment: Option<&str>,
     start: i64,

@@ -145,6 +145,22 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Merges every batch into the store in one transaction: all of them or none.
     async fn write(&self, batches: &[Ingest]) -> Result<WriteSummary, Error>;
 
+    /// As [`Store::write`], for a store that writes in several steps (the scale-out store:
+    /// PostgreSQL, then ClickHouse table by table): the steps whose bits are set in `done`
+    /// were applied by an earlier call with the same batches and are skipped, and each
+    /// step that succeeds sets its bit, so a call that fails leaves in `done` how far it
+    /// got. The spool's shipper retries a failed round with its `done`, so a step that
+    /// adds up (switch check counts, metric windows) is never applied twice. A store that
+    /// writes in one transaction keeps this default: all or nothing, `done` untouched.
+    async fn write_resumable(
+        &self,
+        batches: &[Ingest],
+        done: &mut u32,
+    ) -> Result<WriteSummary, Error> {
+        let _ = done;
+        self.write(batches).await
+    }
+
     /// Aggregates per route × method over `range`, of one environment or (`None`) all.
     async fn route_aggregates(
         &self,

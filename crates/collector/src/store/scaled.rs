@@ -5,14 +5,14 @@
 //! unique keys keep issue creation and counts right when several of them ingest the same
 //! fingerprint at once.
 //!
-//! A group commit writes PostgreSQL first (agents, switch checks, issues — the event ids
-//! it has seen make a retried commit count nothing twice), then ClickHouse: events
-//! (idempotent: a retried event id collapses), log lines (idempotent: a retried line
-//! collapses) and, last, insight and metric windows. A commit that fails part-way is
-//! answered with an error and retried by its clients; everything it wrote before the
-//! failure is written again without being counted twice, except the insight windows when
-//! the metric-window insert right after them fails: a retry adds those again (their
-//! exemplars and statement texts still collapse).
+//! A group commit is written in steps ([`step`]): PostgreSQL's agents and switch check
+//! counts, then the issues (the event ids PostgreSQL has seen make a retry count nothing
+//! twice) with their events in ClickHouse (a retried event id collapses), then ClickHouse's
+//! log lines, insight windows and metric windows. The spool's shipper retries a round that
+//! failed part-way with the steps already done ([`Store::write_resumable`]), so the steps
+//! that add up — switch check counts, dropped-window counts, insight and metric windows —
+//! are applied once. Only a collector that dies between a step and the round's end
+//! repeats that round's done steps when it ships the spool again after its restart.
 
 use async_trait::async_trait;
 
@@ -24,6 +24,15 @@ use super::{
     WriteSummary,
 };
 use crate::{Error, TimeRange};
+
+/// The steps of a scale-out write, as bits of [`Store::write_resumable`]'s `done`.
+mod step {
+    pub(super) const METRICS_META: u32 = 1;
+    pub(super) const EVENTS: u32 = 1 << 1;
+    pub(super) const LOGS: u32 = 1 << 2;
+    pub(super) const INSIGHT: u32 = 1 << 3;
+    pub(super) const WINDOWS: u32 = 1 << 4;
+}
 
 /// ClickHouse plus PostgreSQL behind the [`Store`] trait.
 pub(crate) struct ScaledStore {
@@ -102,6 +111,14 @@ impl Store for ScaledStore {
     }
 
     async fn write(&self, batches: &[Ingest]) -> Result<WriteSummary, Error> {
+        self.write_resumable(batches, &mut 0).await
+    }
+
+    async fn write_resumable(
+        &self,
+        batches: &[Ingest],
+        done: &mut u32,
+    ) -> Result<WriteSummary, Error> {
         let mut metrics: Vec<&MetricsIngest> = Vec::new();
         let mut envelopes: Vec<&EnvelopeIngest> = Vec::new();
         let mut logs: Vec<&[NewLogLine]> = Vec::new();
@@ -113,28 +130,33 @@ impl Store for ScaledStore {
                 Ingest::Logs(lines) => logs.push(lines),
             }
         }
-        if !metrics.is_empty() {
+        let todo = |step: u32, done: &u32| *done & step == 0;
+        if !metrics.is_empty() && todo(step::METRICS_META, done) {
             summary.agent_dropped = self.meta.write_metrics_meta(&metrics).await?;
+            *done |= step::METRICS_META;
         }
-        if !envelopes.is_empty() {
+        if !envelopes.is_empty() && todo(step::EVENTS, done) {
             let written = self.meta.write_envelopes(&envelopes).await?;
             summary.events = written.events;
             summary.duplicate_events = written.duplicates;
             self.events
                 .insert_events(&event_rows(&envelopes, &written.issue_ids))
                 .await?;
+            *done |= step::EVENTS;
         }
-        if !logs.is_empty() {
+        if !logs.is_empty() && todo(step::LOGS, done) {
             self.events.insert_logs(&logs).await?;
             summary.log_lines = logs.iter().map(|lines| lines.len() as u64).sum();
+            *done |= step::LOGS;
         }
-        // Last: the insight and metric windows are the inserts a retry would count twice
-        // (exemplars and statement texts collapse; the windows add up again), the metric
-        // windows the very last, as the agents' request counts matter most.
-        if !metrics.is_empty() {
+        if !metrics.is_empty() && todo(step::INSIGHT, done) {
             self.events.insert_insight(&metrics).await?;
+            *done |= step::INSIGHT;
+        }
+        if !metrics.is_empty() && todo(step::WINDOWS, done) {
             self.events.insert_windows(&metrics).await?;
             summary.windows = metrics.iter().map(|m| m.batch.windows.len() as u64).sum();
+            *done |= step::WINDOWS;
         }
         Ok(summary)
     }
@@ -237,5 +259,58 @@ impl Store for ScaledStore {
 
     async fn prune_logs(&self, max_lines: u64, received_before_ms: i64) -> Result<u64, Error> {
         self.events.prune_logs(max_lines, received_before_ms).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::step;
+    use crate::TimeRange;
+    use crate::store::conformance::{Backend, window};
+
+    /// Requests of `/a` the store counts around `start`.
+    async fn requests(store: &dyn super::Store, start: i64) -> u64 {
+        let range = TimeRange {
+            since: start - 60,
+            until: start + 120,
+        };
+        let routes = store
+            .route_aggregates(1, range, None)
+            .await
+            .expect("routes");
+        routes.classes.iter().map(|c| c.count).sum()
+    }
+
+    #[tokio::test]
+    async fn a_resumed_write_skips_the_steps_already_done() {
+        let backend = Backend::scaled().await;
+        let store = &*backend.store;
+        let start = (crate::query::unix_now() - 600) / 60 * 60;
+        let batch = [window("i-1", None, start, "/a", 2, &[1_000, 2_000, 3_000])];
+
+        let mut done = 0;
+        store
+            .write_resumable(&batch, &mut done)
+            .await
+            .expect("write");
+        assert_eq!(done, step::METRICS_META | step::INSIGHT | step::WINDOWS);
+        assert_eq!(requests(store, start).await, 3);
+
+        // A retry of a round whose windows were already inserted inserts nothing again.
+        let mut done = step::METRICS_META | step::INSIGHT | step::WINDOWS;
+        store
+            .write_resumable(&batch, &mut done)
+            .await
+            .expect("skip");
+        assert_eq!(requests(store, start).await, 3);
+
+        // One that failed before its windows inserts them (and only them).
+        let mut done = step::METRICS_META | step::INSIGHT;
+        store
+            .write_resumable(&batch, &mut done)
+            .await
+            .expect("resume");
+        assert_eq!(done, step::METRICS_META | step::INSIGHT | step::WINDOWS);
+        assert_eq!(requests(store, start).await, 6);
     }
 }

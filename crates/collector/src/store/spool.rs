@@ -96,11 +96,21 @@ struct Spool {
     arrived: Notify,
 }
 
-/// One spooled file: its path and size.
+/// One spooled file: its number, path and size.
 #[derive(Debug, Clone)]
 struct Spooled {
+    number: u64,
     path: PathBuf,
     bytes: u64,
+}
+
+/// Where a round that failed part-way stopped: its files (every one numbered up to
+/// `last`) and the steps of [`Store::write_resumable`] already applied to them. The next
+/// round takes the same files and skips those steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Resume {
+    last: u64,
+    done: u32,
 }
 
 impl Spool {
@@ -169,8 +179,9 @@ impl Spool {
         Ok(())
     }
 
-    /// The oldest spooled files, in order, up to the round's byte bound (at least one).
-    fn oldest(&self) -> io::Result<Vec<Spooled>> {
+    /// The oldest spooled files, in order, up to the round's byte bound (at least one); or,
+    /// with `up_to`, every file numbered up to it (a failed round's files, again).
+    fn oldest(&self, up_to: Option<u64>) -> io::Result<Vec<Spooled>> {
         let mut files: Vec<(u64, Spooled)> = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
@@ -178,6 +189,7 @@ impl Spool {
                 files.push((
                     n,
                     Spooled {
+                        number: n,
                         path: entry.path(),
                         bytes: entry.metadata()?.len(),
                     },
@@ -187,8 +199,12 @@ impl Spool {
         files.sort_unstable_by_key(|(n, _)| *n);
         let mut taken = Vec::new();
         let mut bytes = 0;
-        for (_, file) in files {
-            if !taken.is_empty() && bytes + file.bytes > self.limits.round_bytes {
+        for (n, file) in files {
+            let full = match up_to {
+                Some(last) => n > last,
+                None => !taken.is_empty() && bytes + file.bytes > self.limits.round_bytes,
+            };
+            if full {
                 break;
             }
             bytes += file.bytes;
@@ -523,11 +539,12 @@ impl SpooledStore {
 /// Ships spooled batches to `store` until stopped, then once more, briefly.
 async fn ship(store: Arc<dyn Store>, spool: Arc<Spool>, mut stop: watch::Receiver<bool>) {
     let mut backoff = Duration::from_millis(250);
+    let mut resume = None;
     loop {
         // A dropped sender (the store went without `close`) stops the shipper too.
         let stopping = *stop.borrow() || stop.has_changed().is_err();
         let round = Instant::now();
-        let shipped = ship_round(&*store, &spool).await;
+        let shipped = ship_round(&*store, &spool, &mut resume).await;
         match shipped {
             Ok(0) if stopping => break,
             Ok(0) => {
@@ -580,10 +597,19 @@ async fn pause(stop: &mut watch::Receiver<bool>, how_long: Duration) {
     }
 }
 
-/// Ships one round of the oldest files; returns how many files it shipped.
-async fn ship_round(store: &dyn Store, spool: &Spool) -> Result<usize, Error> {
-    let files = spool.oldest().map_err(|e| Error::Store(Arc::new(e)))?;
+/// Ships one round of the oldest files — the files of the failed round `resume` names,
+/// when it names one — and returns how many files it shipped. A round that fails after
+/// some of its steps leaves them in `resume`.
+async fn ship_round(
+    store: &dyn Store,
+    spool: &Spool,
+    resume: &mut Option<Resume>,
+) -> Result<usize, Error> {
+    let files = spool
+        .oldest(resume.map(|r| r.last))
+        .map_err(|e| Error::Store(Arc::new(e)))?;
     if files.is_empty() {
+        *resume = None;
         return Ok(0);
     }
     let mut batches = Vec::new();
@@ -605,10 +631,19 @@ async fn ship_round(store: &dyn Store, spool: &Spool) -> Result<usize, Error> {
             }
         }
     }
-    if let Err(e) = store.write(&batches).await {
+    let mut done = resume.map_or(0, |r| r.done);
+    if let Err(e) = store.write_resumable(&batches, &mut done).await {
         spool.failing.store(true, Relaxed);
+        *resume = match readable.last() {
+            Some(last) if done != 0 => Some(Resume {
+                last: last.number,
+                done,
+            }),
+            _ => None,
+        };
         return Err(e);
     }
+    *resume = None;
     spool.failing.store(false, Relaxed);
     spool
         .remove(&readable)
@@ -771,6 +806,7 @@ impl Store for SpooledStore {
 mod tests {
     use super::*;
     use crate::store::conformance::{envelope, record};
+    use std::sync::atomic::AtomicU32;
 
     fn metrics() -> Ingest {
         let batch: MetricBatch = serde_json::from_value(serde_json::json!({
@@ -846,10 +882,15 @@ mod tests {
         assert!(decode(&wrong_len).is_err());
     }
 
-    /// A backend that fails while `down` is set and records what it was given.
+    /// A backend that fails while `down` is set and records what it was given. It writes
+    /// in two steps, as the scale-out store does in five: the first records the batches in
+    /// `first_step`, the second in `written`, and the second fails the next
+    /// `second_step_failures` times.
     #[derive(Default)]
     struct Flaky {
         down: AtomicBool,
+        second_step_failures: AtomicU32,
+        first_step: Mutex<Vec<String>>,
         written: Mutex<Vec<String>>,
     }
 
@@ -874,6 +915,30 @@ mod tests {
             let mut written = self.written.lock().expect("lock");
             written.extend(batches.iter().map(|b| shown(std::slice::from_ref(b))));
             Ok(WriteSummary::default())
+        }
+        async fn write_resumable(
+            &self,
+            batches: &[Ingest],
+            done: &mut u32,
+        ) -> Result<WriteSummary, Error> {
+            if self.down.load(Relaxed) {
+                return Err(Error::Store(Arc::new(io::Error::other("down"))));
+            }
+            if *done & 1 == 0 {
+                let mut first = self.first_step.lock().expect("lock");
+                first.extend(batches.iter().map(|b| shown(std::slice::from_ref(b))));
+                *done |= 1;
+            }
+            let failing = self
+                .second_step_failures
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+                .is_ok();
+            if failing {
+                return Err(Error::Store(Arc::new(io::Error::other("second step"))));
+            }
+            let summary = self.write(batches).await?;
+            *done |= 2;
+            Ok(summary)
         }
         async fn route_aggregates(
             &self,
@@ -974,6 +1039,47 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_round_that_failed_part_way_is_retried_without_its_done_steps() {
+        let dir = tempfile::TempDir::new().expect("dir");
+        let backend = Arc::new(Flaky::default());
+        backend.down.store(true, Relaxed);
+        backend.second_step_failures.store(3, Relaxed);
+        let store =
+            SpooledStore::open(backend.clone(), dir.path(), SpoolLimits::default()).expect("open");
+        let batches: Vec<Ingest> = (0..11)
+            .map(|n| envelope(vec![record(n, "a", n as f64, None, None, None)]))
+            .collect();
+        for batch in &batches[..10] {
+            store
+                .write(std::slice::from_ref(batch))
+                .await
+                .expect("spooled");
+        }
+        // Up: the first round of all ten applies its first step, then its second step
+        // fails three times. A batch spooled meanwhile waits for a round of its own.
+        backend.down.store(false, Relaxed);
+        wait_until("the first step", || {
+            !backend.first_step.lock().expect("lock").is_empty()
+        })
+        .await;
+        store
+            .write(std::slice::from_ref(&batches[10]))
+            .await
+            .expect("spooled");
+        wait_until("the spool to drain", || store.spool.backlog().batches == 0).await;
+
+        let expected: Vec<String> = batches
+            .iter()
+            .map(|b| shown(std::slice::from_ref(b)))
+            .collect();
+        // Each step applied each batch once, in order, whatever the retries.
+        assert_eq!(*backend.first_step.lock().expect("lock"), expected);
+        assert_eq!(*backend.written.lock().expect("lock"), expected);
+        assert_eq!(backend.second_step_failures.load(Relaxed), 0);
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_restart_ships_what_the_last_run_left() {
         let dir = tempfile::TempDir::new().expect("dir");
         let down = Arc::new(Flaky::default());
@@ -1039,7 +1145,7 @@ mod tests {
         let dir = tempfile::TempDir::new().expect("dir");
         let spool = Spool::open(dir.path(), SpoolLimits::default()).expect("open");
         spool.append(b"not a spool file").expect("append");
-        let files = spool.oldest().expect("list");
+        let files = spool.oldest(None).expect("list");
         assert_eq!(files.len(), 1);
         assert!(decode(&fs::read(&files[0].path).expect("read")).is_err());
         spool.quarantine(&files[0]).expect("quarantine");
@@ -1050,6 +1156,6 @@ mod tests {
                 .join("00000000000000000000.batch")
                 .exists()
         );
-        assert!(spool.oldest().expect("list").is_empty());
+        assert!(spool.oldest(None).expect("list").is_empty());
     }
 }
