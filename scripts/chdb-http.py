@@ -29,8 +29,8 @@ import chdb
 from chdb import session as chs
 
 INSERT = re.compile(r"^\s*(INSERT\s+INTO\s+.*?)\s+FORMAT\s+(\w+)\s*$", re.I | re.S)
-# A query's own trailing FORMAT clause (the crate adds none; 18.16 forms are kept as they
-# are otherwise).
+# A trailing FORMAT clause in the SQL itself wins over `default_format`, as in ClickHouse
+# (the crate sends none; `curl` users of this server may).
 FORMAT = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.I)
 LOCK = threading.Lock()
 
