@@ -40,6 +40,7 @@ mod error;
 mod extract;
 pub mod features;
 mod games;
+mod http1;
 pub mod load;
 pub mod load_errors;
 mod ops;

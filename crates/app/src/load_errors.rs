@@ -3,9 +3,11 @@
 //!
 //! The events come from a few hundred distinct bugs (exception type, stack frames) with
 //! varying ids, numbers and users in their messages, so the collector groups them into
-//! a few hundred issues. Every body is built and compressed before the clock starts:
-//! the run measures the collector, not the generator. Bounded by `events` and always by
-//! `duration`; like [`crate::load`], it refuses any target that is not on this machine.
+//! a few hundred issues. Every request (head and gzip body) is built before the clock
+//! starts and sent by a minimal keep-alive HTTP/1.1 client ([`crate::http1`]), one
+//! connection per worker: the run measures the collector, not the generator, which shares
+//! its cores. Bounded by `events` and always by `duration`; like [`crate::load`], it
+//! refuses any target that is not on this machine.
 
 use std::fmt;
 use std::io::Write;
@@ -18,6 +20,7 @@ use reqwest::Client;
 use serde_json::{Value, json};
 use sightline_protocol::Dsn;
 
+use crate::http1;
 use crate::load::check_target;
 
 /// Most events one run may send (their bodies are all held in memory).
@@ -250,53 +253,46 @@ pub async fn run(cfg: ErrorLoadConfig) -> anyhow::Result<ErrorLoadReport> {
         mean_body_bytes: (built.iter().map(|b| b.0.len() as u64).sum::<u64>() / cfg.events),
         ..ErrorLoadReport::default()
     };
-    let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
+    // Whole requests, head and body, so that sending one is a single write.
+    let url = reqwest::Url::parse(&dsn.envelope_url()).context("invalid DSN")?;
+    let host = format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port_or_known_default().unwrap_or(80)
+    );
+    let auth = dsn.auth_header("sightline-load-errors/0.1");
+    let headers = [
+        ("X-Sentry-Auth", auth.as_str()),
+        ("Content-Type", "application/x-sentry-envelope"),
+        ("Content-Encoding", "gzip"),
+    ];
+    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
         built
             .into_iter()
-            .map(|(b, _)| bytes::Bytes::from(b))
+            .map(|(body, _)| http1::post_request(&host, url.path(), &headers, &body))
             .collect(),
     );
 
-    let client = Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(cfg.concurrency)
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let url = Arc::new(dsn.envelope_url());
-    let auth = Arc::new(dsn.auth_header("sightline-load-errors/0.1"));
     let next = Arc::new(AtomicU64::new(0));
     let counters: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
     let started = Instant::now();
     let deadline = started + cfg.duration;
     let workers: Vec<_> = (0..cfg.concurrency)
         .map(|_| {
-            let (client, url, auth, next, bodies, counters) = (
-                client.clone(),
-                url.clone(),
-                auth.clone(),
-                next.clone(),
-                bodies.clone(),
-                counters.clone(),
-            );
+            let (next, requests, counters) = (next.clone(), requests.clone(), counters.clone());
+            let mut connection = http1::Connection::new(host.clone(), Duration::from_secs(30));
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    let Some(body) = bodies.get(i) else { break };
+                    let Some(request) = requests.get(i) else {
+                        break;
+                    };
                     if Instant::now() >= deadline {
                         break;
                     }
-                    let sent = client
-                        .post(url.as_str())
-                        .header("X-Sentry-Auth", auth.as_str())
-                        .header("Content-Type", "application/x-sentry-envelope")
-                        .header("Content-Encoding", "gzip")
-                        .body(body.clone())
-                        .send()
-                        .await;
-                    let slot = match sent {
-                        Ok(response) if response.status() == 200 => 0,
-                        Ok(response) if response.status() == 429 => 1,
+                    let slot = match connection.send(request).await {
+                        Ok(200) => 0,
+                        Ok(429) => 1,
                         Ok(_) => 2,
                         Err(_) => 3,
                     };
@@ -316,6 +312,11 @@ pub async fn run(cfg: ErrorLoadConfig) -> anyhow::Result<ErrorLoadReport> {
     report.rejected = rejected;
     report.transport_errors = transport;
     report.sent = accepted + throttled + rejected + transport;
+    let client = Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()?;
     report.stored = stored(&client, &base, dsn.project_id).await.ok();
     Ok(report)
 }

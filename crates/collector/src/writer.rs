@@ -164,7 +164,7 @@ async fn run(
                 if received == 0 {
                     break;
                 }
-                commit(&*store, &metrics, &mut ops).await;
+                commit(&*store, &metrics, &mut ops, &rx).await;
             }
         }
     }
@@ -172,13 +172,29 @@ async fn run(
 }
 
 /// Writes `ops` in one transaction and answers each of them.
-async fn commit(store: &dyn Store, metrics: &Metrics, ops: &mut Vec<Op>) {
+///
+/// A group of more than one request is a busy spell: the store may keep summaries back
+/// ([`Store::write_with_backlog`]); whenever the queue is empty after a commit, the store
+/// settles them before the group is answered, so a client that has all its answers reads
+/// summaries that count all its events.
+async fn commit(store: &dyn Store, metrics: &Metrics, ops: &mut Vec<Op>, rx: &mpsc::Receiver<Op>) {
+    let backlog = ops.len() > 1;
     let (ingests, acks): (Vec<Ingest>, Vec<_>) =
         ops.drain(..).map(|op| (op.ingest, op.ack)).unzip();
     let started = Instant::now();
-    match store.write(&ingests).await {
+    match store.write_with_backlog(&ingests, backlog).await {
         Ok(summary) => {
             metrics.record_write(started.elapsed(), &summary);
+            if rx.is_empty() {
+                // The events are stored whatever happens here; a summary that fails to
+                // settle stays kept back for the next commit.
+                if let Err(e) = store.settle().await {
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "settling summaries failed"
+                    );
+                }
+            }
             for ack in acks {
                 // The client may have gone away; its data is stored all the same.
                 let _ = ack.send(Ok(()));

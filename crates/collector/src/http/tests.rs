@@ -877,12 +877,22 @@ impl Store for GatedStore {
         self.inner.ensure_default_project().await
     }
     async fn write(&self, batches: &[Ingest]) -> Result<WriteSummary, Error> {
+        self.write_with_backlog(batches, false).await
+    }
+    async fn write_with_backlog(
+        &self,
+        batches: &[Ingest],
+        backlog: bool,
+    ) -> Result<WriteSummary, Error> {
         self.batches_at_gate
             .fetch_add(batches.len(), Ordering::SeqCst);
         let _permit = self.gate.acquire().await.expect("gate open");
-        let summary = self.inner.write(batches).await?;
+        let summary = self.inner.write_with_backlog(batches, backlog).await?;
         self.commits.lock().await.push(batches.len());
         Ok(summary)
+    }
+    async fn settle(&self) -> Result<(), Error> {
+        self.inner.settle().await
     }
     async fn route_aggregates(
         &self,

@@ -59,6 +59,10 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 11,
         sql: include_str!("../../../../migrations/sqlite/0011_project_windows.sql"),
     },
+    Migration {
+        version: 12,
+        sql: include_str!("../../../../migrations/sqlite/0012_tag_summary_watermark.sql"),
+    },
 ];
 
 /// The PostgreSQL metadata schema (scale-out mode), oldest first.

@@ -145,6 +145,27 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Merges every batch into the store in one transaction: all of them or none.
     async fn write(&self, batches: &[Ingest]) -> Result<WriteSummary, Error>;
 
+    /// As [`Store::write`], told whether the writer is in a busy spell (`backlog`: this
+    /// group commit carries more than one request). A store may then keep summaries it can
+    /// rebuild from what it stored (SQLite's tag counts) out of the commit, to write them
+    /// with a later one or at [`Store::settle`]. Default: [`Store::write`].
+    async fn write_with_backlog(
+        &self,
+        batches: &[Ingest],
+        backlog: bool,
+    ) -> Result<WriteSummary, Error> {
+        let _ = backlog;
+        self.write(batches).await
+    }
+
+    /// Writes whatever [`Store::write_with_backlog`] kept back. The writer calls it when
+    /// the queue has emptied, before it acknowledges the last commit of a busy spell, so
+    /// once every request is answered the summaries count all of them. Default: nothing
+    /// is kept back.
+    async fn settle(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// As [`Store::write`], for a store that writes in several steps (the scale-out store:
     /// PostgreSQL, then ClickHouse table by table): the steps whose bits are set in `done`
     /// were applied by an earlier call with the same batches and are skipped, and each

@@ -42,11 +42,27 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 8_192;
 /// Size the WAL file is truncated back to after a checkpoint.
 const WAL_SIZE_LIMIT_BYTES: u64 = 64 << 20;
 
+/// Longest the tag summaries of a commit wait in memory while requests queue up.
+const MAX_TAG_DELAY: Duration = Duration::from_secs(1);
+
+/// Most tag summary rows held in memory before they are written whatever the queue.
+const MAX_DEFERRED_TAG_ROWS: usize = 50_000;
+
 /// SQLite through a sqlx connection pool.
 pub(crate) struct SqliteStore {
     pool: SqlitePool,
     /// Tier retention: decides which rollup tier a range query reads.
     retention: crate::insight::RetentionConfig,
+    /// Tag summaries of committed events not yet in `issue_tags` (migration 0012), held
+    /// across the whole of a write so writes take turns with them.
+    deferred_tags: tokio::sync::Mutex<DeferredTags>,
+}
+
+/// Tag counts kept back from `issue_tags` while requests queue up, and since when.
+#[derive(Default)]
+struct DeferredTags {
+    counts: sqlite_issues::TagCounts,
+    since: Option<std::time::Instant>,
 }
 
 impl SqliteStore {
@@ -108,9 +124,95 @@ impl SqliteStore {
         let store = SqliteStore {
             pool,
             retention: crate::insight::RetentionConfig::default(),
+            deferred_tags: tokio::sync::Mutex::default(),
         };
         store.migrate(migrations).await?;
+        if migrations.iter().any(|m| m.version == 12) {
+            store.recount_tags().await?;
+        }
         Ok(store)
+    }
+
+    /// Counts into `issue_tags` the tags of events a stopped collector held in memory.
+    async fn recount_tags(&self) -> Result<(), Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let events = sqlite_issues::recount_tags(&mut tx).await.map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        if events > 0 {
+            tracing::info!(events, "counted the tags of events stored before a stop");
+        }
+        Ok(())
+    }
+
+    /// Writes `batches` in one transaction. With `backlog` (a busy spell), the tag
+    /// summaries of the commit are added up in memory instead of written, until a second
+    /// has passed or too many are held: then all of them are written in the commit at
+    /// hand. [`Store::settle`] writes them when the spell ends.
+    async fn write_batches(
+        &self,
+        batches: &[Ingest],
+        backlog: bool,
+    ) -> Result<WriteSummary, Error> {
+        let mut deferred = self.deferred_tags.lock().await;
+        // IMMEDIATE takes the write lock up front: a deferred transaction that upgrades from
+        // read to write can fail with SQLITE_BUSY without waiting out busy_timeout.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut summary = WriteSummary::default();
+        let mut envelopes = Vec::new();
+        for ingest in batches {
+            let ingest = match ingest {
+                Ingest::Metrics(metrics) => metrics,
+                Ingest::Envelope(envelope) => {
+                    envelopes.push(envelope);
+                    continue;
+                }
+                Ingest::Logs(lines) => {
+                    logs::insert_logs(&mut tx, lines).await.map_err(db)?;
+                    summary.log_lines += lines.len() as u64;
+                    continue;
+                }
+            };
+            let dropped = upsert_agent(&mut tx, ingest).await.map_err(db)?;
+            switches::record_evaluations(&mut tx, &ingest.batch, ingest.received_at)
+                .await
+                .map_err(db)?;
+            summary.agent_dropped = summary.agent_dropped.saturating_add(dropped);
+            let project_id = to_i64(ingest.project_id);
+            let environment = stored_environment(&ingest.batch.agent);
+            merge_windows(&mut tx, project_id, environment, &ingest.batch.windows)
+                .await
+                .map_err(db)?;
+            summary.windows += ingest.batch.windows.len() as u64;
+            insight::write_insight(&mut tx, project_id, &ingest.batch, ingest.received_at)
+                .await
+                .map_err(db)?;
+        }
+        if envelopes.is_empty() {
+            tx.commit().await.map_err(db)?;
+            return Ok(summary);
+        }
+        let stored = sqlite_issues::write_envelopes(&mut tx, &envelopes)
+            .await
+            .map_err(db)?;
+        summary.events = stored.events;
+        summary.duplicate_events = stored.duplicates;
+        let write_now = !backlog
+            || deferred.since.is_some_and(|t| t.elapsed() >= MAX_TAG_DELAY)
+            || deferred.counts.len() + stored.tags.len() > MAX_DEFERRED_TAG_ROWS;
+        if write_now {
+            // Written with what was held; on failure nothing of this commit counts and
+            // the held rows stay held.
+            let mut all = deferred.counts.clone();
+            all.merge(stored.tags);
+            sqlite_issues::write_tags(&mut tx, &all).await.map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            *deferred = DeferredTags::default();
+        } else {
+            tx.commit().await.map_err(db)?;
+            deferred.counts.merge(stored.tags);
+            deferred.since.get_or_insert_with(std::time::Instant::now);
+        }
+        Ok(summary)
     }
 
     /// Applies every pending migration, all in one immediate transaction so two processes
@@ -500,48 +602,29 @@ impl Store for SqliteStore {
     }
 
     async fn write(&self, batches: &[Ingest]) -> Result<WriteSummary, Error> {
-        // IMMEDIATE takes the write lock up front: a deferred transaction that upgrades from
-        // read to write can fail with SQLITE_BUSY without waiting out busy_timeout.
+        self.write_batches(batches, false).await
+    }
+
+    async fn write_with_backlog(
+        &self,
+        batches: &[Ingest],
+        backlog: bool,
+    ) -> Result<WriteSummary, Error> {
+        self.write_batches(batches, backlog).await
+    }
+
+    async fn settle(&self) -> Result<(), Error> {
+        let mut deferred = self.deferred_tags.lock().await;
+        if deferred.counts.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-        let mut summary = WriteSummary::default();
-        let mut envelopes = Vec::new();
-        for ingest in batches {
-            let ingest = match ingest {
-                Ingest::Metrics(metrics) => metrics,
-                Ingest::Envelope(envelope) => {
-                    envelopes.push(envelope);
-                    continue;
-                }
-                Ingest::Logs(lines) => {
-                    logs::insert_logs(&mut tx, lines).await.map_err(db)?;
-                    summary.log_lines += lines.len() as u64;
-                    continue;
-                }
-            };
-            let dropped = upsert_agent(&mut tx, ingest).await.map_err(db)?;
-            switches::record_evaluations(&mut tx, &ingest.batch, ingest.received_at)
-                .await
-                .map_err(db)?;
-            summary.agent_dropped = summary.agent_dropped.saturating_add(dropped);
-            let project_id = to_i64(ingest.project_id);
-            let environment = stored_environment(&ingest.batch.agent);
-            merge_windows(&mut tx, project_id, environment, &ingest.batch.windows)
-                .await
-                .map_err(db)?;
-            summary.windows += ingest.batch.windows.len() as u64;
-            insight::write_insight(&mut tx, project_id, &ingest.batch, ingest.received_at)
-                .await
-                .map_err(db)?;
-        }
-        if !envelopes.is_empty() {
-            let stored = sqlite_issues::write_envelopes(&mut tx, &envelopes)
-                .await
-                .map_err(db)?;
-            summary.events = stored.events;
-            summary.duplicate_events = stored.duplicates;
-        }
+        sqlite_issues::write_tags(&mut tx, &deferred.counts)
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
-        Ok(summary)
+        *deferred = DeferredTags::default();
+        Ok(())
     }
 
     async fn route_aggregates(

@@ -149,10 +149,140 @@ impl<'a> IssueCounts<'a> {
 }
 
 /// What one commit of envelopes stored.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub(super) struct EnvelopeSummary {
     pub events: u64,
     pub duplicates: u64,
+    /// The tag counts of the inserted events, for the caller to write now or later
+    /// ([`write_tags`]).
+    pub tags: TagCounts,
+}
+
+/// Tag summary rows to add: (issue id, key, value) → (events, first seen, last seen).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(super) struct TagCounts(HashMap<(i64, String, String), (i64, f64, f64)>);
+
+impl TagCounts {
+    fn add(&mut self, issue_id: i64, key: &str, value: &str, count: i64, first: f64, last: f64) {
+        let entry = self
+            .0
+            .entry((issue_id, key.to_owned(), value.to_owned()))
+            .or_insert((0, first, last));
+        entry.0 += count;
+        entry.1 = entry.1.min(first);
+        entry.2 = entry.2.max(last);
+    }
+
+    /// Adds every row of `other`.
+    pub(super) fn merge(&mut self, other: TagCounts) {
+        if self.0.is_empty() {
+            self.0 = other.0;
+            return;
+        }
+        for ((issue_id, key, value), (count, first, last)) in other.0 {
+            let entry = self
+                .0
+                .entry((issue_id, key, value))
+                .or_insert((0, first, last));
+            entry.0 += count;
+            entry.1 = entry.1.min(first);
+            entry.2 = entry.2.max(last);
+        }
+    }
+
+    /// Distinct rows held.
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Adds `tags` to `issue_tags` and records that the summaries count every event stored so
+/// far (`tag_fold`, migration 0012), inside the caller's transaction. Rows of issues
+/// deleted meanwhile are skipped.
+pub(super) async fn write_tags(
+    conn: &mut SqliteConnection,
+    tags: &TagCounts,
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<_> = tags
+        .0
+        .iter()
+        .map(|((issue_id, key, value), (count, first, last))| {
+            (
+                *issue_id,
+                key.as_str(),
+                value.as_str(),
+                *count,
+                *first,
+                *last,
+            )
+        })
+        .collect();
+    execute_values(
+        conn,
+        &rows,
+        6,
+        |values| {
+            format!(
+                "INSERT INTO issue_tags (issue_id, key, value, count, first_seen, last_seen)
+                 SELECT * FROM (VALUES {values})
+                 WHERE EXISTS (SELECT 1 FROM issues WHERE id = column1)
+                 ON CONFLICT (issue_id, key, value) DO UPDATE SET
+                     count = count + excluded.count,
+                     first_seen = MIN(first_seen, excluded.first_seen),
+                     last_seen = MAX(last_seen, excluded.last_seen)"
+            )
+        },
+        |query, t| {
+            query
+                .bind(t.0)
+                .bind(t.1)
+                .bind(t.2)
+                .bind(t.3)
+                .bind(t.4)
+                .bind(t.5)
+        },
+    )
+    .await?;
+    sqlx::query("UPDATE tag_fold SET through_event = (SELECT COALESCE(MAX(id), 0) FROM events)")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Counts the tags of the events stored after `tag_fold.through_event` into `issue_tags`:
+/// what a collector held in memory when it stopped. Run once when the store opens, in the
+/// caller's transaction; returns the events counted.
+pub(super) async fn recount_tags(conn: &mut SqliteConnection) -> Result<u64, sqlx::Error> {
+    let (events,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM events WHERE id > (SELECT through_event FROM tag_fold)",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if events == 0 {
+        return Ok(0);
+    }
+    sqlx::query(
+        "INSERT INTO issue_tags (issue_id, key, value, count, first_seen, last_seen)
+         SELECT e.issue_id, t.value ->> 0, t.value ->> 1, COUNT(*), MIN(e.timestamp),
+                MAX(e.timestamp)
+         FROM events AS e, json_each(e.tags) AS t
+         WHERE e.id > (SELECT through_event FROM tag_fold)
+         GROUP BY 1, 2, 3
+         ON CONFLICT (issue_id, key, value) DO UPDATE SET
+             count = count + excluded.count,
+             first_seen = MIN(first_seen, excluded.first_seen),
+             last_seen = MAX(last_seen, excluded.last_seen)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE tag_fold SET through_event = (SELECT COALESCE(MAX(id), 0) FROM events)")
+        .execute(&mut *conn)
+        .await?;
+    Ok(to_u64(events))
 }
 
 /// Writes every envelope of a group commit inside the caller's transaction.
@@ -349,7 +479,7 @@ pub(super) async fn write_envelopes(
     // Counts, tag and user summaries of the events actually inserted, one entry per
     // issue (or issue × tag) however many events it had in this commit.
     let mut counts: HashMap<i64, IssueCounts<'_>> = HashMap::new();
-    let mut tags: HashMap<(i64, &str, &str), (i64, f64, f64)> = HashMap::new();
+    let mut tags = TagCounts::default();
     let mut users: HashSet<(i64, &str)> = HashSet::new();
     for &&(_, _, event, issue_id) in &new_events {
         counts
@@ -357,48 +487,12 @@ pub(super) async fn write_envelopes(
             .or_insert_with(|| IssueCounts::new(event.timestamp))
             .add(event);
         for (key, value) in &event.tags {
-            let entry = tags
-                .entry((issue_id, key.as_str(), value.as_str()))
-                .or_insert((0, event.timestamp, event.timestamp));
-            entry.0 += 1;
-            entry.1 = entry.1.min(event.timestamp);
-            entry.2 = entry.2.max(event.timestamp);
+            tags.add(issue_id, key, value, 1, event.timestamp, event.timestamp);
         }
         if let Some(user) = &event.user {
             users.insert((issue_id, user.as_str()));
         }
     }
-    let tags: Vec<_> = tags
-        .into_iter()
-        .map(|((issue_id, key, value), (count, first, last))| {
-            (issue_id, key, value, count, first, last)
-        })
-        .collect();
-    execute_values(
-        conn,
-        &tags,
-        6,
-        |values| {
-            format!(
-                "INSERT INTO issue_tags (issue_id, key, value, count, first_seen, last_seen)
-                 SELECT * FROM (VALUES {values}) WHERE true
-                 ON CONFLICT (issue_id, key, value) DO UPDATE SET
-                     count = count + excluded.count,
-                     first_seen = MIN(first_seen, excluded.first_seen),
-                     last_seen = MAX(last_seen, excluded.last_seen)"
-            )
-        },
-        |query, t| {
-            query
-                .bind(t.0)
-                .bind(t.1)
-                .bind(t.2)
-                .bind(t.3)
-                .bind(t.4)
-                .bind(t.5)
-        },
-    )
-    .await?;
     // Users new to their issue count; those it already had are found in one query.
     let users: Vec<(i64, &str)> = users.into_iter().collect();
     let known: Vec<(i64, String)> = json_rows(
@@ -487,6 +581,7 @@ pub(super) async fn write_envelopes(
             .execute(&mut *conn)
             .await?;
     }
+    summary.tags = tags;
     Ok(summary)
 }
 
@@ -826,6 +921,138 @@ mod tests {
             payloads,
             [3, 2, 1].map(|n| Some(serde_json::json!({ "n": n })))
         );
+    }
+
+    /// (key, value, count, first seen, last seen) of every tag summary row of the issue.
+    async fn tags_of(store: &SqliteStore, hash: &str) -> Vec<(String, String, u64, f64, f64)> {
+        let issue = issue_of(store, hash).await;
+        let mut tags: Vec<_> = store
+            .issue_tags(issue.id, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.key, t.value, t.count, t.first_seen, t.last_seen))
+            .collect();
+        tags.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        tags
+    }
+
+    fn row(
+        key: &str,
+        value: &str,
+        count: u64,
+        first: f64,
+        last: f64,
+    ) -> (String, String, u64, f64, f64) {
+        (key.to_owned(), value.to_owned(), count, first, last)
+    }
+
+    /// In a busy spell the tag summaries are kept back from the commit and written by the
+    /// settle that ends it, adding up to what commit-by-commit writes give.
+    #[tokio::test]
+    async fn tag_summaries_kept_back_in_a_busy_spell_are_written_when_it_settles() {
+        let dir = TempDir::new().unwrap();
+        let store = store(&dir).await;
+        store
+            .write(&[envelope(vec![record(
+                1,
+                "a",
+                1_000.0,
+                None,
+                Some("r1"),
+                None,
+            )])])
+            .await
+            .unwrap();
+        let before = tags_of(&store, "a").await;
+        assert_eq!(
+            before,
+            [
+                row("release", "r1", 1, 1_000.0, 1_000.0),
+                row("worker", "w1", 1, 1_000.0, 1_000.0)
+            ]
+        );
+        for (n, t) in [(2, 1_002.0), (3, 999.0), (4, 1_004.0)] {
+            store
+                .write_with_backlog(
+                    &[envelope(vec![record(n, "a", t, None, Some("r1"), None)])],
+                    true,
+                )
+                .await
+                .unwrap();
+        }
+        // The events and the issue's counts are there at once; the tag rows trail.
+        assert_eq!(issue_of(&store, "a").await.times_seen, 4);
+        assert_eq!(tags_of(&store, "a").await, before);
+        store.settle().await.unwrap();
+        assert_eq!(
+            tags_of(&store, "a").await,
+            [
+                row("release", "r1", 4, 999.0, 1_004.0),
+                row("worker", "w0", 1, 999.0, 999.0),
+                row("worker", "w1", 2, 1_000.0, 1_004.0),
+                row("worker", "w2", 1, 1_002.0, 1_002.0),
+            ]
+        );
+        // Settling again adds nothing; a write without a backlog writes its own at once.
+        store.settle().await.unwrap();
+        store
+            .write_with_backlog(
+                &[envelope(vec![record(5, "a", 1_005.0, None, None, None)])],
+                false,
+            )
+            .await
+            .unwrap();
+        let tags = tags_of(&store, "a").await;
+        assert_eq!(tags[1], row("worker", "w0", 1, 999.0, 999.0));
+        assert_eq!(tags[3], row("worker", "w2", 2, 1_002.0, 1_005.0));
+    }
+
+    /// A collector that stops with tag summaries kept back loses none of them: the store
+    /// counts them from the stored events when it opens again, once.
+    #[tokio::test]
+    async fn tag_summaries_kept_back_at_a_stop_are_counted_on_the_next_open() {
+        let dir = TempDir::new().unwrap();
+        let store = store(&dir).await;
+        for (n, hash) in [(1, "a"), (2, "a"), (3, "b")] {
+            store
+                .write_with_backlog(
+                    &[envelope(vec![record(
+                        n,
+                        hash,
+                        1_000.0 + n as f64,
+                        None,
+                        None,
+                        Some("prod"),
+                    )])],
+                    true,
+                )
+                .await
+                .unwrap();
+        }
+        assert_eq!(tags_of(&store, "a").await, []);
+        store.close().await;
+        drop(store);
+
+        for _ in 0..2 {
+            let store = self::store(&dir).await;
+            assert_eq!(
+                tags_of(&store, "a").await,
+                [
+                    row("environment", "prod", 2, 1_001.0, 1_002.0),
+                    row("worker", "w1", 1, 1_001.0, 1_001.0),
+                    row("worker", "w2", 1, 1_002.0, 1_002.0),
+                ]
+            );
+            assert_eq!(
+                tags_of(&store, "b").await,
+                [
+                    row("environment", "prod", 1, 1_003.0, 1_003.0),
+                    row("worker", "w0", 1, 1_003.0, 1_003.0),
+                ]
+            );
+            store.close().await;
+        }
     }
 
     /// A connection of its own to the store's file, for rows no writer of this version
