@@ -163,14 +163,14 @@ pub(super) struct EnvelopeSummary {
 pub(super) struct TagCounts(HashMap<(i64, String, String), (i64, f64, f64)>);
 
 impl TagCounts {
-    fn add(&mut self, issue_id: i64, key: &str, value: &str, count: i64, first: f64, last: f64) {
-        let entry = self
-            .0
-            .entry((issue_id, key.to_owned(), value.to_owned()))
-            .or_insert((0, first, last));
-        entry.0 += count;
-        entry.1 = entry.1.min(first);
-        entry.2 = entry.2.max(last);
+    /// Counts one event's `key: value` on its issue.
+    fn add(&mut self, issue_id: i64, key: &str, value: &str, timestamp: f64) {
+        self.count(
+            (issue_id, key.to_owned(), value.to_owned()),
+            1,
+            timestamp,
+            timestamp,
+        );
     }
 
     /// Adds every row of `other`.
@@ -179,15 +179,16 @@ impl TagCounts {
             self.0 = other.0;
             return;
         }
-        for ((issue_id, key, value), (count, first, last)) in other.0 {
-            let entry = self
-                .0
-                .entry((issue_id, key, value))
-                .or_insert((0, first, last));
-            entry.0 += count;
-            entry.1 = entry.1.min(first);
-            entry.2 = entry.2.max(last);
+        for (row, (events, first, last)) in other.0 {
+            self.count(row, events, first, last);
         }
+    }
+
+    fn count(&mut self, row: (i64, String, String), events: i64, first: f64, last: f64) {
+        let entry = self.0.entry(row).or_insert((0, first, last));
+        entry.0 += events;
+        entry.1 = entry.1.min(first);
+        entry.2 = entry.2.max(last);
     }
 
     /// Distinct rows held.
@@ -198,6 +199,20 @@ impl TagCounts {
     pub(super) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// How a tag row to add meets the one already there.
+const ADD_TO_TAG_ROWS: &str = "ON CONFLICT (issue_id, key, value) DO UPDATE SET
+    count = count + excluded.count,
+    first_seen = MIN(first_seen, excluded.first_seen),
+    last_seen = MAX(last_seen, excluded.last_seen)";
+
+/// Records that `issue_tags` counts every event stored so far (migration 0012).
+async fn mark_tags_counted(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE tag_fold SET through_event = (SELECT COALESCE(MAX(id), 0) FROM events)")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Adds `tags` to `issue_tags` and records that the summaries count every event stored so
@@ -230,10 +245,7 @@ pub(super) async fn write_tags(
                 "INSERT INTO issue_tags (issue_id, key, value, count, first_seen, last_seen)
                  SELECT * FROM (VALUES {values})
                  WHERE EXISTS (SELECT 1 FROM issues WHERE id = column1)
-                 ON CONFLICT (issue_id, key, value) DO UPDATE SET
-                     count = count + excluded.count,
-                     first_seen = MIN(first_seen, excluded.first_seen),
-                     last_seen = MAX(last_seen, excluded.last_seen)"
+                 {ADD_TO_TAG_ROWS}"
             )
         },
         |query, t| {
@@ -247,9 +259,7 @@ pub(super) async fn write_tags(
         },
     )
     .await?;
-    sqlx::query("UPDATE tag_fold SET through_event = (SELECT COALESCE(MAX(id), 0) FROM events)")
-        .execute(&mut *conn)
-        .await?;
+    mark_tags_counted(conn).await?;
     Ok(())
 }
 
@@ -265,23 +275,18 @@ pub(super) async fn recount_tags(conn: &mut SqliteConnection) -> Result<u64, sql
     if events == 0 {
         return Ok(0);
     }
-    sqlx::query(
+    sqlx::query(&format!(
         "INSERT INTO issue_tags (issue_id, key, value, count, first_seen, last_seen)
          SELECT e.issue_id, t.value ->> 0, t.value ->> 1, COUNT(*), MIN(e.timestamp),
                 MAX(e.timestamp)
          FROM events AS e, json_each(e.tags) AS t
          WHERE e.id > (SELECT through_event FROM tag_fold)
          GROUP BY 1, 2, 3
-         ON CONFLICT (issue_id, key, value) DO UPDATE SET
-             count = count + excluded.count,
-             first_seen = MIN(first_seen, excluded.first_seen),
-             last_seen = MAX(last_seen, excluded.last_seen)",
-    )
+         {ADD_TO_TAG_ROWS}"
+    ))
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE tag_fold SET through_event = (SELECT COALESCE(MAX(id), 0) FROM events)")
-        .execute(&mut *conn)
-        .await?;
+    mark_tags_counted(conn).await?;
     Ok(to_u64(events))
 }
 
@@ -487,7 +492,7 @@ pub(super) async fn write_envelopes(
             .or_insert_with(|| IssueCounts::new(event.timestamp))
             .add(event);
         for (key, value) in &event.tags {
-            tags.add(issue_id, key, value, 1, event.timestamp, event.timestamp);
+            tags.add(issue_id, key, value, event.timestamp);
         }
         if let Some(user) = &event.user {
             users.insert((issue_id, user.as_str()));
