@@ -312,8 +312,22 @@ async fn batches_arrive_with_exact_counts() {
     ]);
     assert_eq!(collector.counts(), expected);
 
+    // Each closed window travels once, whole: every second's windows are in exactly one
+    // batch. Two windows usually mean two batches, but a flush that runs late on a busy
+    // machine may carry both closed windows in one, which is right too.
     let batches = collector.batches();
-    assert_eq!(batches.len(), 2, "one batch per closed window");
+    for second in [b1.second, b4.second] {
+        let carrying = batches
+            .iter()
+            .filter(|b| b.windows.iter().any(|w| w.start == second))
+            .count();
+        assert_eq!(carrying, 1, "second {second} in {carrying} batches");
+    }
+    assert!(
+        (1..=2).contains(&batches.len()),
+        "{} batches",
+        batches.len()
+    );
     for batch in &batches {
         assert_eq!(batch.validate(), Ok(()));
         assert_eq!(batch.dropped_windows, 0);
@@ -344,7 +358,7 @@ async fn batches_arrive_with_exact_counts() {
             windows_dropped: 0,
             windows_queued: 0,
             // Plus any windowless background batch (heap samples) the agent sent.
-            batches_sent: 2 + collector.background(),
+            batches_sent: batches.len() as u64 + collector.background(),
             send_failures: 0,
             events_sent: 0,
             events_dropped: 0,
