@@ -174,8 +174,10 @@ async fn start_server(
         wait_for(shutdown).await;
         streams.close_streams();
     };
+    // `into_make_service` readies every route once; served as a plain `Router`, axum
+    // readies the whole route table again for each new connection.
     let task = tokio::spawn(
-        axum::serve(listener, router)
+        axum::serve(listener, router.into_make_service())
             .with_graceful_shutdown(stopping)
             .into_future(),
     );
