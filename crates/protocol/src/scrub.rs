@@ -345,21 +345,75 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// Card-number-shaped digit runs: 13–19 digits, optionally grouped by spaces or dashes.
+static CARD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\b(?:\d[ -]?){12,18}\d\b").expect("static regex"));
+
+/// `key=value` credentials in query strings.
+static QUERY_SECRET: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b((?:password|passwd|secret|token|api_key|apikey|access_token|auth)=)[^&\s]+")
+        .expect("static regex")
+});
+
+/// The words [`QUERY_SECRET`] looks for before a `=` (`access_token` ends in `token`).
+const SECRET_WORDS: &[&str] = &[
+    "password", "passwd", "secret", "token", "api_key", "apikey", "auth",
+];
+
+/// Whether [`CARD`] can match `text`: only with 13 ASCII digits, and for ASCII text
+/// (nearly every string of an event) only with a run of 13 digits that has at most one
+/// space or dash between two of them. The count is one fast pass; the run scan follows
+/// only when it passes.
+fn may_hold_card(text: &str) -> bool {
+    if text.bytes().filter(u8::is_ascii_digit).count() < 13 {
+        return false;
+    }
+    if !text.is_ascii() {
+        return true;
+    }
+    let (mut run, mut after_separator) = (0, false);
+    for b in text.bytes() {
+        if b.is_ascii_digit() {
+            run += 1;
+            if run >= 13 {
+                return true;
+            }
+            after_separator = false;
+        } else if matches!(b, b' ' | b'-') && run > 0 && !after_separator {
+            after_separator = true;
+        } else {
+            run = 0;
+            after_separator = false;
+        }
+    }
+    false
+}
+
+/// Whether [`QUERY_SECRET`] can match `text`: only with a `=`, and for ASCII text only
+/// when one of its words (any case) comes right before one (the regex folds case the
+/// Unicode way, so other text goes to it whole).
+fn may_hold_query_secret(text: &str) -> bool {
+    if !text.contains('=') {
+        return false;
+    }
+    if !text.is_ascii() {
+        return true;
+    }
+    let bytes = text.as_bytes();
+    text.match_indices('=').any(|(at, _)| {
+        SECRET_WORDS.iter().any(|word| {
+            at >= word.len() && bytes[at - word.len()..at].eq_ignore_ascii_case(word.as_bytes())
+        })
+    })
+}
+
 /// Replaces credit-card numbers (13–19 digits, optionally grouped by spaces or dashes,
 /// passing the Luhn check) and `key=value` credentials in query strings inside a text.
-/// Returns `None` when nothing changed.
+/// Returns `None` when nothing changed. The regexes run only where a byte scan says they
+/// can match: this runs on every string of every event.
 pub fn scrub_text(text: &str) -> Option<String> {
-    static CARD: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"\b(?:\d[ -]?){12,18}\d\b").expect("static regex"));
-    static QUERY_SECRET: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(
-            r"(?i)\b((?:password|passwd|secret|token|api_key|apikey|access_token|auth)=)[^&\s]+",
-        )
-        .expect("static regex")
-    });
-    let digits = text.bytes().filter(u8::is_ascii_digit).count();
-    let has_card = digits >= 13 && CARD.is_match(text);
-    let has_secret = text.contains('=') && QUERY_SECRET.is_match(text);
+    let has_card = may_hold_card(text) && CARD.is_match(text);
+    let has_secret = may_hold_query_secret(text) && QUERY_SECRET.is_match(text);
     if !has_card && !has_secret {
         return None;
     }
@@ -540,7 +594,40 @@ mod tests {
         })
     }
 
+    /// Texts made of what the scrubbing regexes look for: digit runs, separators, `=`,
+    /// `&`, their words in mixed case (listed here, not taken from [`SECRET_WORDS`], so
+    /// a word missing there is caught), and a little of everything else.
+    fn regex_bait() -> impl Strategy<Value = String> {
+        let words = [
+            "password",
+            "PassWD",
+            "Secret",
+            "TOKEN",
+            "api_key",
+            "ApiKey",
+            "access_token",
+            "auth",
+        ];
+        let piece = prop_oneof![
+            3 => "[0-9]{1,13}",
+            2 => prop::sample::select(vec![" ", "-", "=", "&", "é", "x"]).prop_map(str::to_owned),
+            2 => prop::sample::select(words.to_vec()).prop_map(str::to_owned),
+            2 => prop::sample::select(words.to_vec()).prop_map(|w| format!("{w}=")),
+            1 => "[a-z_?/]{1,3}",
+        ];
+        prop::collection::vec(piece, 0..16).prop_map(|pieces| pieces.concat())
+    }
+
     proptest! {
+        #[test]
+        fn byte_scans_never_skip_a_regex_match(text in regex_bait()) {
+            prop_assert!(may_hold_card(&text) || !CARD.is_match(&text), "{text:?}");
+            prop_assert!(
+                may_hold_query_secret(&text) || !QUERY_SECRET.is_match(&text),
+                "{text:?}"
+            );
+        }
+
         #[test]
         fn text_and_tree_scrubbing_agree(value in json_value(), pretty in any::<bool>()) {
             let text = if pretty {
@@ -555,6 +642,22 @@ mod tests {
         fn text_scrubbing_never_panics(text in ".{0,256}") {
             let _ = scrub_json(&text);
         }
+    }
+
+    #[test]
+    fn byte_scans_pass_what_the_regexes_look_for_and_skip_the_rest() {
+        assert!(may_hold_card("card 4111 1111-1111 1111 here"));
+        assert!(!may_hold_card("line 123, 2024-11-05 10:30:00, id 98765432"));
+        assert!(
+            !may_hold_card("12 34  56 78 90 12 34"),
+            "two separators break a run"
+        );
+        assert!(may_hold_query_secret("/login?user=a&PassWord=hunter2"));
+        assert!(!may_hold_query_secret("x = compute(a, b)"));
+        assert!(!may_hold_query_secret("no equals sign: password token"));
+        // Outside ASCII the regexes fold case and read digits the Unicode way, so only
+        // the rough checks apply.
+        assert!(may_hold_query_secret("paſſword=1"));
     }
 
     #[test]
