@@ -24,17 +24,44 @@ use serde_json::{Value, json};
 /// two cores do not run several of those well side by side.
 static BROWSER_SLOT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A chromedriver process and a Chromium session on a fresh profile; killed on drop.
+/// A chromedriver process and a Chromium session on a fresh profile; both stopped on drop.
 struct Browser {
     client: Client,
     driver: Child,
+    port: u16,
     _profile: tempfile::TempDir,
 }
 
 impl Drop for Browser {
+    /// Asks chromedriver to shut down, which quits its session and so Chromium; killing
+    /// chromedriver alone would leave Chromium running, adopted by init. Kills it if it
+    /// has not exited within a few seconds (a panicking test still gets here).
     fn drop(&mut self) {
+        shut_down_driver(self.port);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.driver.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+    }
+}
+
+/// `GET /shutdown` on chromedriver, blocking (a drop cannot await), bounded by timeouts.
+fn shut_down_driver(port: u16) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let request =
+        format!("GET /shutdown HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_ok() {
+        let _ = stream.read_to_end(&mut Vec::new());
     }
 }
 
@@ -117,6 +144,7 @@ impl Browser {
         Browser {
             client,
             driver,
+            port,
             _profile: profile,
         }
     }
