@@ -5,9 +5,11 @@
 //! only then acks each one. One fsync covers every request in the group.
 //!
 //! The writer runs on a thread of its own (a current-thread runtime): a commit awaits the
-//! SQLite connection's thread several times, and on the shared runtime every one of those
-//! wake-ups queued behind hundreds of ready request tasks (each decoding and parsing a
-//! body), so the single writer spent most of its time waiting to be polled, not writing.
+//! SQLite connection's thread (its `BEGIN`, `COMMIT` and metric writes; an SQLite store
+//! runs the statements of error events on this thread itself), and on the shared runtime
+//! every one of those wake-ups queued behind hundreds of ready request tasks (each
+//! decoding and parsing a body), so the single writer spent most of its time waiting to
+//! be polled, not writing.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;

@@ -195,9 +195,10 @@ impl SqliteStore {
             tx.commit().await.map_err(db)?;
             return Ok(summary);
         }
-        let stored = sqlite_issues::write_envelopes(&mut tx, &envelopes)
-            .await
-            .map_err(db)?;
+        let stored = sqlite_issues::on_this_thread(&mut tx, |conn| {
+            sqlite_issues::write_envelopes(conn, &envelopes)
+        })
+        .await?;
         summary.events = stored.events;
         summary.duplicate_events = stored.duplicates;
         let write_now = !backlog
@@ -208,7 +209,8 @@ impl SqliteStore {
             // the held rows stay held.
             let mut all = deferred.counts.clone();
             all.merge(stored.tags);
-            sqlite_issues::write_tags(&mut tx, &all).await.map_err(db)?;
+            sqlite_issues::on_this_thread(&mut tx, |conn| sqlite_issues::write_tags(conn, &all))
+                .await?;
             tx.commit().await.map_err(db)?;
             *deferred = DeferredTags::default();
         } else {
@@ -623,9 +625,9 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-        sqlite_issues::write_tags(&mut tx, &deferred.counts)
-            .await
-            .map_err(db)?;
+        let counts = &deferred.counts;
+        sqlite_issues::on_this_thread(&mut tx, |conn| sqlite_issues::write_tags(conn, counts))
+            .await?;
         tx.commit().await.map_err(db)?;
         *deferred = DeferredTags::default();
         Ok(())

@@ -2,105 +2,57 @@
 //! user summaries, and the queries the issue API reads.
 //!
 //! The write path is built for tens of thousands of events per second through one
-//! connection: a commit's events are aggregated in memory first (one issue row per
-//! distinct issue, one tag row per distinct issue × key × value) and each small-row
-//! table is written by one statement that reads all its rows from one JSON parameter
-//! (`json_each`); events, whose payloads are large, are bound as parameters of multi-row
-//! inserts. Lookups return all their rows as one JSON value: sqlx hands each result row
-//! from the connection's thread to this task separately, and on a loaded machine every
-//! hand-off waits for a core. So a commit is a fixed handful of round trips.
+//! connection. A commit's events are aggregated in memory first (one issue row per
+//! distinct issue, one tag row per distinct issue × key × value), then written row by row
+//! through prepared single-row statements, synchronously, on the writer's own thread: the
+//! commit borrows the SQLite handle of its sqlx connection ([`on_this_thread`]) instead
+//! of sending each statement to the connection's thread and waiting for a core to run
+//! it there. Row by row, each statement says what it did: an issue upsert returns its id,
+//! an event insert whose `event_id` is already stored changes nothing (a duplicate, never
+//! counted), a user insert that changes nothing is a user the issue already had.
 //! Counting (times seen, first/last seen, users, regression) is done here too, once per
 //! issue and commit (`0006_issue_counts_per_commit.sql` dropped the per-row triggers),
-//! on the rows actually inserted: a duplicate `event_id` is skipped by
-//! `ON CONFLICT DO NOTHING`, not returned by its RETURNING, and so never counts.
+//! on the rows actually inserted.
 
 use std::collections::{HashMap, HashSet};
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use rusqlite::params;
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqliteRow};
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use super::issues::{
     Cursor, EnvelopeIngest, EventRecord, Issue, IssueFilter, IssueStatus, ItemCount, StoredEvent,
     StoredPayload, TagValue,
 };
-use super::meta_rows::{ISSUE_COLUMNS, issue, like_pattern, sort_column};
+use super::meta_rows::{ISSUE_COLUMNS, db, issue, like_pattern, sort_column};
 use super::{to_i64, to_u64};
+use crate::Error;
 use crate::time::utc_day;
 
-/// Runs `sql` once with all of `rows` as one JSON array in `?1`, which the statement
-/// reads back with `json_each`: one statement and one round trip to the connection's
-/// thread, whatever the number of rows. For rows of a few short values (item counts,
-/// user pairs); wide or large rows go through [`execute_values`].
-async fn insert_rows<R: Serialize>(
+/// Runs `write` on `conn`'s SQLite handle, on this thread, inside whatever transaction
+/// `conn` has open: a group commit's statements without a hand-off to the connection's
+/// own thread for each. sqlx's thread waits on the handle's lock meanwhile.
+#[allow(unsafe_code)]
+pub(super) async fn on_this_thread<T>(
     conn: &mut SqliteConnection,
-    sql: &str,
-    rows: &[R],
-) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(sql)
-        .bind(to_json(rows)?)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    write: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+) -> Result<T, Error> {
+    let mut handle = conn.lock_handle().await.map_err(db)?;
+    // SAFETY: the handle is a live connection that sqlx keeps open for as long as `conn`
+    // is borrowed, and `handle` holds its lock (sqlx's thread cannot use it) until after
+    // `borrowed` is dropped below. `from_handle` borrows: dropping it finalizes the
+    // statements it prepared and leaves the connection open.
+    let borrowed = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }
+        .map_err(store_error)?;
+    let written = write(&borrowed);
+    drop(borrowed);
+    drop(handle);
+    written.map_err(store_error)
 }
 
-fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, sqlx::Error> {
-    serde_json::to_string(value).map_err(|e| sqlx::Error::Encode(Box::new(e)))
-}
-
-/// Runs `sql`, a query of one row and one column holding a JSON array (built by
-/// `json_group_array`), with `param` in `?1`, and reads the array: many rows in one
-/// hand-off from the connection's thread instead of one each.
-async fn json_rows<T: DeserializeOwned>(
-    conn: &mut SqliteConnection,
-    sql: &str,
-    param: String,
-) -> Result<Vec<T>, sqlx::Error> {
-    let (json,): (String,) = sqlx::query_as(sql)
-        .bind(param)
-        .fetch_one(&mut *conn)
-        .await?;
-    serde_json::from_str(&json).map_err(|e| sqlx::Error::Decode(Box::new(e)))
-}
-
-/// Most parameters one statement binds (SQLite allows 32,766). Statements of full chunks
-/// are prepared once and cached; a commit's last, shorter chunk is prepared for itself.
-const MAX_PARAMS: usize = 4_096;
-
-type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
-
-/// `(?, …), (?, …)`: `rows` rows of `columns` parameters.
-fn placeholders(rows: usize, columns: usize) -> String {
-    let row = format!("({})", vec!["?"; columns].join(", "));
-    vec![row; rows].join(", ")
-}
-
-/// Runs `sql(placeholders)` once per chunk of `rows`, `bind` adding one row's `columns`
-/// parameters. Rows travel as bound values: through a `json_each` parameter, SQLite
-/// parsed, re-rendered and unescaped every value, which cost more than the writes (a
-/// ~2 KB event payload most of all).
-async fn execute_values<R>(
-    conn: &mut SqliteConnection,
-    rows: &[R],
-    columns: usize,
-    sql: impl Fn(&str) -> String,
-    bind: impl for<'s> Fn(SqliteQuery<'s>, &'s R) -> SqliteQuery<'s>,
-) -> Result<(), sqlx::Error> {
-    let per_statement = (MAX_PARAMS / columns).max(1);
-    for chunk in rows.chunks(per_statement) {
-        let sql = sql(&placeholders(chunk.len(), columns));
-        let mut query = sqlx::query(&sql).persistent(chunk.len() == per_statement);
-        for row in chunk {
-            query = bind(query, row);
-        }
-        query.execute(&mut *conn).await?;
-    }
-    Ok(())
+fn store_error(e: rusqlite::Error) -> Error {
+    Error::Store(std::sync::Arc::new(e))
 }
 
 /// One issue touched by a commit: its newest event describes it.
@@ -208,58 +160,22 @@ const ADD_TO_TAG_ROWS: &str = "ON CONFLICT (issue_id, key, value) DO UPDATE SET
     last_seen = MAX(last_seen, excluded.last_seen)";
 
 /// Records that `issue_tags` counts every event stored so far (migration 0012).
-async fn mark_tags_counted(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE tag_fold SET through_event = (SELECT COALESCE(MAX(id), 0) FROM events)")
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
+const MARK_TAGS_COUNTED: &str =
+    "UPDATE tag_fold SET through_event = (SELECT COALESCE(MAX(id), 0) FROM events)";
 
 /// Adds `tags` to `issue_tags` and records that the summaries count every event stored so
-/// far (`tag_fold`, migration 0012), inside the caller's transaction. Rows of issues
-/// deleted meanwhile are skipped.
-pub(super) async fn write_tags(
-    conn: &mut SqliteConnection,
-    tags: &TagCounts,
-) -> Result<(), sqlx::Error> {
-    let rows: Vec<_> = tags
-        .0
-        .iter()
-        .map(|((issue_id, key, value), (count, first, last))| {
-            (
-                *issue_id,
-                key.as_str(),
-                value.as_str(),
-                *count,
-                *first,
-                *last,
-            )
-        })
-        .collect();
-    execute_values(
-        conn,
-        &rows,
-        6,
-        |values| {
-            format!(
-                "INSERT INTO issue_tags (issue_id, key, value, count, first_seen, last_seen)
-                 SELECT * FROM (VALUES {values})
-                 WHERE EXISTS (SELECT 1 FROM issues WHERE id = column1)
-                 {ADD_TO_TAG_ROWS}"
-            )
-        },
-        |query, t| {
-            query
-                .bind(t.0)
-                .bind(t.1)
-                .bind(t.2)
-                .bind(t.3)
-                .bind(t.4)
-                .bind(t.5)
-        },
-    )
-    .await?;
-    mark_tags_counted(conn).await?;
+/// far (`tag_fold`, migration 0012), inside the caller's transaction ([`on_this_thread`]).
+/// Rows of issues deleted meanwhile are skipped.
+pub(super) fn write_tags(conn: &rusqlite::Connection, tags: &TagCounts) -> rusqlite::Result<()> {
+    let mut insert = conn.prepare(&format!(
+        "INSERT INTO issue_tags (issue_id, key, value, count, first_seen, last_seen)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM issues WHERE id = ?1)
+         {ADD_TO_TAG_ROWS}"
+    ))?;
+    for ((issue_id, key, value), (count, first, last)) in &tags.0 {
+        insert.execute(params![issue_id, key, value, count, first, last])?;
+    }
+    conn.execute(MARK_TAGS_COUNTED, [])?;
     Ok(())
 }
 
@@ -286,20 +202,21 @@ pub(super) async fn recount_tags(conn: &mut SqliteConnection) -> Result<u64, sql
     ))
     .execute(&mut *conn)
     .await?;
-    mark_tags_counted(conn).await?;
+    sqlx::query(MARK_TAGS_COUNTED).execute(&mut *conn).await?;
     Ok(to_u64(events))
 }
 
-/// Writes every envelope of a group commit inside the caller's transaction.
-pub(super) async fn write_envelopes(
-    conn: &mut SqliteConnection,
+/// Writes every envelope of a group commit inside the caller's transaction
+/// ([`on_this_thread`]).
+pub(super) fn write_envelopes(
+    conn: &rusqlite::Connection,
     envelopes: &[&EnvelopeIngest],
-) -> Result<EnvelopeSummary, sqlx::Error> {
+) -> rusqlite::Result<EnvelopeSummary> {
     let mut summary = EnvelopeSummary::default();
-    write_item_counts(conn, envelopes).await?;
+    write_item_counts(conn, envelopes)?;
 
-    // Events in commit order, duplicates within the commit dropped here (the store
-    // drops those of earlier commits).
+    // Events in commit order, duplicates within the commit dropped here (the insert
+    // skips those of earlier commits).
     let mut seen = HashSet::new();
     let mut events: Vec<(i64, f64, &EventRecord)> = Vec::new();
     for envelope in envelopes {
@@ -338,263 +255,151 @@ pub(super) async fn write_envelopes(
             }
         }
     }
-    let drafts: Vec<_> = drafts
-        .iter()
-        .map(|d| {
-            let e = d.newest;
-            (
+    // `first_seen` and `last_seen` both start at the oldest event; the count update
+    // below moves `last_seen` on. Issues created here start at zero events.
+    let mut upsert = conn.prepare(
+        "INSERT INTO issues (project_id, hash, title, culprit, level, platform, first_seen,
+                             grouped_by, grouping_values, substatus, last_seen)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'new', ?7)
+         ON CONFLICT (project_id, hash) DO UPDATE SET
+             title = excluded.title,
+             culprit = excluded.culprit,
+             level = excluded.level,
+             platform = excluded.platform,
+             grouped_by = excluded.grouped_by,
+             grouping_values = excluded.grouping_values
+         RETURNING id, times_seen",
+    )?;
+    let mut issue_ids: HashMap<(i64, &str), i64> = HashMap::with_capacity(drafts.len());
+    let mut created: HashSet<i64> = HashSet::new();
+    for d in &drafts {
+        let e = d.newest;
+        let (id, times_seen): (i64, i64) = upsert.query_row(
+            params![
                 d.project_id,
-                e.hash.as_str(),
-                e.title.as_str(),
-                e.culprit.as_str(),
+                e.hash,
+                e.title,
+                e.culprit,
                 e.level,
-                e.platform.as_str(),
+                e.platform,
                 d.oldest_timestamp,
                 e.grouped_by,
-                e.grouping_values.as_str(),
-            )
-        })
-        .collect();
-    execute_values(
-        conn,
-        &drafts,
-        9,
-        |values| {
-            // `first_seen` and `last_seen` both start at the oldest event; the update below
-            // moves `last_seen` on.
-            format!(
-                "INSERT INTO issues (project_id, hash, title, culprit, level, platform,
-                                     first_seen, grouped_by, grouping_values, substatus,
-                                     last_seen)
-                 SELECT *, 'new', column7 FROM (VALUES {values}) WHERE true
-                 ON CONFLICT (project_id, hash) DO UPDATE SET
-                     title = excluded.title,
-                     culprit = excluded.culprit,
-                     level = excluded.level,
-                     platform = excluded.platform,
-                     grouped_by = excluded.grouped_by,
-                     grouping_values = excluded.grouping_values"
-            )
-        },
-        |query, d| {
-            query
-                .bind(d.0)
-                .bind(d.1)
-                .bind(d.2)
-                .bind(d.3)
-                .bind(d.4)
-                .bind(d.5)
-                .bind(d.6)
-                .bind(d.7)
-                .bind(d.8)
-        },
-    )
-    .await?;
-    let keys: Vec<(i64, &str)> = drafts.iter().map(|d| (d.0, d.1)).collect();
-    let rows: Vec<(i64, i64, String, i64)> = json_rows(
-        conn,
-        "SELECT json_group_array(json_array(i.id, i.project_id, i.hash, i.times_seen))
-         FROM json_each(?1) AS d
-         JOIN issues AS i ON i.project_id = d.value ->> 0 AND i.hash = d.value ->> 1",
-        to_json(&keys)?,
-    )
-    .await?;
-    let mut issue_ids: HashMap<(i64, &str), i64> = HashMap::with_capacity(rows.len());
-    // Issues created by this commit start at zero events; the update below counts them.
-    let mut created: HashSet<i64> = HashSet::new();
-    for (id, project_id, hash, times_seen) in &rows {
-        issue_ids.insert((*project_id, hash.as_str()), *id);
-        if *times_seen == 0 {
-            created.insert(*id);
+                e.grouping_values,
+            ],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        issue_ids.insert((d.project_id, e.hash.as_str()), id);
+        if times_seen == 0 {
+            created.insert(id);
         }
     }
-    let with_issue: Vec<(i64, f64, &EventRecord, i64)> = events
-        .iter()
-        .map(|&(project_id, received, event)| {
-            issue_ids
-                .get(&(project_id, event.hash.as_str()))
-                .map(|&issue_id| (project_id, received, event, issue_id))
-                .ok_or_else(|| sqlx::Error::Protocol("issue upsert returned no id".into()))
-        })
-        .collect::<Result<_, _>>()?;
 
-    // Events already stored (by an earlier commit) are duplicates: found in one query,
-    // never sent again. Every other event of the commit is new, so the insert needs no
-    // RETURNING (whose rows each cost a hand-off between this task and the connection's
-    // thread).
-    let ids: Vec<(i64, &str)> = with_issue
-        .iter()
-        .map(|&(project_id, _, e, _)| (project_id, e.event_id.as_str()))
-        .collect();
-    let existing: Vec<(i64, String)> = json_rows(
-        conn,
-        "SELECT json_group_array(json_array(d.value ->> 0, d.value ->> 1))
-         FROM json_each(?1) AS d
-         WHERE EXISTS (SELECT 1 FROM events AS e
-                       WHERE e.project_id = d.value ->> 0 AND e.event_id = d.value ->> 1)",
-        to_json(&ids)?,
-    )
-    .await?;
-    let existing: HashSet<(i64, &str)> = existing
-        .iter()
-        .map(|(project_id, id)| (*project_id, id.as_str()))
-        .collect();
-    let new_events: Vec<_> = with_issue
-        .iter()
-        .filter(|(project_id, _, e, _)| !existing.contains(&(*project_id, e.event_id.as_str())))
-        .collect();
+    // Every event not already stored is inserted; one whose `event_id` is (an earlier
+    // commit's) changes nothing and counts as a duplicate.
+    let mut insert = conn.prepare(
+        "INSERT INTO events (project_id, event_id, issue_id, timestamp, received, level,
+                             title, culprit, platform, environment, release, user, hash,
+                             grouped_by, tags, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+         ON CONFLICT (project_id, event_id) DO NOTHING",
+    )?;
+    let mut new_events: Vec<(&EventRecord, i64)> = Vec::with_capacity(events.len());
+    for &(project_id, received, e) in &events {
+        let issue_id = *issue_ids
+            .get(&(project_id, e.hash.as_str()))
+            .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+        let inserted = insert.execute(params![
+            project_id,
+            e.event_id,
+            issue_id,
+            e.timestamp,
+            received,
+            e.level,
+            e.title,
+            e.culprit,
+            e.platform,
+            e.environment,
+            e.release,
+            e.user,
+            e.hash,
+            e.grouped_by,
+            e.tags_json,
+            e.payload.0,
+        ])?;
+        if inserted == 1 {
+            new_events.push((e, issue_id));
+        } else {
+            summary.duplicates += 1;
+        }
+    }
     summary.events = new_events.len() as u64;
-    summary.duplicates += existing.len() as u64;
-
-    execute_values(
-        conn,
-        &new_events,
-        16,
-        |values| {
-            format!(
-                "INSERT INTO events (project_id, event_id, issue_id, timestamp, received, level,
-                                     title, culprit, platform, environment, release, user,
-                                     hash, grouped_by, tags, payload)
-                 VALUES {values}
-                 ON CONFLICT (project_id, event_id) DO NOTHING"
-            )
-        },
-        |query, &&(project_id, received, e, issue_id)| {
-            query
-                .bind(project_id)
-                .bind(e.event_id.as_str())
-                .bind(issue_id)
-                .bind(e.timestamp)
-                .bind(received)
-                .bind(e.level)
-                .bind(e.title.as_str())
-                .bind(e.culprit.as_str())
-                .bind(e.platform.as_str())
-                .bind(e.environment.as_deref())
-                .bind(e.release.as_deref())
-                .bind(e.user.as_deref())
-                .bind(e.hash.as_str())
-                .bind(e.grouped_by)
-                .bind(e.tags_json.as_str())
-                .bind(e.payload.0.as_slice())
-        },
-    )
-    .await?;
 
     // Counts, tag and user summaries of the events actually inserted, one entry per
-    // issue (or issue × tag) however many events it had in this commit.
+    // issue (or issue × tag) however many events it had in this commit. A user insert
+    // that changes nothing is a user the issue already had.
+    let mut add_user = conn.prepare(
+        "INSERT INTO issue_users (issue_id, user) VALUES (?1, ?2)
+         ON CONFLICT (issue_id, user) DO NOTHING",
+    )?;
     let mut counts: HashMap<i64, IssueCounts<'_>> = HashMap::new();
     let mut tags = TagCounts::default();
-    let mut users: HashSet<(i64, &str)> = HashSet::new();
-    for &&(_, _, event, issue_id) in &new_events {
-        counts
+    for &(event, issue_id) in &new_events {
+        let c = counts
             .entry(issue_id)
-            .or_insert_with(|| IssueCounts::new(event.timestamp))
-            .add(event);
+            .or_insert_with(|| IssueCounts::new(event.timestamp));
+        c.add(event);
         for (key, value) in &event.tags {
             tags.add(issue_id, key, value, event.timestamp);
         }
-        if let Some(user) = &event.user {
-            users.insert((issue_id, user.as_str()));
-        }
-    }
-    // Users new to their issue count; those it already had are found in one query.
-    let users: Vec<(i64, &str)> = users.into_iter().collect();
-    let known: Vec<(i64, String)> = json_rows(
-        conn,
-        "SELECT json_group_array(json_array(u.issue_id, u.user))
-         FROM json_each(?1) AS d
-         JOIN issue_users AS u ON u.issue_id = d.value ->> 0 AND u.user = d.value ->> 1",
-        to_json(&users)?,
-    )
-    .await?;
-    let known: HashSet<(i64, &str)> = known.iter().map(|(i, u)| (*i, u.as_str())).collect();
-    let new_users: Vec<(i64, &str)> = users
-        .into_iter()
-        .filter(|pair| !known.contains(pair))
-        .collect();
-    for (issue_id, _) in &new_users {
-        if let Some(c) = counts.get_mut(issue_id) {
+        if let Some(user) = &event.user
+            && add_user.execute(params![issue_id, user])? == 1
+        {
             c.new_users += 1;
         }
     }
-    insert_rows(
-        conn,
-        "INSERT INTO issue_users (issue_id, user)
-         SELECT value ->> 0, value ->> 1 FROM json_each(?1) WHERE true
-         ON CONFLICT (issue_id, user) DO NOTHING",
-        &new_users,
-    )
-    .await?;
-    let updates: Vec<_> = counts
-        .iter()
-        .map(|(&issue_id, c)| {
-            (
-                issue_id,
-                c.events,
-                c.first_seen,
-                c.last_seen,
-                c.release,
-                c.environment,
-                c.new_users,
-            )
-        })
-        .collect();
     // One update per issue and commit. SET expressions all read the row as it was, so
     // the status CASEs see the status before this update, as the trigger's did.
-    execute_values(
-        conn,
-        &updates,
-        7,
-        |values| {
-            format!(
-                "UPDATE issues SET
-                     times_seen       = times_seen + c.column2,
-                     first_seen       = MIN(first_seen, c.column3),
-                     last_seen        = MAX(last_seen, c.column4),
-                     last_release     = COALESCE(c.column5, last_release),
-                     last_environment = COALESCE(c.column6, last_environment),
-                     user_count       = user_count + c.column7,
-                     substatus        = CASE WHEN status = 'resolved' THEN 'regressed'
-                                             ELSE substatus END,
-                     resolved_at      = CASE WHEN status = 'resolved' THEN NULL
-                                             ELSE resolved_at END,
-                     status           = CASE WHEN status = 'resolved' THEN 'unresolved'
-                                             ELSE status END
-                 FROM (VALUES {values}) AS c
-                 WHERE issues.id = c.column1"
-            )
-        },
-        |query, u| {
-            query
-                .bind(u.0)
-                .bind(u.1)
-                .bind(u.2)
-                .bind(u.3)
-                .bind(u.4)
-                .bind(u.5)
-                .bind(u.6)
-        },
-    )
-    .await?;
+    let mut update = conn.prepare(
+        "UPDATE issues SET
+             times_seen       = times_seen + ?2,
+             first_seen       = MIN(first_seen, ?3),
+             last_seen        = MAX(last_seen, ?4),
+             last_release     = COALESCE(?5, last_release),
+             last_environment = COALESCE(?6, last_environment),
+             user_count       = user_count + ?7,
+             substatus        = CASE WHEN status = 'resolved' THEN 'regressed'
+                                     ELSE substatus END,
+             resolved_at      = CASE WHEN status = 'resolved' THEN NULL ELSE resolved_at END,
+             status           = CASE WHEN status = 'resolved' THEN 'unresolved'
+                                     ELSE status END
+         WHERE id = ?1",
+    )?;
+    for (issue_id, c) in &counts {
+        update.execute(params![
+            issue_id,
+            c.events,
+            c.first_seen,
+            c.last_seen,
+            c.release,
+            c.environment,
+            c.new_users,
+        ])?;
+    }
 
     // An issue created for events that all turned out to be duplicates (same event_id,
     // different content) has no event: it must not appear.
     for id in created.iter().filter(|id| !counts.contains_key(id)) {
-        sqlx::query("DELETE FROM issues WHERE id = ?1 AND times_seen = 0")
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
+        conn.execute("DELETE FROM issues WHERE id = ?1 AND times_seen = 0", [id])?;
     }
     summary.tags = tags;
     Ok(summary)
 }
 
 /// Adds every envelope's item counts to the per-day table.
-async fn write_item_counts(
-    conn: &mut SqliteConnection,
+fn write_item_counts(
+    conn: &rusqlite::Connection,
     envelopes: &[&EnvelopeIngest],
-) -> Result<(), sqlx::Error> {
+) -> rusqlite::Result<()> {
     let mut counts: HashMap<(i64, String, &str), i64> = HashMap::new();
     for envelope in envelopes {
         let day = utc_day(envelope.received_at);
@@ -604,19 +409,14 @@ async fn write_item_counts(
                 .or_default() += to_i64(n);
         }
     }
-    let counts: Vec<_> = counts
-        .iter()
-        .map(|((project_id, day, item_type), n)| (project_id, day.as_str(), item_type, n))
-        .collect();
-    insert_rows(
-        conn,
-        "INSERT INTO item_counts (project_id, day, item_type, count)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?1) WHERE true
+    let mut upsert = conn.prepare(
+        "INSERT INTO item_counts (project_id, day, item_type, count) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (project_id, day, item_type) DO UPDATE SET
              count = MIN(count + excluded.count, 9223372036854775807)",
-        &counts,
-    )
-    .await?;
+    )?;
+    for ((project_id, day, item_type), n) in &counts {
+        upsert.execute(params![project_id, day, item_type, n])?;
+    }
     Ok(())
 }
 
