@@ -203,3 +203,41 @@ fn refuses_half_a_scale_out_store() {
         "{stderr}"
     );
 }
+
+/// A thread's nice value, from `/proc/<pid>/task/<tid>/stat` (field 19).
+fn nice_of(task: &std::path::Path) -> i64 {
+    let stat = std::fs::read_to_string(task.join("stat")).expect("task stat");
+    let after_name = &stat[stat.rfind(')').expect("stat has a name") + 1..];
+    after_name
+        .split_whitespace()
+        .nth(16)
+        .and_then(|n| n.parse().ok())
+        .expect("nice field")
+}
+
+#[test]
+fn request_threads_yield_to_the_ingest_writer() {
+    let server = Sightline::start("serve", &[], "dashboard:");
+    let pid = server.child.id();
+    let process_nice = nice_of(std::path::Path::new(&format!("/proc/{pid}")));
+    // Every thread but the main one (named after the binary, as the runtime's are).
+    let mut threads: Vec<(String, i64)> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .map(|task| task.expect("task").path())
+        .filter(|task| !task.ends_with(pid.to_string()))
+        .map(|task| {
+            let name = std::fs::read_to_string(task.join("comm")).expect("comm");
+            (name.trim().to_owned(), nice_of(&task))
+        })
+        .collect();
+    threads.sort();
+    let runtime: Vec<_> = threads.iter().filter(|(n, _)| n == "sightline").collect();
+    assert!(!runtime.is_empty(), "{threads:?}");
+    let nicer = (process_nice + 5).min(19);
+    assert!(
+        runtime.iter().all(|(_, nice)| *nice == nicer),
+        "{threads:?}"
+    );
+    let writer = threads.iter().find(|(n, _)| n == "sightline-write");
+    assert_eq!(writer.map(|w| w.1), Some(process_nice), "{threads:?}");
+}

@@ -111,8 +111,9 @@ pub(crate) fn spawn(
     let (tx, rx) = mpsc::channel(capacity);
     let (stop, stop_rx) = oneshot::channel();
     let (done_tx, done) = oneshot::channel();
+    let answers = tokio::runtime::Handle::try_current().ok();
     let writer = async move {
-        run(rx, stop_rx, store, metrics).await;
+        run(rx, stop_rx, store, metrics, answers).await;
         let _ = done_tx.send(());
     };
     // Shared so that, should the thread not start, the future is still here to run on
@@ -146,6 +147,7 @@ async fn run(
     mut stop: oneshot::Receiver<()>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    answers: Option<tokio::runtime::Handle>,
 ) {
     let mut ops = Vec::with_capacity(MAX_OPS_PER_COMMIT);
     let mut stop_pending = true;
@@ -166,7 +168,7 @@ async fn run(
                 if received == 0 {
                     break;
                 }
-                commit(&*store, &metrics, &mut ops, &rx).await;
+                commit(&*store, &metrics, &mut ops, &rx, answers.as_ref()).await;
             }
         }
     }
@@ -179,7 +181,19 @@ async fn run(
 /// ([`Store::write_with_backlog`]); whenever the queue is empty after a commit, the store
 /// settles them before the group is answered, so a client that has all its answers reads
 /// summaries that count all its events.
-async fn commit(store: &dyn Store, metrics: &Metrics, ops: &mut Vec<Op>, rx: &mpsc::Receiver<Op>) {
+///
+/// The answers of a commit that succeeded are sent from a task on `answers` (the shared
+/// runtime the request tasks wait on), which also drops the written batches: from this
+/// thread each answer would wake its request task across threads (the runtime's inject
+/// queue, often a futex wake-up of a worker), hundreds per commit, all on the one serial
+/// path of every write; from a runtime worker those wake-ups go to its own run queue.
+async fn commit(
+    store: &dyn Store,
+    metrics: &Metrics,
+    ops: &mut Vec<Op>,
+    rx: &mpsc::Receiver<Op>,
+    answers: Option<&tokio::runtime::Handle>,
+) {
     let backlog = ops.len() > 1;
     let (ingests, acks): (Vec<Ingest>, Vec<_>) =
         ops.drain(..).map(|op| (op.ingest, op.ack)).unzip();
@@ -197,9 +211,16 @@ async fn commit(store: &dyn Store, metrics: &Metrics, ops: &mut Vec<Op>, rx: &mp
                     );
                 }
             }
-            for ack in acks {
-                // The client may have gone away; its data is stored all the same.
-                let _ = ack.send(Ok(()));
+            let answer = move || {
+                for ack in acks {
+                    // The client may have gone away; its data is stored all the same.
+                    let _ = ack.send(Ok(()));
+                }
+                drop(ingests);
+            };
+            match answers {
+                Some(runtime) => drop(runtime.spawn(async move { answer() })),
+                None => answer(),
             }
         }
         Err(e) => {

@@ -27,7 +27,9 @@ use super::{
 };
 use crate::{Error, TimeRange, query::unix_now};
 
-/// Connections in the pool: the writer task plus a few concurrent query-API readers.
+/// Connections in the shared pool: concurrent query-API readers and the occasional write
+/// outside the ingest path (status changes, switches, retention). The ingest writer has a
+/// connection of its own (`SqliteStore::writer`).
 const MAX_CONNECTIONS: u32 = 4;
 
 /// How long a request waits for a connection or a lock before the store counts as down.
@@ -54,6 +56,10 @@ const TAG_FOLD_VERSION: i64 = 12;
 /// SQLite through a sqlx connection pool.
 pub(crate) struct SqliteStore {
     pool: SqlitePool,
+    /// The group-commit writer's own connection (a pool of one), so its page cache stays
+    /// warm: SQLite drops a connection's whole cache when another one wrote since it last
+    /// read, and the shared pool hands out its idle connections in turn.
+    writer: SqlitePool,
     /// Tier retention: decides which rollup tier a range query reads.
     retention: crate::insight::RetentionConfig,
     /// Tag summaries of committed events not yet in `issue_tags` (migration 0012), held
@@ -121,11 +127,19 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(WAIT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(db)?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(WAIT)
+            // Kept open: its warm cache is the point.
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(options);
         let store = SqliteStore {
             pool,
+            writer,
             retention: crate::insight::RetentionConfig::default(),
             deferred_tags: tokio::sync::Mutex::default(),
         };
@@ -160,7 +174,11 @@ impl SqliteStore {
         let mut deferred = self.deferred_tags.lock().await;
         // IMMEDIATE takes the write lock up front: a deferred transaction that upgrades from
         // read to write can fail with SQLITE_BUSY without waiting out busy_timeout.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         let mut summary = WriteSummary::default();
         let mut envelopes = Vec::new();
         for ingest in batches {
@@ -624,7 +642,11 @@ impl Store for SqliteStore {
         if deferred.counts.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         let counts = &deferred.counts;
         sqlite_issues::on_this_thread(&mut tx, |conn| sqlite_issues::write_tags(conn, counts))
             .await?;
@@ -821,6 +843,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 

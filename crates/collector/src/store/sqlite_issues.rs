@@ -14,7 +14,7 @@
 //! issue and commit (`0006_issue_counts_per_commit.sql` dropped the per-row triggers),
 //! on the rows actually inserted.
 
-use std::collections::{HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
 
 use rusqlite::params;
 use serde_json::Value;
@@ -111,18 +111,53 @@ pub(super) struct EnvelopeSummary {
 }
 
 /// Tag summary rows to add: (issue id, key, value) → (events, first seen, last seen).
+///
+/// Counted on the writer's serial path for every tag of every event, so a row already
+/// held is found by borrowed strings ([`TagRowRef`]) and only a new row allocates.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub(super) struct TagCounts(HashMap<(i64, String, String), (i64, f64, f64)>);
+pub(super) struct TagCounts(HashMap<TagRow, (i64, f64, f64)>);
+
+/// The key of a tag summary row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct TagRow {
+    issue_id: i64,
+    key: String,
+    value: String,
+}
+
+/// A [`TagRow`] by reference: the same fields in the same order, so the same hash.
+#[derive(Hash)]
+struct TagRowRef<'a> {
+    issue_id: i64,
+    key: &'a str,
+    value: &'a str,
+}
+
+impl hashbrown::Equivalent<TagRow> for TagRowRef<'_> {
+    fn equivalent(&self, row: &TagRow) -> bool {
+        self.issue_id == row.issue_id && self.key == row.key && self.value == row.value
+    }
+}
 
 impl TagCounts {
     /// Counts one event's `key: value` on its issue.
     fn add(&mut self, issue_id: i64, key: &str, value: &str, timestamp: f64) {
-        self.count(
-            (issue_id, key.to_owned(), value.to_owned()),
-            1,
-            timestamp,
-            timestamp,
-        );
+        let row = TagRowRef {
+            issue_id,
+            key,
+            value,
+        };
+        match self.0.get_mut(&row) {
+            Some(held) => fold(held, 1, timestamp, timestamp),
+            None => {
+                let row = TagRow {
+                    issue_id,
+                    key: key.to_owned(),
+                    value: value.to_owned(),
+                };
+                self.0.insert(row, (1, timestamp, timestamp));
+            }
+        }
     }
 
     /// Adds every row of `other`.
@@ -132,15 +167,9 @@ impl TagCounts {
             return;
         }
         for (row, (events, first, last)) in other.0 {
-            self.count(row, events, first, last);
+            let held = self.0.entry(row).or_insert((0, first, last));
+            fold(held, events, first, last);
         }
-    }
-
-    fn count(&mut self, row: (i64, String, String), events: i64, first: f64, last: f64) {
-        let entry = self.0.entry(row).or_insert((0, first, last));
-        entry.0 += events;
-        entry.1 = entry.1.min(first);
-        entry.2 = entry.2.max(last);
     }
 
     /// Distinct rows held.
@@ -151,6 +180,13 @@ impl TagCounts {
     pub(super) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// Adds `events` seen between `first` and `last` to a held row.
+fn fold(held: &mut (i64, f64, f64), events: i64, first: f64, last: f64) {
+    held.0 += events;
+    held.1 = held.1.min(first);
+    held.2 = held.2.max(last);
 }
 
 /// How a tag row to add meets the one already there.
@@ -172,8 +208,15 @@ pub(super) fn write_tags(conn: &rusqlite::Connection, tags: &TagCounts) -> rusql
          SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM issues WHERE id = ?1)
          {ADD_TO_TAG_ROWS}"
     ))?;
-    for ((issue_id, key, value), (count, first, last)) in &tags.0 {
-        insert.execute(params![issue_id, key, value, count, first, last])?;
+    for (row, (count, first, last)) in &tags.0 {
+        insert.execute(params![
+            row.issue_id,
+            row.key,
+            row.value,
+            count,
+            first,
+            last
+        ])?;
     }
     conn.execute(MARK_TAGS_COUNTED, [])?;
     Ok(())
@@ -388,7 +431,7 @@ pub(super) fn write_envelopes(
 
     // An issue created for events that all turned out to be duplicates (same event_id,
     // different content) has no event: it must not appear.
-    for id in created.iter().filter(|id| !counts.contains_key(id)) {
+    for id in created.iter().filter(|id| !counts.contains_key(*id)) {
         conn.execute("DELETE FROM issues WHERE id = ?1 AND times_seen = 0", [id])?;
     }
     summary.tags = tags;
@@ -652,6 +695,27 @@ mod tests {
     use super::*;
     use crate::store::conformance::{envelope, record};
     use crate::store::{SqliteStore, Store};
+
+    #[test]
+    fn tag_counts_find_held_rows_by_reference() {
+        let mut tags = TagCounts::default();
+        tags.add(1, "release", "r1", 1_000.0);
+        tags.add(1, "release", "r1", 999.0);
+        tags.add(1, "release", "r2", 1_002.0);
+        tags.add(2, "release", "r1", 1_003.0);
+        let mut more = TagCounts::default();
+        more.add(1, "release", "r1", 1_005.0);
+        tags.merge(more);
+        assert_eq!(tags.len(), 3, "{tags:?}");
+        let row = |issue_id, value: &str| TagRow {
+            issue_id,
+            key: "release".to_owned(),
+            value: value.to_owned(),
+        };
+        assert_eq!(tags.0[&row(1, "r1")], (3, 999.0, 1_005.0));
+        assert_eq!(tags.0[&row(1, "r2")], (1, 1_002.0, 1_002.0));
+        assert_eq!(tags.0[&row(2, "r1")], (1, 1_003.0, 1_003.0));
+    }
 
     async fn store(dir: &TempDir) -> SqliteStore {
         let store = SqliteStore::open(&dir.path().join("test.db"))
