@@ -16,7 +16,7 @@
 
 use hashbrown::{HashMap, HashSet};
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
@@ -298,43 +298,48 @@ pub(super) fn write_envelopes(
             }
         }
     }
-    // `first_seen` and `last_seen` both start at the oldest event; the count update
-    // below moves `last_seen` on. Issues created here start at zero events.
-    let mut upsert = conn.prepare(
+    // Each issue is looked up by its key and created only when new, with no events yet
+    // (`first_seen` and `last_seen` both at the oldest event): the count update below
+    // gives it its events and sets title, culprit and the rest from the commit's newest
+    // event, so an existing issue's row is written once per commit, not twice.
+    let mut find = conn.prepare("SELECT id FROM issues WHERE project_id = ?1 AND hash = ?2")?;
+    let mut create = conn.prepare(
         "INSERT INTO issues (project_id, hash, title, culprit, level, platform, first_seen,
                              grouped_by, grouping_values, substatus, last_seen)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'new', ?7)
-         ON CONFLICT (project_id, hash) DO UPDATE SET
-             title = excluded.title,
-             culprit = excluded.culprit,
-             level = excluded.level,
-             platform = excluded.platform,
-             grouped_by = excluded.grouped_by,
-             grouping_values = excluded.grouping_values
-         RETURNING id, times_seen",
+         RETURNING id",
     )?;
     let mut issue_ids: HashMap<(i64, &str), i64> = HashMap::with_capacity(drafts.len());
+    let mut newest: HashMap<i64, &EventRecord> = HashMap::with_capacity(drafts.len());
     let mut created: HashSet<i64> = HashSet::new();
     for d in &drafts {
         let e = d.newest;
-        let (id, times_seen): (i64, i64) = upsert.query_row(
-            params![
-                d.project_id,
-                e.hash,
-                e.title,
-                e.culprit,
-                e.level,
-                e.platform,
-                d.oldest_timestamp,
-                e.grouped_by,
-                e.grouping_values,
-            ],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
+        let found: Option<i64> = find
+            .query_row(params![d.project_id, e.hash], |row| row.get(0))
+            .optional()?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                let id = create.query_row(
+                    params![
+                        d.project_id,
+                        e.hash,
+                        e.title,
+                        e.culprit,
+                        e.level,
+                        e.platform,
+                        d.oldest_timestamp,
+                        e.grouped_by,
+                        e.grouping_values,
+                    ],
+                    |row| row.get(0),
+                )?;
+                created.insert(id);
+                id
+            }
+        };
         issue_ids.insert((d.project_id, e.hash.as_str()), id);
-        if times_seen == 0 {
-            created.insert(id);
-        }
+        newest.insert(id, e);
     }
 
     // Every event not already stored is inserted; one whose `event_id` is (an earlier
@@ -404,6 +409,12 @@ pub(super) fn write_envelopes(
     // the status CASEs see the status before this update, as the trigger's did.
     let mut update = conn.prepare(
         "UPDATE issues SET
+             title            = ?8,
+             culprit          = ?9,
+             level            = ?10,
+             platform         = ?11,
+             grouped_by       = ?12,
+             grouping_values  = ?13,
              times_seen       = times_seen + ?2,
              first_seen       = MIN(first_seen, ?3),
              last_seen        = MAX(last_seen, ?4),
@@ -418,6 +429,9 @@ pub(super) fn write_envelopes(
          WHERE id = ?1",
     )?;
     for (issue_id, c) in &counts {
+        let e = newest
+            .get(issue_id)
+            .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
         update.execute(params![
             issue_id,
             c.events,
@@ -426,6 +440,12 @@ pub(super) fn write_envelopes(
             c.release,
             c.environment,
             c.new_users,
+            e.title,
+            e.culprit,
+            e.level,
+            e.platform,
+            e.grouped_by,
+            e.grouping_values,
         ])?;
     }
 
@@ -737,6 +757,54 @@ mod tests {
             .into_iter()
             .find(|i| i.hash == hash.repeat(32))
             .expect("issue stored")
+    }
+
+    #[tokio::test]
+    async fn an_issue_follows_its_newest_new_event_and_a_duplicate_changes_nothing() {
+        let dir = TempDir::new().unwrap();
+        let store = store(&dir).await;
+        let titled = |n, timestamp, title: &str, level| {
+            let mut e = record(n, "a", timestamp, None, None, None);
+            e.title = title.to_owned();
+            e.culprit = format!("{title} in m");
+            e.level = level;
+            e
+        };
+        store
+            .write(&[envelope(vec![titled(1, 1_000.0, "first", "error")])])
+            .await
+            .unwrap();
+        let issue = issue_of(&store, "a").await;
+        assert_eq!((issue.title.as_str(), issue.times_seen), ("first", 1));
+        // A later commit: its newest event names the issue, an older one in it does not.
+        store
+            .write(&[envelope(vec![
+                titled(3, 1_003.0, "newest", "warning"),
+                titled(2, 1_002.0, "older", "error"),
+            ])])
+            .await
+            .unwrap();
+        let issue = issue_of(&store, "a").await;
+        assert_eq!(
+            (
+                issue.title.as_str(),
+                issue.culprit.as_str(),
+                issue.level.as_str()
+            ),
+            ("newest", "newest in m", "warning")
+        );
+        assert_eq!((issue.times_seen, issue.last_seen), (3, 1_003.0));
+        // The same event id again, with other content: not counted, and not renaming.
+        store
+            .write(&[envelope(vec![titled(3, 1_009.0, "resent", "fatal")])])
+            .await
+            .unwrap();
+        let issue = issue_of(&store, "a").await;
+        assert_eq!((issue.title.as_str(), issue.times_seen), ("newest", 3));
+        assert_eq!(
+            (issue.level.as_str(), issue.last_seen),
+            ("warning", 1_003.0)
+        );
     }
 
     #[tokio::test]
