@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::store::{Ingest, Store};
 
 /// Most queued ops one transaction takes. Large, because a commit's fixed cost (the
-/// fsync, the WAL append of each touched page, one upsert per distinct issue and tag)
+/// fsync, the WAL append of each touched page, one row write per distinct issue and tag)
 /// is shared by everything in it: at thousands of error events a second, hundreds of
 /// requests wait together, and one commit should carry them all. `recv_many` takes only
 /// what is already queued, so a lone request is never held back to fill it.

@@ -7,12 +7,13 @@
 //! through prepared single-row statements, synchronously, on the writer's own thread: the
 //! commit borrows the SQLite handle of its sqlx connection ([`on_this_thread`]) instead
 //! of sending each statement to the connection's thread and waiting for a core to run
-//! it there. Row by row, each statement says what it did: an issue upsert returns its id,
-//! an event insert whose `event_id` is already stored changes nothing (a duplicate, never
-//! counted), a user insert that changes nothing is a user the issue already had.
-//! Counting (times seen, first/last seen, users, regression) is done here too, once per
-//! issue and commit (`0006_issue_counts_per_commit.sql` dropped the per-row triggers),
-//! on the rows actually inserted.
+//! it there. Row by row, each statement says what it did: an issue is looked up by its
+//! key (and inserted only when new), an event insert whose `event_id` is already stored
+//! changes nothing (a duplicate, never counted), a user insert that changes nothing is a
+//! user the issue already had. Counting (times seen, first/last seen, users, regression)
+//! is done here too, on the rows actually inserted, in one update per issue and commit
+//! that also names the issue after the commit's newest event
+//! (`0006_issue_counts_per_commit.sql` dropped the per-row triggers).
 
 use hashbrown::{HashMap, HashSet};
 
@@ -276,7 +277,7 @@ pub(super) fn write_envelopes(
         return Ok(summary);
     }
 
-    // One upsert per distinct issue, described by its newest event.
+    // One draft per distinct issue, described by its newest event.
     let mut draft_index: HashMap<(i64, &str), usize> = HashMap::new();
     let mut drafts: Vec<IssueDraft<'_>> = Vec::new();
     for &(project_id, _, event) in &events {
