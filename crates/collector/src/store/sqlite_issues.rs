@@ -61,6 +61,11 @@ struct IssueDraft<'a> {
     project_id: i64,
     newest: &'a EventRecord,
     oldest_timestamp: f64,
+    /// The issue's row id, once looked up (or created: `created`).
+    id: i64,
+    created: bool,
+    /// What the events this commit inserted add to it; `None` while it has none.
+    counts: Option<IssueCounts<'a>>,
 }
 
 /// What one commit adds to an issue: the events it inserted for it, in commit order.
@@ -295,6 +300,9 @@ pub(super) fn write_envelopes(
                     project_id,
                     newest: event,
                     oldest_timestamp: event.timestamp,
+                    id: 0,
+                    created: false,
+                    counts: None,
                 });
             }
         }
@@ -310,18 +318,16 @@ pub(super) fn write_envelopes(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'new', ?7)
          RETURNING id",
     )?;
-    let mut issue_ids: HashMap<(i64, &str), i64> = HashMap::with_capacity(drafts.len());
-    let mut newest: HashMap<i64, &EventRecord> = HashMap::with_capacity(drafts.len());
-    let mut created: HashSet<i64> = HashSet::new();
-    for d in &drafts {
+    for d in &mut drafts {
         let e = d.newest;
         let found: Option<i64> = find
             .query_row(params![d.project_id, e.hash], |row| row.get(0))
             .optional()?;
-        let id = match found {
+        d.id = match found {
             Some(id) => id,
             None => {
-                let id = create.query_row(
+                d.created = true;
+                create.query_row(
                     params![
                         d.project_id,
                         e.hash,
@@ -334,13 +340,9 @@ pub(super) fn write_envelopes(
                         e.grouping_values,
                     ],
                     |row| row.get(0),
-                )?;
-                created.insert(id);
-                id
+                )?
             }
         };
-        issue_ids.insert((d.project_id, e.hash.as_str()), id);
-        newest.insert(id, e);
     }
 
     // Every event not already stored is inserted; one whose `event_id` is (an earlier
@@ -352,15 +354,16 @@ pub(super) fn write_envelopes(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
          ON CONFLICT (project_id, event_id) DO NOTHING",
     )?;
-    let mut new_events: Vec<(&EventRecord, i64)> = Vec::with_capacity(events.len());
+    // Each inserted event with the index of its issue's draft.
+    let mut new_events: Vec<(&EventRecord, usize)> = Vec::with_capacity(events.len());
     for &(project_id, received, e) in &events {
-        let issue_id = *issue_ids
+        let i = *draft_index
             .get(&(project_id, e.hash.as_str()))
             .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
         let inserted = insert.execute(params![
             project_id,
             e.event_id,
-            issue_id,
+            drafts[i].id,
             e.timestamp,
             received,
             e.level,
@@ -376,7 +379,7 @@ pub(super) fn write_envelopes(
             e.payload.0,
         ])?;
         if inserted == 1 {
-            new_events.push((e, issue_id));
+            new_events.push((e, i));
         } else {
             summary.duplicates += 1;
         }
@@ -390,12 +393,13 @@ pub(super) fn write_envelopes(
         "INSERT INTO issue_users (issue_id, user) VALUES (?1, ?2)
          ON CONFLICT (issue_id, user) DO NOTHING",
     )?;
-    let mut counts: HashMap<i64, IssueCounts<'_>> = HashMap::new();
     let mut tags = TagCounts::default();
-    for &(event, issue_id) in &new_events {
-        let c = counts
-            .entry(issue_id)
-            .or_insert_with(|| IssueCounts::new(event.timestamp));
+    for &(event, i) in &new_events {
+        let d = &mut drafts[i];
+        let issue_id = d.id;
+        let c = d
+            .counts
+            .get_or_insert_with(|| IssueCounts::new(event.timestamp));
         c.add(event);
         for (key, value) in &event.tags {
             tags.add(issue_id, key, value, event.timestamp);
@@ -429,12 +433,12 @@ pub(super) fn write_envelopes(
                                      ELSE status END
          WHERE id = ?1",
     )?;
-    for (issue_id, c) in &counts {
-        let e = newest
-            .get(issue_id)
-            .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    for d in &drafts {
+        let (Some(c), e) = (&d.counts, d.newest) else {
+            continue;
+        };
         update.execute(params![
-            issue_id,
+            d.id,
             c.events,
             c.first_seen,
             c.last_seen,
@@ -452,8 +456,11 @@ pub(super) fn write_envelopes(
 
     // An issue created for events that all turned out to be duplicates (same event_id,
     // different content) has no event: it must not appear.
-    for id in created.iter().filter(|id| !counts.contains_key(*id)) {
-        conn.execute("DELETE FROM issues WHERE id = ?1 AND times_seen = 0", [id])?;
+    for d in drafts.iter().filter(|d| d.created && d.counts.is_none()) {
+        conn.execute(
+            "DELETE FROM issues WHERE id = ?1 AND times_seen = 0",
+            [d.id],
+        )?;
     }
     summary.tags = tags;
     Ok(summary)
