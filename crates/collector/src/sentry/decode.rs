@@ -58,6 +58,9 @@ impl Encoding {
 
 /// Decodes `body` into at most `max_decoded` bytes.
 pub fn decode(body: &[u8], encoding: Encoding, max_decoded: usize) -> Result<Vec<u8>, DecodeError> {
+    let capacity = size_hint(body, encoding).min(max_decoded.saturating_add(1));
+    // The `bufread` decoders read the slice in place (the `read` ones copy it through a
+    // 32 KiB buffer of their own first).
     match encoding {
         Encoding::Identity => {
             if body.len() > max_decoded {
@@ -66,38 +69,76 @@ pub fn decode(body: &[u8], encoding: Encoding, max_decoded: usize) -> Result<Vec
             Ok(body.to_vec())
         }
         Encoding::Gzip => read_capped(
-            flate2::read::MultiGzDecoder::new(body),
+            flate2::bufread::MultiGzDecoder::new(body),
             encoding,
             max_decoded,
+            capacity,
         ),
         Encoding::Deflate => {
             // HTTP's "deflate" is zlib-wrapped, but some clients send raw deflate.
-            read_capped(flate2::read::ZlibDecoder::new(body), encoding, max_decoded).or_else(|e| {
-                match e {
-                    DecodeError::Corrupt(_) => read_capped(
-                        flate2::read::DeflateDecoder::new(body),
-                        encoding,
-                        max_decoded,
-                    ),
-                    other => Err(other),
-                }
+            read_capped(
+                flate2::bufread::ZlibDecoder::new(body),
+                encoding,
+                max_decoded,
+                capacity,
+            )
+            .or_else(|e| match e {
+                DecodeError::Corrupt(_) => read_capped(
+                    flate2::bufread::DeflateDecoder::new(body),
+                    encoding,
+                    max_decoded,
+                    capacity,
+                ),
+                other => Err(other),
             })
         }
         Encoding::Brotli => read_capped(
             brotli_decompressor::Decompressor::new(body, 4096),
             encoding,
             max_decoded,
+            capacity,
         ),
         Encoding::Zstd => {
             let decoder = ruzstd::decoding::StreamingDecoder::new(body)
                 .map_err(|_| DecodeError::Corrupt(encoding.name()))?;
-            read_capped(decoder, encoding, max_decoded)
+            read_capped(decoder, encoding, max_decoded, capacity)
         }
     }
 }
 
-fn read_capped(reader: impl Read, encoding: Encoding, max: usize) -> Result<Vec<u8>, DecodeError> {
-    let mut out = Vec::new();
+/// How large `body` probably is once decoded, to size the output once: inflating into a
+/// buffer that `read_to_end` grows from nothing runs most of the stream through zlib's slow
+/// path (it needs 258 bytes of room for its fast loop) and copies it at every doubling.
+/// Gzip states the size in its trailer (ISIZE, the last member's length mod 2³²); it is
+/// believed only if deflate could reach it (at most 1,032 : 1), so a forged trailer buys
+/// no more memory than a real bomb of the same size. Other encodings: four times the body,
+/// about what JSON compresses by. Only a hint: the output still grows past it, and the
+/// caller clamps it to the decoded-size cap.
+fn size_hint(body: &[u8], encoding: Encoding) -> usize {
+    const DEFLATE_MAX_RATIO: usize = 1032;
+    let guess = body.len().saturating_mul(4);
+    match encoding {
+        Encoding::Identity => 0,
+        Encoding::Gzip => match body.last_chunk::<4>().map(|b| u32::from_le_bytes(*b)) {
+            Some(size)
+                if usize::try_from(size)
+                    .is_ok_and(|size| size <= body.len().saturating_mul(DEFLATE_MAX_RATIO)) =>
+            {
+                usize::try_from(size).unwrap_or(guess)
+            }
+            _ => guess,
+        },
+        Encoding::Deflate | Encoding::Brotli | Encoding::Zstd => guess,
+    }
+}
+
+fn read_capped(
+    reader: impl Read,
+    encoding: Encoding,
+    max: usize,
+    capacity: usize,
+) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::with_capacity(capacity);
     let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
     reader
         .take(limit)
@@ -159,6 +200,37 @@ mod tests {
             ruzstd::encoding::CompressionLevel::Fastest,
         );
         assert_eq!(decode(&zst, Encoding::Zstd, 1 << 20), Ok(data.clone()));
+    }
+
+    #[test]
+    fn gzip_output_is_sized_once_from_the_trailer() {
+        let data = b"{\"message\":\"user 1234 not found\"}".repeat(60);
+        let body = gzip(&data);
+        assert_eq!(size_hint(&body, Encoding::Gzip), data.len());
+        let decoded = decode(&body, Encoding::Gzip, 1 << 20).expect("gzip");
+        assert_eq!(decoded, data);
+        // Allocated once at the stated size, not grown by doubling.
+        assert_eq!(decoded.capacity(), data.len());
+
+        // A trailer claiming more than deflate can expand to is not believed.
+        let mut forged = body.clone();
+        let at = forged.len() - 4;
+        forged[at..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(size_hint(&forged, Encoding::Gzip), body.len() * 4);
+        assert!(
+            decode(&forged, Encoding::Gzip, 1 << 20).is_err(),
+            "bad length"
+        );
+    }
+
+    #[test]
+    fn gzip_members_are_all_read() {
+        // The trailer names only the last member's size: a hint, not a limit.
+        let mut body = gzip(&b"a".repeat(5000));
+        body.extend(gzip(b"bc"));
+        let mut want = b"a".repeat(5000);
+        want.extend(b"bc");
+        assert_eq!(decode(&body, Encoding::Gzip, 1 << 20), Ok(want));
     }
 
     #[test]
