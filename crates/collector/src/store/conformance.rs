@@ -83,6 +83,7 @@ conformance!(
     one_commit_of_many_events_counts_each_exactly,
     a_resolved_issue_regresses_within_one_commit,
     an_issue_of_duplicates_only_is_not_created,
+    a_duplicate_describes_nothing,
     events_page_newest_first_and_read_back_whole,
     issue_lists_filter_sort_and_page,
     environments_come_from_agents_and_events,
@@ -481,6 +482,60 @@ async fn an_issue_of_duplicates_only_is_not_created(store: &dyn Store) {
         .await
         .expect("events");
     assert_eq!(events.len(), 1, "a duplicate is listed once");
+}
+
+/// An SDK's retry carries the same event id and may differ in anything else: it is not
+/// stored, so it neither counts nor renames its issue, alone in a commit or beside new
+/// events (whose newest describes the issue).
+async fn a_duplicate_describes_nothing(store: &dyn Store) {
+    store
+        .write(&[envelope(vec![record(1, "a", 1_000.0, None, None, None)])])
+        .await
+        .expect("write");
+    let before = issue_of(store, "a").await;
+
+    let mut retry = record(1, "a", 5_000.0, Some("id:late"), Some("r9"), Some("prod"));
+    retry.title = "retried".to_owned();
+    retry.culprit = "g in n".to_owned();
+    retry.level = "fatal";
+    store
+        .write(&[envelope(vec![retry.clone()])])
+        .await
+        .expect("duplicate only");
+    assert_eq!(issue_of(store, "a").await, before);
+
+    let mut new = record(2, "a", 2_000.0, None, None, None);
+    new.title = "second".to_owned();
+    let mut newer_retry = retry;
+    newer_retry.timestamp = 9_000.0;
+    store
+        .write(&[envelope(vec![new, newer_retry])])
+        .await
+        .expect("new and duplicate");
+    let after = issue_of(store, "a").await;
+    assert_eq!(after.title, "second");
+    assert_eq!(
+        (after.culprit.as_str(), after.level.as_str()),
+        ("f in m", "error")
+    );
+    assert_eq!((after.times_seen, after.user_count), (2, 0));
+    assert_eq!((after.first_seen, after.last_seen), (1_000.0, 2_000.0));
+    assert_eq!(after.last_release, None);
+
+    // A new issue beside a duplicate that now hashes to it (an SDK retry whose content
+    // changed): the issue is the new event's alone, its first seen included.
+    let mut moved = record(1, "c", 500.0, None, None, None);
+    moved.title = "old content".to_owned();
+    let mut fresh = record(3, "c", 3_000.0, None, None, None);
+    fresh.title = "fresh".to_owned();
+    store
+        .write(&[envelope(vec![moved, fresh])])
+        .await
+        .expect("new issue and duplicate");
+    let c = issue_of(store, "c").await;
+    assert_eq!(c.title, "fresh");
+    assert_eq!(c.times_seen, 1);
+    assert_eq!((c.first_seen, c.last_seen), (3_000.0, 3_000.0));
 }
 
 async fn events_page_newest_first_and_read_back_whole(store: &dyn Store) {

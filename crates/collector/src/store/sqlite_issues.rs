@@ -12,7 +12,7 @@
 //! changes nothing (a duplicate, never counted), a user insert that changes nothing is a
 //! user the issue already had. Counting (times seen, first/last seen, users, regression)
 //! is done here too, on the rows actually inserted, in one update per issue and commit
-//! that also names the issue after the commit's newest event
+//! that also names the issue after the newest event the commit inserted for it
 //! (`0006_issue_counts_per_commit.sql` dropped the per-row triggers).
 
 use hashbrown::{HashMap, HashSet};
@@ -56,11 +56,13 @@ fn store_error(e: rusqlite::Error) -> Error {
     Error::Store(std::sync::Arc::new(e))
 }
 
-/// One issue touched by a commit: its newest event describes it.
+/// One issue touched by a commit. Its newest *inserted* event describes it (a
+/// duplicate's content is never stored, so it names nothing).
 struct IssueDraft<'a> {
     project_id: i64,
-    newest: &'a EventRecord,
-    oldest_timestamp: f64,
+    /// The commit's first event of the issue: its key, and the row a new issue starts as
+    /// until the count update describes it.
+    first: &'a EventRecord,
     /// The issue's row id, once looked up (or created: `created`).
     id: i64,
     created: bool,
@@ -70,6 +72,8 @@ struct IssueDraft<'a> {
 
 /// What one commit adds to an issue: the events it inserted for it, in commit order.
 struct IssueCounts<'a> {
+    /// The newest of them (of equal timestamps, the later in the commit).
+    newest: &'a EventRecord,
     events: i64,
     first_seen: f64,
     last_seen: f64,
@@ -82,11 +86,12 @@ struct IssueCounts<'a> {
 }
 
 impl<'a> IssueCounts<'a> {
-    fn new(timestamp: f64) -> Self {
+    fn new(event: &'a EventRecord) -> Self {
         IssueCounts {
+            newest: event,
             events: 0,
-            first_seen: timestamp,
-            last_seen: timestamp,
+            first_seen: event.timestamp,
+            last_seen: event.timestamp,
             release: None,
             environment: None,
             new_users: 0,
@@ -94,6 +99,9 @@ impl<'a> IssueCounts<'a> {
     }
 
     fn add(&mut self, event: &'a EventRecord) {
+        if event.timestamp >= self.newest.timestamp {
+            self.newest = event;
+        }
         self.events += 1;
         self.first_seen = self.first_seen.min(event.timestamp);
         self.last_seen = self.last_seen.max(event.timestamp);
@@ -282,35 +290,27 @@ pub(super) fn write_envelopes(
         return Ok(summary);
     }
 
-    // One draft per distinct issue, described by its newest event.
+    // One draft per distinct issue.
     let mut draft_index: HashMap<(i64, &str), usize> = HashMap::new();
     let mut drafts: Vec<IssueDraft<'_>> = Vec::new();
     for &(project_id, _, event) in &events {
-        match draft_index.get(&(project_id, event.hash.as_str())) {
-            Some(&i) => {
-                let draft = &mut drafts[i];
-                if event.timestamp >= draft.newest.timestamp {
-                    draft.newest = event;
-                }
-                draft.oldest_timestamp = draft.oldest_timestamp.min(event.timestamp);
-            }
-            None => {
-                draft_index.insert((project_id, event.hash.as_str()), drafts.len());
+        draft_index
+            .entry((project_id, event.hash.as_str()))
+            .or_insert_with(|| {
                 drafts.push(IssueDraft {
                     project_id,
-                    newest: event,
-                    oldest_timestamp: event.timestamp,
+                    first: event,
                     id: 0,
                     created: false,
                     counts: None,
                 });
-            }
-        }
+                drafts.len() - 1
+            });
     }
     // Each issue is looked up by its key and created only when new, with no events yet
-    // (`first_seen` and `last_seen` both at the oldest event): the count update below
-    // gives it its events and sets title, culprit and the rest from the commit's newest
-    // event, so an existing issue's row is written once per commit, not twice.
+    // (times seen 0): the count update below gives it its events, its first and last
+    // seen, and sets title, culprit and the rest from the newest event the commit
+    // inserted for it, so an existing issue's row is written once per commit, not twice.
     let mut find = conn.prepare("SELECT id FROM issues WHERE project_id = ?1 AND hash = ?2")?;
     let mut create = conn.prepare(
         "INSERT INTO issues (project_id, hash, title, culprit, level, platform, first_seen,
@@ -319,7 +319,7 @@ pub(super) fn write_envelopes(
          RETURNING id",
     )?;
     for d in &mut drafts {
-        let e = d.newest;
+        let e = d.first;
         let found: Option<i64> = find
             .query_row(params![d.project_id, e.hash], |row| row.get(0))
             .optional()?;
@@ -335,7 +335,7 @@ pub(super) fn write_envelopes(
                         e.culprit,
                         e.level,
                         e.platform,
-                        d.oldest_timestamp,
+                        e.timestamp,
                         e.grouped_by,
                         e.grouping_values,
                     ],
@@ -397,9 +397,7 @@ pub(super) fn write_envelopes(
     for &(event, i) in &new_events {
         let d = &mut drafts[i];
         let issue_id = d.id;
-        let c = d
-            .counts
-            .get_or_insert_with(|| IssueCounts::new(event.timestamp));
+        let c = d.counts.get_or_insert_with(|| IssueCounts::new(event));
         c.add(event);
         for (key, value) in &event.tags {
             tags.add(issue_id, key, value, event.timestamp);
@@ -411,7 +409,9 @@ pub(super) fn write_envelopes(
         }
     }
     // One update per issue and commit. SET expressions all read the row as it was, so
-    // the status CASEs see the status before this update, as the trigger's did.
+    // the status CASEs see the status before this update, as the trigger's did, and
+    // `times_seen = 0` is an issue this commit created: its first and last seen are its
+    // inserted events' alone.
     let mut update = conn.prepare(
         "UPDATE issues SET
              title            = ?8,
@@ -421,8 +421,8 @@ pub(super) fn write_envelopes(
              grouped_by       = ?12,
              grouping_values  = ?13,
              times_seen       = times_seen + ?2,
-             first_seen       = MIN(first_seen, ?3),
-             last_seen        = MAX(last_seen, ?4),
+             first_seen       = CASE WHEN times_seen = 0 THEN ?3 ELSE MIN(first_seen, ?3) END,
+             last_seen        = CASE WHEN times_seen = 0 THEN ?4 ELSE MAX(last_seen, ?4) END,
              last_release     = COALESCE(?5, last_release),
              last_environment = COALESCE(?6, last_environment),
              user_count       = user_count + ?7,
@@ -434,9 +434,10 @@ pub(super) fn write_envelopes(
          WHERE id = ?1",
     )?;
     for d in &drafts {
-        let (Some(c), e) = (&d.counts, d.newest) else {
+        let Some(c) = &d.counts else {
             continue;
         };
+        let e = c.newest;
         update.execute(params![
             d.id,
             c.events,

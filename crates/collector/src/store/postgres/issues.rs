@@ -965,10 +965,10 @@ mod tests {
         // newest event describes the issue again.
         let mut newer = record(5_001, "a", 2_001.0, Some("id:new"), None, Some("dev"));
         newer.title = "second commit".to_owned();
-        // A duplicate, newer still: it counts for nothing (not even last seen). Its title
-        // is the newest's, as the embedded store lets a duplicate describe the issue.
+        // A duplicate, newer still: it counts for nothing (not even last seen) and does
+        // not describe the issue; the newest stored event does.
         let mut duplicate = record(0, "a", 3_000.0, Some("id:dup"), None, None);
-        duplicate.title = "second commit".to_owned();
+        duplicate.title = "never shown".to_owned();
         let written = write(
             &meta,
             &[envelope(
