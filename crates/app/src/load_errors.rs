@@ -65,6 +65,71 @@ pub struct ErrorLoadReport {
     /// Sum of `count` over the project's issues afterwards (the query API), and how many
     /// issues there are; `None` when the API could not be read.
     pub stored: Option<(u64, u64)>,
+    /// The whole machine's CPU while sending (every process: the collector, this
+    /// generator, anything else); `None` without a readable `/proc/stat`.
+    pub machine: Option<MachineCpu>,
+}
+
+/// How busy the machine's cores were over a span, from `/proc/stat`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MachineCpu {
+    pub cores: u32,
+    /// Busy share of all the cores' time, 0 to 1.
+    pub busy: f64,
+    /// Busy CPU time in all, seconds.
+    pub busy_secs: f64,
+}
+
+/// Cumulative CPU ticks of all cores from `/proc/stat`: busy, idle, and the core count.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct CpuTicks {
+    busy: u64,
+    idle: u64,
+    cores: u32,
+}
+
+impl CpuTicks {
+    fn read() -> Option<CpuTicks> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// The `cpu` line (user nice system idle iowait irq softirq steal …) and the number
+    /// of `cpuN` lines. Idle time is idle plus I/O wait.
+    fn parse(stat: &str) -> Option<CpuTicks> {
+        let mut lines = stat.lines();
+        let mut fields = lines.next()?.split_ascii_whitespace();
+        if fields.next()? != "cpu" {
+            return None;
+        }
+        let t: Vec<u64> = fields.map(|f| f.parse().ok()).collect::<Option<_>>()?;
+        let [user, nice, system, idle, iowait, irq, softirq, steal, ..] = t[..] else {
+            return None;
+        };
+        let cores = lines
+            .take_while(|l| l.starts_with("cpu"))
+            .filter(|l| l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .count();
+        Some(CpuTicks {
+            busy: user + nice + system + irq + softirq + steal,
+            idle: idle + iowait,
+            cores: u32::try_from(cores).ok().filter(|&c| c > 0)?,
+        })
+    }
+
+    /// The machine's CPU between `self` and `later`, `elapsed` apart.
+    fn until(self, later: CpuTicks, elapsed: Duration) -> Option<MachineCpu> {
+        let busy = later.busy.checked_sub(self.busy)?;
+        let total = busy.checked_add(later.idle.checked_sub(self.idle)?)?;
+        if total == 0 {
+            return None;
+        }
+        let share = busy as f64 / total as f64;
+        Some(MachineCpu {
+            cores: later.cores,
+            busy: share,
+            busy_secs: share * f64::from(later.cores) * elapsed.as_secs_f64(),
+        })
+    }
 }
 
 impl ErrorLoadReport {
@@ -94,10 +159,20 @@ impl fmt::Display for ErrorLoadReport {
         )?;
         match self.stored {
             Some((events, issues)) => {
-                writeln!(f, "stored: {events} events in {issues} issues (query API)")
+                writeln!(f, "stored: {events} events in {issues} issues (query API)")?
             }
-            None => writeln!(f, "stored: unknown (query API not readable)"),
+            None => writeln!(f, "stored: unknown (query API not readable)")?,
         }
+        if let Some(m) = self.machine {
+            writeln!(
+                f,
+                "machine while sending: {:.0} % of {} cores busy, {:.1} us of CPU per accepted event in all (every process)",
+                m.busy * 100.0,
+                m.cores,
+                m.busy_secs * 1e6 / self.accepted.max(1) as f64
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -275,6 +350,7 @@ pub async fn run(cfg: ErrorLoadConfig) -> anyhow::Result<ErrorLoadReport> {
 
     let next = Arc::new(AtomicU64::new(0));
     let counters: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+    let ticks = CpuTicks::read();
     let started = Instant::now();
     let deadline = started + cfg.duration;
     let workers: Vec<_> = (0..cfg.concurrency)
@@ -305,6 +381,9 @@ pub async fn run(cfg: ErrorLoadConfig) -> anyhow::Result<ErrorLoadReport> {
         worker.await?;
     }
     report.elapsed = started.elapsed();
+    report.machine = ticks
+        .zip(CpuTicks::read())
+        .and_then(|(before, after)| before.until(after, report.elapsed));
     let [accepted, throttled, rejected, transport] =
         counters.each_ref().map(|c| c.load(Ordering::Relaxed));
     report.accepted = accepted;
@@ -359,6 +438,28 @@ async fn stored(client: &Client, base: &str, project_id: u64) -> anyhow::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_cpu_comes_from_two_proc_stat_samples() {
+        let before = "cpu  100 5 50 800 20 0 10 0 0 0\ncpu0 50 2 25 400 10 0 5 0 0 0\n\
+                      cpu1 50 3 25 400 10 0 5 0 0 0\nintr 12345\nctxt 999\n";
+        let after = "cpu  250 5 90 830 30 0 20 0 0 0\ncpu0 125 2 45 415 15 0 10 0 0 0\n\
+                     cpu1 125 3 45 415 15 0 10 0 0 0\nintr 23456\n";
+        let before = CpuTicks::parse(before).expect("before");
+        assert_eq!((before.busy, before.idle, before.cores), (165, 820, 2));
+        let after = CpuTicks::parse(after).expect("after");
+        // 200 ticks busy, 40 idle or waiting: 5/6 of two cores over 1.2 s.
+        let m = before
+            .until(after, Duration::from_millis(1_200))
+            .expect("span");
+        assert_eq!(m.cores, 2);
+        assert!((m.busy - 200.0 / 240.0).abs() < 1e-9, "{m:?}");
+        assert!((m.busy_secs - 2.0).abs() < 1e-9, "{m:?}");
+        // A counter going backwards (another boot, another machine) gives nothing.
+        assert_eq!(after.until(before, Duration::from_secs(1)), None);
+        assert_eq!(CpuTicks::parse("intr 1\n"), None);
+        assert_eq!(CpuTicks::parse("cpu 1 2 3\n"), None);
+    }
 
     #[test]
     fn events_are_about_2kb_and_from_a_few_hundred_bugs() {
