@@ -83,7 +83,7 @@ conformance!(
     one_commit_of_many_events_counts_each_exactly,
     a_resolved_issue_regresses_within_one_commit,
     an_issue_of_duplicates_only_is_not_created,
-    a_duplicate_describes_nothing,
+    an_issue_follows_its_newest_stored_event,
     events_page_newest_first_and_read_back_whole,
     issue_lists_filter_sort_and_page,
     environments_come_from_agents_and_events,
@@ -484,52 +484,81 @@ async fn an_issue_of_duplicates_only_is_not_created(store: &dyn Store) {
     assert_eq!(events.len(), 1, "a duplicate is listed once");
 }
 
-/// An SDK's retry carries the same event id and may differ in anything else: it is not
-/// stored, so it neither counts nor renames its issue, alone in a commit or beside new
-/// events (whose newest describes the issue).
-async fn a_duplicate_describes_nothing(store: &dyn Store) {
+/// An issue's title, culprit and level follow its newest stored event. An SDK's retry
+/// carries the same event id and may differ in anything else: it is not stored, so it
+/// neither counts nor renames its issue, alone in a commit or beside new events.
+async fn an_issue_follows_its_newest_stored_event(store: &dyn Store) {
+    let titled = |n, hash, timestamp, title: &str, level| {
+        let mut e = record(n, hash, timestamp, None, None, None);
+        e.title = title.to_owned();
+        e.culprit = format!("{title} in m");
+        e.level = level;
+        e
+    };
     store
-        .write(&[envelope(vec![record(1, "a", 1_000.0, None, None, None)])])
+        .write(&[envelope(vec![titled(1, "a", 1_000.0, "first", "error")])])
         .await
         .expect("write");
-    let before = issue_of(store, "a").await;
+    let issue = issue_of(store, "a").await;
+    assert_eq!((issue.title.as_str(), issue.times_seen), ("first", 1));
 
-    let mut retry = record(1, "a", 5_000.0, Some("id:late"), Some("r9"), Some("prod"));
-    retry.title = "retried".to_owned();
-    retry.culprit = "g in n".to_owned();
-    retry.level = "fatal";
+    // A later commit: its newest event names the issue, an older one in it does not.
+    store
+        .write(&[envelope(vec![
+            titled(3, "a", 1_003.0, "newest", "warning"),
+            titled(2, "a", 1_002.0, "older", "error"),
+        ])])
+        .await
+        .expect("two more");
+    let before = issue_of(store, "a").await;
+    assert_eq!(
+        (
+            before.title.as_str(),
+            before.culprit.as_str(),
+            before.level.as_str()
+        ),
+        ("newest", "newest in m", "warning")
+    );
+    assert_eq!((before.times_seen, before.last_seen), (3, 1_003.0));
+
+    // The same event id again, newer and with other content: nothing changes.
+    let mut retry = titled(3, "a", 5_000.0, "retried", "fatal");
+    retry.user = Some("id:late".to_owned());
+    retry.release = Some("r9".to_owned());
+    retry.environment = Some("prod".to_owned());
     store
         .write(&[envelope(vec![retry.clone()])])
         .await
         .expect("duplicate only");
     assert_eq!(issue_of(store, "a").await, before);
 
-    let mut new = record(2, "a", 2_000.0, None, None, None);
-    new.title = "second".to_owned();
+    // Beside a new event, a newer retry still describes nothing.
     let mut newer_retry = retry;
     newer_retry.timestamp = 9_000.0;
     store
-        .write(&[envelope(vec![new, newer_retry])])
+        .write(&[envelope(vec![
+            titled(4, "a", 2_000.0, "second", "error"),
+            newer_retry,
+        ])])
         .await
         .expect("new and duplicate");
     let after = issue_of(store, "a").await;
     assert_eq!(after.title, "second");
     assert_eq!(
         (after.culprit.as_str(), after.level.as_str()),
-        ("f in m", "error")
+        ("second in m", "error")
     );
-    assert_eq!((after.times_seen, after.user_count), (2, 0));
+    assert_eq!((after.times_seen, after.user_count), (4, 0));
     assert_eq!((after.first_seen, after.last_seen), (1_000.0, 2_000.0));
     assert_eq!(after.last_release, None);
 
     // A new issue beside a duplicate that now hashes to it (an SDK retry whose content
     // changed): the issue is the new event's alone, its first seen included.
-    let mut moved = record(1, "c", 500.0, None, None, None);
-    moved.title = "old content".to_owned();
-    let mut fresh = record(3, "c", 3_000.0, None, None, None);
-    fresh.title = "fresh".to_owned();
     store
-        .write(&[envelope(vec![moved, fresh])])
+        .write(&[envelope(vec![
+            titled(1, "c", 500.0, "old content", "error"),
+            titled(5, "c", 3_000.0, "fresh", "error"),
+        ])])
         .await
         .expect("new issue and duplicate");
     let c = issue_of(store, "c").await;

@@ -769,54 +769,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_issue_follows_its_newest_new_event_and_a_duplicate_changes_nothing() {
-        let dir = TempDir::new().unwrap();
-        let store = store(&dir).await;
-        let titled = |n, timestamp, title: &str, level| {
-            let mut e = record(n, "a", timestamp, None, None, None);
-            e.title = title.to_owned();
-            e.culprit = format!("{title} in m");
-            e.level = level;
-            e
-        };
-        store
-            .write(&[envelope(vec![titled(1, 1_000.0, "first", "error")])])
-            .await
-            .unwrap();
-        let issue = issue_of(&store, "a").await;
-        assert_eq!((issue.title.as_str(), issue.times_seen), ("first", 1));
-        // A later commit: its newest event names the issue, an older one in it does not.
-        store
-            .write(&[envelope(vec![
-                titled(3, 1_003.0, "newest", "warning"),
-                titled(2, 1_002.0, "older", "error"),
-            ])])
-            .await
-            .unwrap();
-        let issue = issue_of(&store, "a").await;
-        assert_eq!(
-            (
-                issue.title.as_str(),
-                issue.culprit.as_str(),
-                issue.level.as_str()
-            ),
-            ("newest", "newest in m", "warning")
-        );
-        assert_eq!((issue.times_seen, issue.last_seen), (3, 1_003.0));
-        // The same event id again, with other content: not counted, and not renaming.
-        store
-            .write(&[envelope(vec![titled(3, 1_009.0, "resent", "fatal")])])
-            .await
-            .unwrap();
-        let issue = issue_of(&store, "a").await;
-        assert_eq!((issue.title.as_str(), issue.times_seen), ("newest", 3));
-        assert_eq!(
-            (issue.level.as_str(), issue.last_seen),
-            ("warning", 1_003.0)
-        );
-    }
-
-    #[tokio::test]
     async fn a_version_8_store_keeps_its_plain_payloads_readable() {
         use sqlx::Connection;
         let dir = TempDir::new().unwrap();
