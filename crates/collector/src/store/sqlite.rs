@@ -56,15 +56,34 @@ const TAG_FOLD_VERSION: i64 = 12;
 /// SQLite through a sqlx connection pool.
 pub(crate) struct SqliteStore {
     pool: SqlitePool,
-    /// The group-commit writer's own connection (a pool of one), so its page cache stays
-    /// warm: SQLite drops a connection's whole cache when another one wrote since it last
-    /// read, and the shared pool hands out its idle connections in turn.
-    writer: SqlitePool,
+    /// The group-commit writer's own connection and what it keeps between commits, held
+    /// across the whole of a write so writes take turns.
+    writer: tokio::sync::Mutex<Writer>,
     /// Tier retention: decides which rollup tier a range query reads.
     retention: crate::insight::RetentionConfig,
-    /// Tag summaries of committed events not yet in `issue_tags` (migration 0012), held
-    /// across the whole of a write so writes take turns with them.
-    deferred_tags: tokio::sync::Mutex<DeferredTags>,
+}
+
+/// The ingest writer's side of the store.
+struct Writer {
+    options: SqliteConnectOptions,
+    /// Opened at the first write, not at start: a store opened to read or migrate never
+    /// needs it.
+    conn: Option<sqlite_issues::WriterConnection>,
+    /// Tag summaries of committed events not yet in `issue_tags` (migration 0012).
+    deferred: DeferredTags,
+}
+
+impl Writer {
+    /// Begins a write transaction, on the connection opened now if not yet open, and
+    /// hands it out with the held tag summaries.
+    async fn begin(&mut self) -> Result<(sqlite_issues::WriterTx<'_>, &mut DeferredTags), Error> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => sqlite_issues::WriterConnection::open(&self.options).await?,
+        };
+        let conn = self.conn.insert(conn);
+        Ok((conn.begin().await?, &mut self.deferred))
+    }
 }
 
 /// Tag counts kept back from `issue_tags` while requests queue up, and since when.
@@ -130,18 +149,14 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(db)?;
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(WAIT)
-            // Kept open: its warm cache is the point.
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_lazy_with(options);
         let store = SqliteStore {
             pool,
-            writer,
+            writer: tokio::sync::Mutex::new(Writer {
+                options,
+                conn: None,
+                deferred: DeferredTags::default(),
+            }),
             retention: crate::insight::RetentionConfig::default(),
-            deferred_tags: tokio::sync::Mutex::default(),
         };
         store.migrate(migrations).await?;
         // Tests open stores at older schemas, without `tag_fold`.
@@ -171,14 +186,8 @@ impl SqliteStore {
         batches: &[Ingest],
         backlog: bool,
     ) -> Result<WriteSummary, Error> {
-        let mut deferred = self.deferred_tags.lock().await;
-        // IMMEDIATE takes the write lock up front: a deferred transaction that upgrades from
-        // read to write can fail with SQLITE_BUSY without waiting out busy_timeout.
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db)?;
+        let mut writer = self.writer.lock().await;
+        let (mut tx, deferred) = writer.begin().await?;
         let mut summary = WriteSummary::default();
         let mut envelopes = Vec::new();
         for ingest in batches {
@@ -210,13 +219,12 @@ impl SqliteStore {
                 .map_err(db)?;
         }
         if envelopes.is_empty() {
-            tx.commit().await.map_err(db)?;
+            tx.commit().await?;
             return Ok(summary);
         }
-        let stored = sqlite_issues::on_this_thread(&mut tx, |conn| {
-            sqlite_issues::write_envelopes(conn, &envelopes)
-        })
-        .await?;
+        let stored = tx
+            .on_this_thread(|conn| sqlite_issues::write_envelopes(conn, &envelopes))
+            .await?;
         summary.events = stored.events;
         summary.duplicate_events = stored.duplicates;
         let write_now = !backlog
@@ -227,12 +235,12 @@ impl SqliteStore {
             // the held rows stay held.
             let mut all = deferred.counts.clone();
             all.merge(stored.tags);
-            sqlite_issues::on_this_thread(&mut tx, |conn| sqlite_issues::write_tags(conn, &all))
+            tx.on_this_thread(|conn| sqlite_issues::write_tags(conn, &all))
                 .await?;
-            tx.commit().await.map_err(db)?;
+            tx.commit().await?;
             *deferred = DeferredTags::default();
         } else {
-            tx.commit().await.map_err(db)?;
+            tx.commit().await?;
             deferred.counts.merge(stored.tags);
             deferred.since.get_or_insert_with(std::time::Instant::now);
         }
@@ -638,19 +646,15 @@ impl Store for SqliteStore {
     }
 
     async fn settle(&self) -> Result<(), Error> {
-        let mut deferred = self.deferred_tags.lock().await;
-        if deferred.counts.is_empty() {
+        let mut writer = self.writer.lock().await;
+        if writer.deferred.counts.is_empty() {
             return Ok(());
         }
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db)?;
+        let (mut tx, deferred) = writer.begin().await?;
         let counts = &deferred.counts;
-        sqlite_issues::on_this_thread(&mut tx, |conn| sqlite_issues::write_tags(conn, counts))
+        tx.on_this_thread(|conn| sqlite_issues::write_tags(conn, counts))
             .await?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await?;
         *deferred = DeferredTags::default();
         Ok(())
     }
@@ -843,7 +847,9 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        self.writer.close().await;
+        if let Some(conn) = self.writer.lock().await.conn.take() {
+            conn.close().await;
+        }
         self.pool.close().await;
     }
 

@@ -5,7 +5,7 @@
 //! connection. A commit's events are aggregated in memory first (one issue row per
 //! distinct issue, one tag row per distinct issue × key × value), then written row by row
 //! through prepared single-row statements, synchronously, on the writer's own thread: the
-//! commit borrows the SQLite handle of its sqlx connection ([`on_this_thread`]) instead
+//! commit borrows the SQLite handle of its sqlx connection ([`WriterTx::on_this_thread`]) instead
 //! of sending each statement to the connection's thread and waiting for a core to run
 //! it there. Row by row, each statement says what it did: an issue is looked up by its
 //! key (and inserted only when new), an event insert whose `event_id` is already stored
@@ -20,7 +20,8 @@ use hashbrown::{HashMap, HashSet};
 use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
+use sqlx::{ConnectOptions, Connection};
 
 use super::issues::{
     Cursor, EnvelopeIngest, EventRecord, Issue, IssueFilter, IssueStatus, ItemCount, StoredEvent,
@@ -31,25 +32,107 @@ use super::{to_i64, to_u64};
 use crate::Error;
 use crate::time::utc_day;
 
-/// Runs `write` on `conn`'s SQLite handle, on this thread, inside whatever transaction
-/// `conn` has open: a group commit's statements without a hand-off to the connection's
-/// own thread for each. sqlx's thread waits on the handle's lock meanwhile.
-#[allow(unsafe_code)]
-pub(super) async fn on_this_thread<T>(
-    conn: &mut SqliteConnection,
-    write: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
-) -> Result<T, Error> {
-    let mut handle = conn.lock_handle().await.map_err(db)?;
-    // SAFETY: the handle is a live connection that sqlx keeps open for as long as `conn`
-    // is borrowed, and `handle` holds its lock (sqlx's thread cannot use it) until after
-    // `borrowed` is dropped below. `from_handle` borrows: dropping it finalizes the
-    // statements it prepared and leaves the connection open.
-    let borrowed = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }
-        .map_err(store_error)?;
-    let written = write(&borrowed);
-    drop(borrowed);
-    drop(handle);
-    written.map_err(store_error)
+/// The ingest writer's own connection, kept open so its page cache stays warm (SQLite
+/// drops a connection's whole cache when another one wrote since it last read), with the
+/// statements of its commits prepared once: preparing them again for every commit was
+/// most of a small commit's fixed cost.
+pub(super) struct WriterConnection {
+    /// A borrowed view of `conn`'s SQLite handle that holds the prepared statements
+    /// ([`WriterTx::on_this_thread`]). Declared before `conn` so that it is dropped, its
+    /// statements finalized, before sqlx closes the handle (sqlx's close panics on a
+    /// handle with a statement left).
+    statements: Option<rusqlite::Connection>,
+    conn: SqliteConnection,
+}
+
+impl WriterConnection {
+    /// Opens the connection. `serialized`: SQLite's own per-connection mutex guards
+    /// every call on it, because the prepared statements are finalized on whichever
+    /// thread drops this while sqlx's thread may still be running a rollback queued by a
+    /// dropped transaction.
+    pub(super) async fn open(options: &SqliteConnectOptions) -> Result<Self, Error> {
+        let conn = options
+            .clone()
+            .serialized(true)
+            .connect()
+            .await
+            .map_err(db)?;
+        Ok(WriterConnection {
+            statements: None,
+            conn,
+        })
+    }
+
+    /// Begins an immediate transaction: it takes the write lock up front, where a deferred
+    /// one that upgrades from read to write can fail with SQLITE_BUSY without waiting out
+    /// the busy timeout.
+    pub(super) async fn begin(&mut self) -> Result<WriterTx<'_>, Error> {
+        let tx = self.conn.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        Ok(WriterTx {
+            tx,
+            statements: &mut self.statements,
+        })
+    }
+
+    /// Finalizes the statements and closes the connection.
+    pub(super) async fn close(mut self) {
+        self.statements = None;
+        let _ = self.conn.close().await;
+    }
+}
+
+/// A transaction on the writer's connection.
+pub(super) struct WriterTx<'c> {
+    tx: sqlx::Transaction<'c, sqlx::Sqlite>,
+    statements: &'c mut Option<rusqlite::Connection>,
+}
+
+impl WriterTx<'_> {
+    /// Runs `write` on the connection's SQLite handle, on this thread, inside this
+    /// transaction: a group commit's statements without a hand-off to the connection's
+    /// own thread for each. sqlx's thread waits on the handle's lock meanwhile. `write`
+    /// prepares through `prepare_cached`, so each statement is prepared once per
+    /// connection.
+    #[allow(unsafe_code)]
+    pub(super) async fn on_this_thread<T>(
+        &mut self,
+        write: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, Error> {
+        let mut handle = self.tx.lock_handle().await.map_err(db)?;
+        let statements = match self.statements {
+            Some(statements) => statements,
+            // SAFETY: the handle is a live connection that sqlx keeps open for as long as
+            // the `WriterConnection` holding both lives, and the borrowed view is dropped
+            // before it (field order); `from_handle` borrows: dropping the view finalizes
+            // its statements and leaves the connection open. The view is used only here,
+            // while `handle` holds the handle's lock (sqlx's thread cannot use it).
+            None => self.statements.insert(
+                unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }
+                    .map_err(store_error)?,
+            ),
+        };
+        let written = write(statements);
+        drop(handle);
+        written.map_err(store_error)
+    }
+
+    pub(super) async fn commit(self) -> Result<(), Error> {
+        self.tx.commit().await.map_err(db)
+    }
+}
+
+impl std::ops::Deref for WriterTx<'_> {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriterTx<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
 }
 
 fn store_error(e: rusqlite::Error) -> Error {
@@ -214,10 +297,10 @@ const MARK_TAGS_COUNTED: &str =
     "UPDATE tag_fold SET through_event = (SELECT COALESCE(MAX(id), 0) FROM events)";
 
 /// Adds `tags` to `issue_tags` and records that the summaries count every event stored so
-/// far (`tag_fold`, migration 0012), inside the caller's transaction ([`on_this_thread`]).
+/// far (`tag_fold`, migration 0012), inside the caller's transaction ([`WriterTx::on_this_thread`]).
 /// Rows of issues deleted meanwhile are skipped.
 pub(super) fn write_tags(conn: &rusqlite::Connection, tags: &TagCounts) -> rusqlite::Result<()> {
-    let mut insert = conn.prepare(&format!(
+    let mut insert = conn.prepare_cached(&format!(
         "INSERT INTO issue_tags (issue_id, key, value, count, first_seen, last_seen)
          SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM issues WHERE id = ?1)
          {ADD_TO_TAG_ROWS}"
@@ -232,7 +315,7 @@ pub(super) fn write_tags(conn: &rusqlite::Connection, tags: &TagCounts) -> rusql
             last
         ])?;
     }
-    conn.execute(MARK_TAGS_COUNTED, [])?;
+    conn.prepare_cached(MARK_TAGS_COUNTED)?.execute([])?;
     Ok(())
 }
 
@@ -264,7 +347,7 @@ pub(super) async fn recount_tags(conn: &mut SqliteConnection) -> Result<u64, sql
 }
 
 /// Writes every envelope of a group commit inside the caller's transaction
-/// ([`on_this_thread`]).
+/// ([`WriterTx::on_this_thread`]).
 pub(super) fn write_envelopes(
     conn: &rusqlite::Connection,
     envelopes: &[&EnvelopeIngest],
@@ -311,8 +394,9 @@ pub(super) fn write_envelopes(
     // (times seen 0): the count update below gives it its events, its first and last
     // seen, and sets title, culprit and the rest from the newest event the commit
     // inserted for it, so an existing issue's row is written once per commit, not twice.
-    let mut find = conn.prepare("SELECT id FROM issues WHERE project_id = ?1 AND hash = ?2")?;
-    let mut create = conn.prepare(
+    let mut find =
+        conn.prepare_cached("SELECT id FROM issues WHERE project_id = ?1 AND hash = ?2")?;
+    let mut create = conn.prepare_cached(
         "INSERT INTO issues (project_id, hash, title, culprit, level, platform, first_seen,
                              grouped_by, grouping_values, substatus, last_seen)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'new', ?7)
@@ -347,7 +431,7 @@ pub(super) fn write_envelopes(
 
     // Every event not already stored is inserted; one whose `event_id` is (an earlier
     // commit's) changes nothing and counts as a duplicate.
-    let mut insert = conn.prepare(
+    let mut insert = conn.prepare_cached(
         "INSERT INTO events (project_id, event_id, issue_id, timestamp, received, level,
                              title, culprit, platform, environment, release, user, hash,
                              grouped_by, tags, payload)
@@ -389,7 +473,7 @@ pub(super) fn write_envelopes(
     // Counts, tag and user summaries of the events actually inserted, one entry per
     // issue (or issue × tag) however many events it had in this commit. A user insert
     // that changes nothing is a user the issue already had.
-    let mut add_user = conn.prepare(
+    let mut add_user = conn.prepare_cached(
         "INSERT INTO issue_users (issue_id, user) VALUES (?1, ?2)
          ON CONFLICT (issue_id, user) DO NOTHING",
     )?;
@@ -412,7 +496,7 @@ pub(super) fn write_envelopes(
     // the status CASEs see the status before this update, as the trigger's did, and
     // `times_seen = 0` is an issue this commit created: its first and last seen are its
     // inserted events' alone.
-    let mut update = conn.prepare(
+    let mut update = conn.prepare_cached(
         "UPDATE issues SET
              title            = ?8,
              culprit          = ?9,
@@ -458,10 +542,8 @@ pub(super) fn write_envelopes(
     // An issue created for events that all turned out to be duplicates (same event_id,
     // different content) has no event: it must not appear.
     for d in drafts.iter().filter(|d| d.created && d.counts.is_none()) {
-        conn.execute(
-            "DELETE FROM issues WHERE id = ?1 AND times_seen = 0",
-            [d.id],
-        )?;
+        conn.prepare_cached("DELETE FROM issues WHERE id = ?1 AND times_seen = 0")?
+            .execute([d.id])?;
     }
     summary.tags = tags;
     Ok(summary)
@@ -481,7 +563,7 @@ fn write_item_counts(
                 .or_default() += to_i64(n);
         }
     }
-    let mut upsert = conn.prepare(
+    let mut upsert = conn.prepare_cached(
         "INSERT INTO item_counts (project_id, day, item_type, count) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (project_id, day, item_type) DO UPDATE SET
              count = MIN(count + excluded.count, 9223372036854775807)",
@@ -904,6 +986,40 @@ mod tests {
         let tags = tags_of(&store, "a").await;
         assert_eq!(tags[1], row("worker", "w0", 1, 999.0, 999.0));
         assert_eq!(tags[3], row("worker", "w2", 2, 1_002.0, 1_005.0));
+    }
+
+    /// The writer's statements stay prepared from one commit to the next, but never
+    /// outlive its connection: a store closed or dropped after commits closes its
+    /// database cleanly, so the last connection to go checkpoints and removes the WAL
+    /// file. A statement still alive when sqlx closes the handle makes the close fail,
+    /// and the WAL stays behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writers_statements_end_before_its_connection() {
+        for close in [true, false] {
+            let dir = TempDir::new().unwrap();
+            let path = dir.path().join("test.db");
+            let wal = dir.path().join("test.db-wal");
+            let store = store(&dir).await;
+            for n in 1..=3 {
+                let event = record(n, "a", 1_000.0 + n as f64, Some("u"), None, None);
+                store.write(&[envelope(vec![event])]).await.unwrap();
+            }
+            assert!(wal.exists(), "commits go through the WAL");
+            if close {
+                store.close().await;
+            }
+            drop(store);
+            // sqlx closes a dropped connection on its own thread.
+            for _ in 0..100 {
+                if !wal.exists() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            assert!(!wal.exists(), "closed after a close: {close}");
+            let store = SqliteStore::open(&path).await.unwrap();
+            assert_eq!(issue_of(&store, "a").await.times_seen, 3);
+        }
     }
 
     /// A collector that stops with tag summaries kept back loses none of them: the store
