@@ -11,7 +11,9 @@
 //! Error events travel as Sentry events; [`scrub`] removes secrets from them
 //! (credentials, sensitive headers, card numbers). The collector applies it to every
 //! event it stores, and the agent applies the very same function before sending, so
-//! both sides agree on what counts as sensitive.
+//! both sides agree on what counts as sensitive. The collector reads each event once
+//! into a [`json::Value`], a tree that borrows its strings from the event's text, and
+//! asks [`scrub::needs_scrubbing`] of that tree before it scrubs the text.
 //!
 //! serde, serde_json and regex only, no I/O: both sides (and scripts) can depend on it
 //! cheaply.
@@ -20,6 +22,7 @@ mod batch;
 mod dsn;
 mod histogram;
 mod insight;
+pub mod json;
 mod query;
 pub mod scrub;
 mod switches;

@@ -17,6 +17,8 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::Value;
 
+use crate::json;
+
 /// What scrubbed values are replaced with.
 pub const FILTERED: &str = "[Filtered]";
 
@@ -69,6 +71,11 @@ fn is_sensitive_key(key: &str) -> bool {
     SENSITIVE_KEYS.iter().any(|k| equals(k)) || SENSITIVE_PARTS.iter().any(|p| contains(p))
 }
 
+/// Whether a member named `key` has its value replaced (unless the value is null).
+fn is_sensitive_member(key: &str) -> bool {
+    is_sensitive_key(key) || key == "cookies"
+}
+
 /// Scrubs a whole event in place.
 pub fn scrub_event(event: &mut Value) {
     scrub_value(event, 0);
@@ -84,7 +91,7 @@ fn scrub_value(value: &mut Value, depth: usize) {
     match value {
         Value::Object(map) => {
             for (key, v) in map.iter_mut() {
-                if (is_sensitive_key(key) || key == "cookies") && !v.is_null() {
+                if is_sensitive_member(key) && !v.is_null() {
                     *v = Value::String(FILTERED.to_owned());
                 } else {
                     scrub_value(v, depth + 1);
@@ -143,6 +150,37 @@ pub fn scrub_json(json: &str) -> Option<Cow<'_, str>> {
     Some(Cow::Owned(out))
 }
 
+/// Whether [`scrub_json`] changes the text `value` was parsed from: the same walk, on a
+/// tree already at hand, without producing anything. Nearly every event needs nothing,
+/// and reading the tree is far cheaper than reading the text again.
+pub fn needs_scrubbing(value: &json::Value<'_>) -> bool {
+    needs_scrubbing_at(value, 0)
+}
+
+fn needs_scrubbing_at(value: &json::Value<'_>, depth: usize) -> bool {
+    if depth > MAX_DEPTH {
+        return false;
+    }
+    match value {
+        json::Value::Object(members) => members.iter().any(|(key, v)| {
+            if is_sensitive_member(key) {
+                !matches!(v, json::Value::Null)
+            } else {
+                needs_scrubbing_at(v, depth + 1)
+            }
+        }),
+        json::Value::Array(items) => items.iter().any(|item| {
+            let sensitive_pair = matches!(
+                item.as_array(),
+                Some([name, _]) if name.as_str().is_some_and(is_sensitive_key)
+            );
+            sensitive_pair || needs_scrubbing_at(item, depth + 1)
+        }),
+        json::Value::String(text) => scrub_text(text).is_some(),
+        _ => false,
+    }
+}
+
 /// Deeper than serde_json parses (128), so any text it accepted can be skipped.
 const MAX_SKIP_DEPTH: usize = 256;
 
@@ -190,7 +228,7 @@ impl<'a> Scanner<'a> {
                     self.ws();
                     self.eat(b':')?;
                     self.ws();
-                    if (is_sensitive_key(&key) || key == "cookies") && self.peek()? != b'n' {
+                    if is_sensitive_member(&key) && self.peek()? != b'n' {
                         let start = self.pos;
                         self.skip(depth + 1)?;
                         self.edits
@@ -546,6 +584,37 @@ mod tests {
         assert_eq!(scrubbed_text(&text), scrubbed_tree(&text));
     }
 
+    /// Around the depth limit, by every rule: the tree check and the text walk stop at the
+    /// same depth.
+    #[test]
+    fn the_tree_check_stops_where_text_scrubbing_does() {
+        let bottoms = [
+            json!({"password": "x"}),
+            json!([["Cookie", "c"]]),
+            json!([["Authorization", null]]),
+            json!("4111 1111 1111 1111"),
+        ];
+        for bottom in bottoms {
+            let mut seen = Vec::new();
+            for levels in 60..70 {
+                let mut deep = bottom.clone();
+                for level in 0..levels {
+                    deep = if level % 2 == 0 {
+                        json!({"next": deep})
+                    } else {
+                        json!([deep])
+                    };
+                }
+                let text = deep.to_string();
+                let changed = matches!(scrub_json(&text), Some(Cow::Owned(_)));
+                let tree = json::Value::parse(&text).unwrap();
+                assert_eq!(needs_scrubbing(&tree), changed, "{bottom} under {levels}");
+                seen.push(changed);
+            }
+            assert!(seen.contains(&true) && seen.contains(&false), "{bottom}");
+        }
+    }
+
     #[test]
     fn malformed_text_is_refused_without_panicking() {
         for text in ["", "{", "[1,", r#"{"a" 1}"#, r#""open"#, "{} x", "[[[[[[[["] {
@@ -635,6 +704,8 @@ mod tests {
             );
         }
 
+        /// Scrubbing the text and scrubbing the tree give the same event, and the check
+        /// on the parsed tree says whether the text changes.
         #[test]
         fn text_and_tree_scrubbing_agree(value in json_value(), pretty in any::<bool>()) {
             let text = if pretty {
@@ -643,6 +714,9 @@ mod tests {
                 value.to_string()
             };
             prop_assert_eq!(scrubbed_text(&text), scrubbed_tree(&text));
+            let changed = matches!(scrub_json(&text), Some(Cow::Owned(_)));
+            let tree = json::Value::parse(&text).unwrap();
+            prop_assert_eq!(needs_scrubbing(&tree), changed, "{}", text);
         }
 
         #[test]

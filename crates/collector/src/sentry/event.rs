@@ -4,10 +4,10 @@
 
 use std::borrow::Cow;
 
+use sightline_protocol::json::Value;
 use sightline_protocol::scrub;
 
 use super::grouping::{self, Grouping};
-use super::json::Value;
 use crate::time::days_from_civil;
 
 /// Largest event payload accepted, as Sentry's.
@@ -78,7 +78,13 @@ pub fn read(payload: &[u8], fallback_id: &str, now: f64) -> Result<Event, EventE
         Some(Value::String(id)) => normalize_uuid(id).ok_or(EventError::BadEventId)?,
         Some(_) => return Err(EventError::BadEventId),
     };
-    let scrubbed = scrub::scrub_json(text).ok_or(EventError::NotAnObject)?;
+    // The tree says whether anything needs scrubbing (rarely): only then is the text
+    // walked again to scrub it.
+    let scrubbed = if scrub::needs_scrubbing(&raw) {
+        scrub::scrub_json(text).ok_or(EventError::NotAnObject)?
+    } else {
+        Cow::Borrowed(text)
+    };
     let reparsed;
     let value = match &scrubbed {
         Cow::Borrowed(_) => &raw,

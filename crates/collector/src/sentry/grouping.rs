@@ -19,8 +19,7 @@ use std::sync::LazyLock;
 use md5::{Digest, Md5};
 use regex::Regex;
 use serde::Serialize;
-
-use super::json::Value;
+use sightline_protocol::json::Value;
 
 /// Which rule decided an event's group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -7,4 +7,3 @@ pub mod event;
 #[cfg(test)]
 mod fixtures;
 pub mod grouping;
-pub mod json;
