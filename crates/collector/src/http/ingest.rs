@@ -6,18 +6,19 @@
 //!   envelopes and bare events from any Sentry SDK, compressed or not, with CORS so
 //!   browser SDKs can send them too.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Serialize;
 use sightline_protocol::MetricBatch;
+use tower::util::MapResponseLayer;
 
 use super::AppState;
 use super::extract::{AuthedProject, ClaimedProject};
@@ -45,17 +46,27 @@ const CORS_ALLOW_HEADERS: &str = "x-sentry-auth, x-requested-with, origin, accep
     content-type, content-encoding, authorization, authentication, sentry-trace, baggage";
 
 /// Ingest routes, each with its own body limit and counted per outcome.
+///
+/// Counting and CORS map the response in place (`MapResponseLayer`): unlike `from_fn`
+/// middleware, they box neither the inner service nor its future, on every request of
+/// the ingest path.
 pub(crate) fn routes(state: AppState) -> Router {
-    let counting =
-        |endpoint| middleware::from_fn_with_state((state.metrics.clone(), endpoint), count_outcome);
+    let counting = |endpoint| {
+        let metrics = state.metrics.clone();
+        // Every answer of the endpoint by status, rejections by extractors included.
+        MapResponseLayer::new(move |response: Response| {
+            metrics.record_request(endpoint, response.status());
+            response
+        })
+    };
     let sentry = |handler: MethodRouter<AppState>, endpoint| {
         handler
-            .layer(DefaultBodyLimit::max(state.max_envelope_bytes))
+            .layer::<_, Infallible>(DefaultBodyLimit::max(state.max_envelope_bytes))
             .layer(counting(endpoint))
             // Preflights are answered here, neither counted nor limited; the CORS layer
             // wraps both so every answer, errors included, can be read by a browser.
             .options(preflight)
-            .layer(middleware::from_fn(cors))
+            .layer(MapResponseLayer::new(cors))
     };
     let envelope = sentry(post(envelope), Endpoint::Envelope);
     let store = sentry(post(store), Endpoint::Store);
@@ -63,7 +74,7 @@ pub(crate) fn routes(state: AppState) -> Router {
         .route(
             "/api/{project_id}/metrics",
             post(metrics_batch)
-                .layer(DefaultBodyLimit::max(state.max_body_bytes))
+                .layer::<_, Infallible>(DefaultBodyLimit::max(state.max_body_bytes))
                 .layer(counting(Endpoint::Metrics)),
         )
         // SDKs add the trailing slash; hand-written clients often leave it out.
@@ -76,8 +87,7 @@ pub(crate) fn routes(state: AppState) -> Router {
 
 /// Lets any origin read the answer: browser SDKs report from every site that uses them,
 /// and the project key, not the origin, authenticates.
-async fn cors(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+fn cors(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -100,17 +110,6 @@ async fn preflight() -> impl IntoResponse {
             (header::ACCESS_CONTROL_MAX_AGE, "3600"),
         ],
     )
-}
-
-/// Counts every answer of an ingest endpoint by status, rejections by extractors included.
-async fn count_outcome(
-    State((metrics, endpoint)): State<(Arc<Metrics>, Endpoint)>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let response = next.run(request).await;
-    metrics.record_request(endpoint, response.status());
-    response
 }
 
 #[derive(Debug, Serialize)]

@@ -86,6 +86,14 @@ impl Writer {
     }
 }
 
+#[cfg(test)]
+impl SqliteStore {
+    /// Drops the writer's connection without closing it, as dropping the store does.
+    pub(super) async fn drop_writer_connection(&self) {
+        drop(self.writer.lock().await.conn.take());
+    }
+}
+
 /// Tag counts kept back from `issue_tags` while requests queue up, and since when.
 #[derive(Default)]
 struct DeferredTags {

@@ -989,10 +989,10 @@ mod tests {
     }
 
     /// The writer's statements stay prepared from one commit to the next, but never
-    /// outlive its connection: a store closed or dropped after commits closes its
-    /// database cleanly, so the last connection to go checkpoints and removes the WAL
-    /// file. A statement still alive when sqlx closes the handle makes the close fail,
-    /// and the WAL stays behind.
+    /// outlive its connection: whether the store closes the writer's connection or it is
+    /// dropped, the database ends closed cleanly, so the last connection to go
+    /// checkpoints and removes the WAL file. A statement still alive when sqlx closes the
+    /// handle makes the close fail, and the WAL stays behind.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_writers_statements_end_before_its_connection() {
         for close in [true, false] {
@@ -1005,10 +1005,10 @@ mod tests {
                 store.write(&[envelope(vec![event])]).await.unwrap();
             }
             assert!(wal.exists(), "commits go through the WAL");
-            if close {
-                store.close().await;
+            if !close {
+                store.drop_writer_connection().await;
             }
-            drop(store);
+            store.close().await;
             // sqlx closes a dropped connection on its own thread.
             for _ in 0..100 {
                 if !wal.exists() {
@@ -1016,7 +1016,8 @@ mod tests {
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-            assert!(!wal.exists(), "closed after a close: {close}");
+            assert!(!wal.exists(), "closed cleanly after a close: {close}");
+            drop(store);
             let store = SqliteStore::open(&path).await.unwrap();
             assert_eq!(issue_of(&store, "a").await.times_seen, 3);
         }
