@@ -8,6 +8,11 @@
 //! connection per worker: the run measures the collector, not the generator, which shares
 //! its cores. Bounded by `events` and always by `duration`; like [`crate::load`], it
 //! refuses any target that is not on this machine.
+//!
+//! Afterwards it reads the project's issue counts through the query API until they add up
+//! to every accepted event (or a minute has passed), and reports when they did: a store
+//! that applies accepted batches after answering (the scale-out spool ships about once a
+//! second) is measured by how fast events become readable, not only by its answers.
 
 use std::fmt;
 use std::io::Write;
@@ -65,6 +70,9 @@ pub struct ErrorLoadReport {
     /// Sum of `count` over the project's issues afterwards (the query API), and how many
     /// issues there are; `None` when the API could not be read.
     pub stored: Option<(u64, u64)>,
+    /// From the first request until the query API counted every accepted event; `None`
+    /// when it never did within [`STORED_WAIT`].
+    pub stored_elapsed: Option<Duration>,
     /// The whole machine's CPU while sending (every process: the collector, this
     /// generator, anything else); `None` without a readable `/proc/stat`.
     pub machine: Option<MachineCpu>,
@@ -132,6 +140,10 @@ impl CpuTicks {
     }
 }
 
+/// How long the generator waits, after its last answer, for the query API to count
+/// every accepted event.
+const STORED_WAIT: Duration = Duration::from_secs(60);
+
 impl ErrorLoadReport {
     /// Accepted events per second.
     pub fn accepted_per_sec(&self) -> f64 {
@@ -159,7 +171,16 @@ impl fmt::Display for ErrorLoadReport {
         )?;
         match self.stored {
             Some((events, issues)) => {
-                writeln!(f, "stored: {events} events in {issues} issues (query API)")?
+                write!(f, "stored: {events} events in {issues} issues (query API)")?;
+                match self.stored_elapsed {
+                    Some(t) => writeln!(
+                        f,
+                        ", all accepted readable after {:.2}s ({:.0}/s)",
+                        t.as_secs_f64(),
+                        self.accepted as f64 / t.as_secs_f64().max(1e-9)
+                    )?,
+                    None => writeln!(f, ", not all accepted readable after {STORED_WAIT:?}")?,
+                }
             }
             None => writeln!(f, "stored: unknown (query API not readable)")?,
         }
@@ -396,7 +417,23 @@ pub async fn run(cfg: ErrorLoadConfig) -> anyhow::Result<ErrorLoadReport> {
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
         .build()?;
-    report.stored = stored(&client, &base, dsn.project_id).await.ok();
+    // Accepted is durable, but reads may trail it (a store may apply batches after it
+    // answers): the run's stored rate counts until every accepted event is readable.
+    let waited = Instant::now();
+    loop {
+        report.stored = stored(&client, &base, dsn.project_id).await.ok();
+        if report
+            .stored
+            .is_some_and(|(events, _)| events >= report.accepted)
+        {
+            report.stored_elapsed = Some(started.elapsed());
+            break;
+        }
+        if waited.elapsed() >= STORED_WAIT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(report)
 }
 
@@ -473,6 +510,59 @@ mod tests {
         assert_eq!(
             a["exception"]["values"][0]["type"],
             b["exception"]["values"][0]["type"]
+        );
+    }
+
+    /// A stand-in collector whose reads trail its answers by `lag`, as a store that applies
+    /// accepted batches after answering does: the run must wait for them, and time it.
+    #[tokio::test]
+    async fn the_stored_rate_waits_until_every_accepted_event_is_readable() {
+        use axum::{Json, Router, extract::State, routing::get, routing::post};
+        type Shared = Arc<(AtomicU64, std::sync::Mutex<Option<Instant>>)>;
+        let lag = Duration::from_millis(300);
+        let shared: Shared = Arc::default();
+        let app = Router::new()
+            .route(
+                "/api/{project}/envelope/",
+                post(|State(s): State<Shared>| async move {
+                    s.0.fetch_add(1, Ordering::Relaxed);
+                    *s.1.lock().expect("lock") = Some(Instant::now());
+                    Json(json!({"id": "0"}))
+                }),
+            )
+            .route(
+                "/api/0/projects/{project}/issues/",
+                get(move |State(s): State<Shared>| async move {
+                    let last = *s.1.lock().expect("lock");
+                    let count = match last {
+                        Some(at) if at.elapsed() >= lag => s.0.load(Ordering::Relaxed),
+                        _ => 0,
+                    };
+                    Json(json!([{"count": count.to_string()}]))
+                }),
+            )
+            .with_state(shared);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let report = run(ErrorLoadConfig {
+            dsn: format!("http://key@{addr}/1"),
+            events: 40,
+            concurrency: 4,
+            duration: Duration::from_secs(10),
+            seed: 7,
+        })
+        .await
+        .expect("run");
+        assert_eq!(report.accepted, 40, "{report}");
+        assert_eq!(report.stored, Some((40, 1)), "{report}");
+        let readable = report.stored_elapsed.expect("readable within the wait");
+        assert!(readable >= report.elapsed + lag, "{report}");
+        assert!(
+            report.to_string().contains("all accepted readable after"),
+            "{report}"
         );
     }
 
