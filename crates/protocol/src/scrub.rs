@@ -59,16 +59,39 @@ fn fold(b: u8) -> u8 {
     }
 }
 
-/// Compares without allocating: this runs for every key of every event.
+/// Whether some word of [`SENSITIVE_PARTS`] begins with each byte value.
+const PART_STARTS: [bool; 256] = {
+    let mut starts = [false; 256];
+    let mut i = 0;
+    while i < SENSITIVE_PARTS.len() {
+        starts[SENSITIVE_PARTS[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    starts
+};
+
+/// Compares without allocating, in one pass over the key: this runs for every key of
+/// every event. Words of [`SENSITIVE_PARTS`] are tried only where the key (folded) has
+/// one of their first letters.
 fn is_sensitive_key(key: &str) -> bool {
     let key = key.as_bytes();
-    let equals =
-        |word: &str| word.len() == key.len() && word.bytes().zip(key).all(|(w, &k)| w == fold(k));
-    let contains = |part: &str| {
-        key.windows(part.len())
-            .any(|window| part.bytes().zip(window).all(|(p, &k)| p == fold(k)))
+    let at = |start: usize, word: &str| {
+        key.len() - start >= word.len()
+            && word.bytes().zip(&key[start..]).all(|(w, &k)| w == fold(k))
     };
-    SENSITIVE_KEYS.iter().any(|k| equals(k)) || SENSITIVE_PARTS.iter().any(|p| contains(p))
+    if SENSITIVE_KEYS
+        .iter()
+        .any(|k| k.len() == key.len() && at(0, k))
+    {
+        return true;
+    }
+    key.iter().enumerate().any(|(start, &b)| {
+        let first = fold(b);
+        PART_STARTS[usize::from(first)]
+            && SENSITIVE_PARTS
+                .iter()
+                .any(|part| part.as_bytes()[0] == first && at(start, part))
+    })
 }
 
 /// Whether a member named `key` has its value replaced (unless the value is null).
@@ -717,6 +740,25 @@ mod tests {
             let changed = matches!(scrub_json(&text), Some(Cow::Owned(_)));
             let tree = json::Value::parse(&text).unwrap();
             prop_assert_eq!(needs_scrubbing(&tree), changed, "{}", text);
+        }
+
+        /// The one-pass key check says what the plain reading of the lists says: the
+        /// folded key equals a sensitive key or contains a sensitive part.
+        #[test]
+        fn key_check_is_the_lists_plain_reading(
+            key in prop_oneof![
+                "[a-zA-Z_-]{0,24}",
+                "[pasetcokiwrdnyfx_-]{0,24}",
+                (".{0,4}", prop::sample::select(SENSITIVE_PARTS), ".{0,4}")
+                    .prop_map(|(a, part, b)| format!("{a}{}{b}", part.to_uppercase())),
+                prop::sample::select(SENSITIVE_KEYS).prop_map(|k| k.replace('_', "-")),
+                ".{0,12}",
+            ]
+        ) {
+            let folded: String = key.bytes().map(|b| char::from(fold(b))).collect();
+            let plain = SENSITIVE_KEYS.contains(&folded.as_str())
+                || SENSITIVE_PARTS.iter().any(|part| folded.contains(part));
+            prop_assert_eq!(is_sensitive_key(&key), plain, "{:?}", key);
         }
 
         #[test]
