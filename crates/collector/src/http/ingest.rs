@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Serialize;
 use sightline_protocol::MetricBatch;
+use tower::ServiceBuilder;
 use tower::util::MapResponseLayer;
 
 use super::AppState;
@@ -51,18 +52,21 @@ const CORS_ALLOW_HEADERS: &str = "x-sentry-auth, x-requested-with, origin, accep
 /// middleware, they box neither the inner service nor its future, on every request of
 /// the ingest path.
 pub(crate) fn routes(state: AppState) -> Router {
-    let counting = |endpoint| {
+    // Every answer of the endpoint by status, rejections by the body limit and extractors
+    // included. One layer of the two: each `layer` call boxes the route again, a clone
+    // and a boxed future on every request.
+    let limited_and_counted = |limit, endpoint| {
         let metrics = state.metrics.clone();
-        // Every answer of the endpoint by status, rejections by extractors included.
-        MapResponseLayer::new(move |response: Response| {
-            metrics.record_request(endpoint, response.status());
-            response
-        })
+        ServiceBuilder::new()
+            .layer(MapResponseLayer::new(move |response: Response| {
+                metrics.record_request(endpoint, response.status());
+                response
+            }))
+            .layer(DefaultBodyLimit::max(limit))
     };
     let sentry = |handler: MethodRouter<AppState>, endpoint| {
         handler
-            .layer::<_, Infallible>(DefaultBodyLimit::max(state.max_envelope_bytes))
-            .layer(counting(endpoint))
+            .layer::<_, Infallible>(limited_and_counted(state.max_envelope_bytes, endpoint))
             // Preflights are answered here, neither counted nor limited; the CORS layer
             // wraps both so every answer, errors included, can be read by a browser.
             .options(preflight)
@@ -73,9 +77,10 @@ pub(crate) fn routes(state: AppState) -> Router {
     Router::new()
         .route(
             "/api/{project_id}/metrics",
-            post(metrics_batch)
-                .layer::<_, Infallible>(DefaultBodyLimit::max(state.max_body_bytes))
-                .layer(counting(Endpoint::Metrics)),
+            post(metrics_batch).layer::<_, Infallible>(limited_and_counted(
+                state.max_body_bytes,
+                Endpoint::Metrics,
+            )),
         )
         // SDKs add the trailing slash; hand-written clients often leave it out.
         .route("/api/{project_id}/envelope/", envelope.clone())
@@ -225,7 +230,14 @@ async fn accept_sentry(
     // The body's size as sent decides: a small one is cheap to read, and a small bomb
     // is cut off by the decoder's cap.
     let inline = body.len() <= INLINE_BODY_BYTES;
-    let prepare = move || prepare(&body, encoding, max_decoded, kind, claimed, now);
+    // The body goes once it is read, not after the commit: it is a slice of the
+    // connection's read buffer, which hyper can reuse for the next request only once no
+    // slice of it is left.
+    let prepare = move || {
+        let prepared = prepare(&body, encoding, max_decoded, kind, claimed, now);
+        drop(body);
+        prepared
+    };
     let (ingest, id) = if inline {
         prepare()?
     } else {

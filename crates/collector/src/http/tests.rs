@@ -725,6 +725,82 @@ async fn admin_token_guards_the_query_api_only() {
     collector.shutdown().await;
 }
 
+/// What a `tracing` subscriber writes, for the test to read back.
+#[derive(Clone, Default)]
+struct Written(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Written {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Written {
+    fn lines(&self) -> Vec<String> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+}
+
+#[tokio::test]
+async fn every_request_is_logged_at_debug_by_route_template_and_status() {
+    let dir = TempDir::new().unwrap();
+    let (collector, _) = open(&dir).await;
+    let router = collector.router();
+    let logged = |level: tracing::Level| {
+        let written = Written::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer({
+                let written = written.clone();
+                move || written.clone()
+            })
+            .finish();
+        (written, tracing::subscriber::set_default(subscriber))
+    };
+
+    let (written, guard) = logged(tracing::Level::DEBUG);
+    let answer = call(&router, get("/api/0/issues/987654321/")).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(call(&router, get("/health")).await.status, StatusCode::OK);
+    drop(guard);
+    let lines: Vec<String> = written
+        .lines()
+        .into_iter()
+        .filter(|line| line.contains("sightline_collector::http: request "))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    // The template, never the path with its ids.
+    assert!(
+        lines[0].contains(r#"method=GET route="/api/0/issues/{issue_id}/" status=404 elapsed_us="#),
+        "{}",
+        lines[0]
+    );
+    assert!(!lines[0].contains("987654321"), "{}", lines[0]);
+    assert!(
+        lines[1].contains(r#"method=GET route="/health" status=200 elapsed_us="#),
+        "{}",
+        lines[1]
+    );
+
+    // Not at the default level.
+    let (written, guard) = logged(tracing::Level::INFO);
+    assert_eq!(call(&router, get("/health")).await.status, StatusCode::OK);
+    drop(guard);
+    assert!(
+        written
+            .lines()
+            .iter()
+            .all(|line| !line.contains("http: request "))
+    );
+}
+
 #[tokio::test]
 async fn health_and_metrics_reflect_the_traffic() {
     let dir = TempDir::new().unwrap();

@@ -274,20 +274,20 @@ fn user(event: &Value) -> Option<String> {
 fn tags(event: &Value, level: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut push = |k: &str, v: &Value| {
-        let v = match v {
-            Value::String(s) => s.to_string(),
-            Value::Null => return,
-            other => other.to_string(),
-        };
         let k = k.trim();
-        if k.is_empty()
+        if matches!(v, Value::Null)
+            || k.is_empty()
             || k.len() > MAX_TAG_KEY
             || out.len() >= MAX_TAGS
             || out.iter().any(|(ek, _)| ek == k)
         {
             return;
         }
-        out.push((k.to_owned(), truncate(&v, MAX_TAG_VALUE)));
+        let v = match v {
+            Value::String(s) => truncate(s, MAX_TAG_VALUE),
+            other => truncate(&other.to_string(), MAX_TAG_VALUE),
+        };
+        out.push((k.to_owned(), v));
     };
     match event.get("tags") {
         // Sorted and one per key, as a `serde_json::Map` iterates: which tags make the
