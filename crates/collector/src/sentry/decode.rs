@@ -73,31 +73,16 @@ pub fn decode(body: &[u8], encoding: Encoding, max_decoded: usize) -> Result<Vec
         }
         // Well-formed gzip through the thread's own inflate state; anything else through
         // flate2's reader, whose verdict (an error, or what it reads) stands.
-        Encoding::Gzip => gunzip(body, max_decoded, capacity).or_else(|e| match e {
-            DecodeError::Corrupt(_) => read_capped(
-                flate2::bufread::MultiGzDecoder::new(body),
-                encoding,
-                max_decoded,
-                capacity,
-            ),
-            other => Err(other),
+        Encoding::Gzip => or_if_corrupt(gunzip(body, max_decoded, capacity), || {
+            let reader = flate2::bufread::MultiGzDecoder::new(body);
+            read_capped(reader, encoding, max_decoded, capacity)
         }),
+        // HTTP's "deflate" is zlib-wrapped, but some clients send raw deflate.
         Encoding::Deflate => {
-            // HTTP's "deflate" is zlib-wrapped, but some clients send raw deflate.
-            read_capped(
-                flate2::bufread::ZlibDecoder::new(body),
-                encoding,
-                max_decoded,
-                capacity,
-            )
-            .or_else(|e| match e {
-                DecodeError::Corrupt(_) => read_capped(
-                    flate2::bufread::DeflateDecoder::new(body),
-                    encoding,
-                    max_decoded,
-                    capacity,
-                ),
-                other => Err(other),
+            let zlib = flate2::bufread::ZlibDecoder::new(body);
+            or_if_corrupt(read_capped(zlib, encoding, max_decoded, capacity), || {
+                let raw = flate2::bufread::DeflateDecoder::new(body);
+                read_capped(raw, encoding, max_decoded, capacity)
             })
         }
         Encoding::Brotli => read_capped(
@@ -111,6 +96,17 @@ pub fn decode(body: &[u8], encoding: Encoding, max_decoded: usize) -> Result<Vec
                 .map_err(|_| DecodeError::Corrupt(encoding.name()))?;
             read_capped(decoder, encoding, max_decoded, capacity)
         }
+    }
+}
+
+/// `first`, unless it found the body corrupt: then what `second` makes of it.
+fn or_if_corrupt(
+    first: Result<Vec<u8>, DecodeError>,
+    second: impl FnOnce() -> Result<Vec<u8>, DecodeError>,
+) -> Result<Vec<u8>, DecodeError> {
+    match first {
+        Err(DecodeError::Corrupt(_)) => second(),
+        other => other,
     }
 }
 
