@@ -231,8 +231,8 @@ async fn accept_sentry(
     // is cut off by the decoder's cap.
     let inline = body.len() <= INLINE_BODY_BYTES;
     // The body goes once it is read, not after the commit: it is a slice of the
-    // connection's read buffer, which hyper can reuse for the next request only once no
-    // slice of it is left.
+    // connection's read buffer, which would otherwise stay shared while the request
+    // waits for its commit.
     let prepare = move || {
         let prepared = prepare(&body, encoding, max_decoded, kind, claimed, now);
         drop(body);
