@@ -45,6 +45,8 @@ pub use insight::{CallingRoute, HeapPoint, HeapSeries, NPlusOneRow, RouteInsight
 pub use insight::{ExemplarDetail, ExemplarSummary, WaterfallEntry};
 pub use insight::{RetentionConfig, Tier};
 pub use query::{MAX_SERIES_POINTS, Query, TimeRange};
+/// Request-body decompression, public for the fuzz targets (`fuzz/`).
+pub use sentry::decode as body_decoding;
 pub use store::{
     Cursor, Issue, IssueFilter, IssueSort, IssueStatus, ItemCount, Project, StoredEvent, TagValue,
 };
