@@ -3,6 +3,7 @@
 mod insight;
 mod logs;
 mod switches;
+pub(super) mod wal_buffer;
 
 use std::collections::BTreeMap;
 use std::path::Path;

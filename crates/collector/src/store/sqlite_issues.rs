@@ -28,6 +28,7 @@ use super::issues::{
     StoredPayload, TagValue,
 };
 use super::meta_rows::{ISSUE_COLUMNS, db, issue, like_pattern, sort_column};
+use super::sqlite::wal_buffer;
 use super::{to_i64, to_u64};
 use crate::Error;
 use crate::time::utc_day;
@@ -50,13 +51,43 @@ impl WriterConnection {
     /// every call on it, because the prepared statements are finalized on whichever
     /// thread drops this while sqlx's thread may still be running a rollback queued by a
     /// dropped transaction.
+    ///
+    /// Its WAL appends go through [`wal_buffer`]: a commit's frames reach the file in one
+    /// write at the commit's sync. That needs `synchronous = FULL` (a sync at every
+    /// commit), checked here, and the rollback hook that drops a rolled-back
+    /// transaction's frames, set here.
+    #[allow(unsafe_code)]
     pub(super) async fn open(options: &SqliteConnectOptions) -> Result<Self, Error> {
-        let conn = options
+        wal_buffer::register().map_err(|e| Error::Store(std::sync::Arc::new(StoreSetup(e))))?;
+        let mut conn = options
             .clone()
             .serialized(true)
+            .vfs(wal_buffer::NAME)
             .connect()
             .await
             .map_err(db)?;
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(db)?;
+        if synchronous < 2 {
+            return Err(Error::Store(std::sync::Arc::new(StoreSetup(
+                "the ingest writer needs synchronous = FULL",
+            ))));
+        }
+        {
+            let mut handle = conn.lock_handle().await.map_err(db)?;
+            let raw = handle.as_raw_handle().as_ptr();
+            // SAFETY: the hook is set on the connection's own open handle, with the handle
+            // as its argument; it is called only while that handle is open.
+            unsafe {
+                rusqlite::ffi::sqlite3_rollback_hook(
+                    raw.cast(),
+                    Some(wal_buffer::discard_on_rollback),
+                    raw.cast(),
+                );
+            }
+        }
         Ok(WriterConnection {
             statements: None,
             conn,
@@ -134,6 +165,11 @@ impl std::ops::DerefMut for WriterTx<'_> {
         &mut self.tx
     }
 }
+
+/// The writer's connection could not be set up as it must be.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct StoreSetup(&'static str);
 
 fn store_error(e: rusqlite::Error) -> Error {
     Error::Store(std::sync::Arc::new(e))
