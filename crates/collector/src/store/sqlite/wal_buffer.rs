@@ -189,19 +189,26 @@ unsafe fn parts<'a>(
     }
 }
 
-/// Writes the buffer out, in `CHUNK`s.
+/// Writes the buffer out to `inner` (the wrapped file, with its `methods`), in `CHUNK`s.
+///
+/// # Safety
+/// `inner` is the open wrapped file of `wal`, as [`parts`] returns them.
 #[allow(unsafe_code)]
-unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
-    // SAFETY: see `parts`.
-    unsafe {
-        let (wal, inner, methods) = parts(file);
-        let rc = write_through(inner, methods, &wal.pending, wal.at);
-        wal.pending.clear();
-        rc
-    }
+unsafe fn flush(
+    wal: &mut WalFile,
+    inner: *mut ffi::sqlite3_file,
+    methods: &ffi::sqlite3_io_methods,
+) -> c_int {
+    // SAFETY: per the contract.
+    let rc = unsafe { write_through(inner, methods, &wal.pending, wal.at) };
+    wal.pending.clear();
+    rc
 }
 
 /// Writes `bytes` at `offset` to the wrapped file, in `CHUNK`s.
+///
+/// # Safety
+/// `inner` is an open file of the wrapped VFS and `methods` its methods.
 #[allow(unsafe_code)]
 unsafe fn write_through(
     inner: *mut ffi::sqlite3_file,
@@ -250,7 +257,7 @@ unsafe extern "C" fn write(
                 wal.pending[start..start + n].copy_from_slice(bytes);
                 return ffi::SQLITE_OK;
             }
-            let rc = flush(file);
+            let rc = flush(wal, inner, methods);
             if rc != ffi::SQLITE_OK {
                 return rc;
             }
@@ -276,7 +283,7 @@ unsafe extern "C" fn read(
         let (wal, inner, methods) = parts(file);
         let end = wal.at + wal.pending.len() as i64;
         if !wal.pending.is_empty() && offset < end && offset + i64::from(amount) > wal.at {
-            let rc = flush(file);
+            let rc = flush(wal, inner, methods);
             if rc != ffi::SQLITE_OK {
                 return rc;
             }
@@ -307,13 +314,13 @@ macro_rules! forwarding {
         unsafe extern "C" fn $name(file: *mut ffi::sqlite3_file, $($arg: $ty),*) -> c_int {
             // SAFETY: see `parts`.
             unsafe {
+                let (wal, inner, methods) = parts(file);
                 if $flush {
-                    let rc = flush(file);
+                    let rc = flush(wal, inner, methods);
                     if rc != ffi::SQLITE_OK {
                         return rc;
                     }
                 }
-                let (_, inner, methods) = parts(file);
                 match methods.$method {
                     Some(method) => method(inner, $($arg),*),
                     None => $fail,
