@@ -1,9 +1,9 @@
 //! A VFS for the ingest writer's connection that gathers its WAL appends in memory and
-//! writes them out in one `pwrite` when SQLite syncs the WAL at the commit.
+//! writes them out in 64 KiB writes when SQLite syncs the WAL at the commit.
 //!
-//! SQLite appends a commit's frames with two writes each (the 24-byte frame header, then
-//! the page): ~3 system calls per error event, ~40 % of the SQLite thread's time under
-//! load, most of it the calls' own cost rather than the bytes (BENCHMARKS.md). This VFS
+//! SQLite appends a commit's frames with two writes each (the frame header, then the
+//! page): ~3 system calls per error event, ~43 % of the SQLite thread's time under load
+//! (BENCHMARKS.md, "8 KiB pages for new stores"). This VFS
 //! wraps the default one; only files SQLite opens as a WAL are wrapped, every other file
 //! is the default VFS's own.
 //!
