@@ -40,9 +40,9 @@ const WAIT: Duration = Duration::from_secs(5);
 const CACHE_KIB: i64 = -32 * 1024;
 
 /// Page size of a database this store creates (SQLite's default is 4 KiB). An error
-/// event's row is ~1.5 KB, and each group commit writes every page it touched to the WAL,
-/// one write per page: with 8 KiB pages a commit's event rows fill half as many pages,
-/// and its WAL append and checkpoints make fewer writes. A database keeps the page size
+/// event's row is ~1.5 KB, and each group commit appends every page it touched to the WAL
+/// as a frame, which checkpoints copy back: with 8 KiB pages a commit's event rows fill
+/// half as many pages, so fewer frames are built, written and copied. A database keeps the page size
 /// it was created with (changing it needs a `VACUUM` outside WAL mode), so stores created
 /// before keep 4 KiB pages and work as they did.
 const PAGE_SIZE: u32 = 8_192;

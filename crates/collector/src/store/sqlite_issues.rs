@@ -52,8 +52,8 @@ impl WriterConnection {
     /// thread drops this while sqlx's thread may still be running a rollback queued by a
     /// dropped transaction.
     ///
-    /// Its WAL appends go through [`wal_buffer`]: a commit's frames reach the file in one
-    /// write at the commit's sync. That needs `synchronous = FULL` (a sync at every
+    /// Its WAL appends go through [`wal_buffer`]: a commit's frames reach the file in a
+    /// few large writes at the commit's sync. That needs `synchronous = FULL` (a sync at every
     /// commit), checked here, and the rollback hook that drops a rolled-back
     /// transaction's frames, set here.
     #[allow(unsafe_code)]
