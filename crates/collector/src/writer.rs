@@ -27,6 +27,12 @@ use crate::store::{Ingest, Store};
 /// what is already queued, so a lone request is never held back to fill it.
 const MAX_OPS_PER_COMMIT: usize = 1024;
 
+/// How long the queue stays empty after a busy spell before the writer settles what the
+/// store kept back ([`Store::settle`]). Readers of those summaries do not wait for it (the
+/// store writes them before such a read); it only keeps a quiet collector from holding
+/// them for long. A busy spell with brief lulls between commits does not settle at each.
+const SETTLE_WHEN_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Resolves once the batch is committed (or the commit failed).
 pub(crate) type Ack = oneshot::Receiver<Result<(), Error>>;
 
@@ -151,6 +157,8 @@ async fn run(
 ) {
     let mut ops = Vec::with_capacity(MAX_OPS_PER_COMMIT);
     let mut stop_pending = true;
+    // A busy spell's commit may have left summaries kept back.
+    let mut unsettled = false;
     loop {
         tokio::select! {
             // Stop first: once asked, refuse new batches before taking more from the queue.
@@ -168,19 +176,40 @@ async fn run(
                 if received == 0 {
                     break;
                 }
-                commit(&*store, &metrics, &mut ops, &rx, answers.as_ref()).await;
+                unsettled |= commit(&*store, &metrics, &mut ops, answers.as_ref()).await;
+            }
+            () = tokio::time::sleep(SETTLE_WHEN_IDLE), if unsettled => {
+                unsettled = !settle(&*store).await;
             }
         }
+    }
+    if unsettled {
+        settle(&*store).await;
     }
     tracing::debug!("ingest writer stopped");
 }
 
-/// Writes `ops` in one transaction and answers each of them.
+/// Writes what the store kept back; whether it did (a failure keeps them for later).
+async fn settle(store: &dyn Store) -> bool {
+    match store.settle().await {
+        Ok(()) => true,
+        Err(e) => {
+            // The events are stored whatever happens here.
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "settling summaries failed"
+            );
+            false
+        }
+    }
+}
+
+/// Writes `ops` in one transaction and answers each of them; whether it was a busy spell's.
 ///
 /// A group of more than one request is a busy spell: the store may keep summaries back
-/// ([`Store::write_with_backlog`]); whenever the queue is empty after a commit, the store
-/// settles them before the group is answered, so a client that has all its answers reads
-/// summaries that count all its events.
+/// ([`Store::write_with_backlog`]) and write them with a later commit, before a read of
+/// them, or when the writer settles after the queue has stayed empty for
+/// [`SETTLE_WHEN_IDLE`].
 ///
 /// The answers of a commit that succeeded are sent from a task on `answers` (the shared
 /// runtime the request tasks wait on), which also drops the written batches: from this
@@ -191,9 +220,8 @@ async fn commit(
     store: &dyn Store,
     metrics: &Metrics,
     ops: &mut Vec<Op>,
-    rx: &mpsc::Receiver<Op>,
     answers: Option<&tokio::runtime::Handle>,
-) {
+) -> bool {
     let backlog = ops.len() > 1;
     let (ingests, acks): (Vec<Ingest>, Vec<_>) =
         ops.drain(..).map(|op| (op.ingest, op.ack)).unzip();
@@ -201,16 +229,6 @@ async fn commit(
     match store.write_with_backlog(&ingests, backlog).await {
         Ok(summary) => {
             metrics.record_write(started.elapsed(), &summary);
-            if rx.is_empty() {
-                // The events are stored whatever happens here; a summary that fails to
-                // settle stays kept back for the next commit.
-                if let Err(e) = store.settle().await {
-                    tracing::warn!(
-                        error = &e as &dyn std::error::Error,
-                        "settling summaries failed"
-                    );
-                }
-            }
             let answer = move || {
                 for ack in acks {
                     // The client may have gone away; its data is stored all the same.
@@ -239,4 +257,5 @@ async fn commit(
             }
         }
     }
+    backlog
 }

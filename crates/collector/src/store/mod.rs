@@ -158,10 +158,10 @@ pub(crate) trait Store: Send + Sync + 'static {
         self.write(batches).await
     }
 
-    /// Writes whatever [`Store::write_with_backlog`] kept back. The writer calls it when
-    /// the queue has emptied, before it acknowledges the last commit of a busy spell, so
-    /// once every request is answered the summaries count all of them. Default: nothing
-    /// is kept back.
+    /// Writes whatever [`Store::write_with_backlog`] kept back. The writer calls it once
+    /// its queue has stayed empty for a moment after a busy spell, and when it stops. A
+    /// store that keeps summaries back also writes them before it reads them, so once a
+    /// request is answered every read counts it. Default: nothing is kept back.
     async fn settle(&self) -> Result<(), Error> {
         Ok(())
     }

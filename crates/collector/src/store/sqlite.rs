@@ -8,6 +8,7 @@ pub(super) mod wal_buffer;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -53,8 +54,13 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = (32 << 20) / PAGE_SIZE;
 /// Size the WAL file is truncated back to after a checkpoint.
 const WAL_SIZE_LIMIT_BYTES: u64 = 64 << 20;
 
-/// Longest the tag summaries of a commit wait in memory while requests queue up.
-const MAX_TAG_DELAY: Duration = Duration::from_secs(1);
+/// Longest the tag summaries of a commit wait in memory while requests queue up. Reads
+/// never see them trail (a read of them writes them first), so this bounds only how many
+/// stored events a restart after a crash counts again (`tag_fold`) and how long the write
+/// a read waits for may take. A tag row is written once per interval however many events
+/// it counts: in a long busy spell with a few thousand distinct tag values, a second
+/// meant about one upsert per event.
+const MAX_TAG_DELAY: Duration = Duration::from_secs(5);
 
 /// Most tag summary rows held in memory before they are written whatever the queue.
 const MAX_DEFERRED_TAG_ROWS: usize = 50_000;
@@ -68,6 +74,9 @@ pub(crate) struct SqliteStore {
     /// The group-commit writer's own connection and what it keeps between commits, held
     /// across the whole of a write so writes take turns.
     writer: tokio::sync::Mutex<Writer>,
+    /// Whether `Writer::deferred` holds tag summaries: readers of `issue_tags` write them
+    /// first ([`SqliteStore::settled_tags`]). Set and cleared under the writer's lock.
+    tags_held: AtomicBool,
     /// Tier retention: decides which rollup tier a range query reads.
     retention: crate::insight::RetentionConfig,
 }
@@ -174,6 +183,7 @@ impl SqliteStore {
                 conn: None,
                 deferred: DeferredTags::default(),
             }),
+            tags_held: AtomicBool::new(false),
             retention: crate::insight::RetentionConfig::default(),
         };
         store.migrate(migrations).await?;
@@ -195,10 +205,11 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Writes `batches` in one transaction. With `backlog` (a busy spell), the tag
-    /// summaries of the commit are added up in memory instead of written, until a second
-    /// has passed or too many are held: then all of them are written in the commit at
-    /// hand. [`Store::settle`] writes them when the spell ends.
+    /// Writes `batches` in one transaction. With `backlog` (a busy spell), or while some
+    /// are held, the tag summaries of the commit are added up in memory instead of
+    /// written, until [`MAX_TAG_DELAY`] has passed or too many are held: then all of them
+    /// are written in the commit at hand. [`Store::settle`] writes them when the spell
+    /// ends, and a read of them first ([`SqliteStore::settled_tags`]).
     async fn write_batches(
         &self,
         batches: &[Ingest],
@@ -245,7 +256,9 @@ impl SqliteStore {
             .await?;
         summary.events = stored.events;
         summary.duplicate_events = stored.duplicates;
-        let write_now = !backlog
+        // A lone request's rows are written with it, unless rows are held: then they join
+        // those (a commit of one request in a busy spell must not write them all).
+        let write_now = (!backlog && deferred.counts.is_empty())
             || deferred.since.is_some_and(|t| t.elapsed() >= MAX_TAG_DELAY)
             || deferred.counts.len() + stored.tags.len() > MAX_DEFERRED_TAG_ROWS;
         if write_now {
@@ -257,12 +270,26 @@ impl SqliteStore {
                 .await?;
             tx.commit().await?;
             *deferred = DeferredTags::default();
+            self.tags_held.store(false, Ordering::SeqCst);
         } else {
             tx.commit().await?;
             deferred.counts.merge(stored.tags);
             deferred.since.get_or_insert_with(std::time::Instant::now);
+            // Before the commit's answers go out (the caller answers after this returns),
+            // so a read that follows an answer writes that answer's tags first.
+            self.tags_held.store(true, Ordering::SeqCst);
         }
         Ok(summary)
+    }
+
+    /// Writes the tag summaries held back in a busy spell, if any, before a read of
+    /// `issue_tags`: a client that has its answers reads summaries that count its events,
+    /// however long the spell goes on. Waits for a commit in progress.
+    async fn settled_tags(&self) -> Result<(), Error> {
+        if self.tags_held.load(Ordering::SeqCst) {
+            self.settle().await?;
+        }
+        Ok(())
     }
 
     /// Applies every pending migration, all in one immediate transaction so two processes
@@ -674,6 +701,7 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         *deferred = DeferredTags::default();
+        self.tags_held.store(false, Ordering::SeqCst);
         Ok(())
     }
 
@@ -801,6 +829,9 @@ impl Store for SqliteStore {
     }
 
     async fn issues(&self, project_id: u64, filter: &IssueFilter) -> Result<Vec<Issue>, Error> {
+        if filter.environment.is_some() || filter.release.is_some() {
+            self.settled_tags().await?;
+        }
         let mut conn = self.pool.acquire().await.map_err(db)?;
         sqlite_issues::issues(&mut conn, project_id, filter)
             .await
@@ -815,6 +846,7 @@ impl Store for SqliteStore {
     }
 
     async fn issue_tags(&self, issue_id: u64, top: u32) -> Result<Vec<TagValue>, Error> {
+        self.settled_tags().await?;
         let mut conn = self.pool.acquire().await.map_err(db)?;
         sqlite_issues::issue_tags(&mut conn, issue_id, top)
             .await
@@ -872,6 +904,7 @@ impl Store for SqliteStore {
     }
 
     async fn environments(&self, project_id: u64) -> Result<Vec<String>, Error> {
+        self.settled_tags().await?;
         // Event environments are the `environment` tags of the project's issues: a
         // skip-scan of the (key, value) index visits each distinct value once (the first
         // thousand: a bound whatever events name), and a value counts when one issue of

@@ -139,13 +139,18 @@ async fn send_ok(router: &axum::Router, request: Request<Body>) -> Value {
 
 // ---------------------------------------------------------------- reading back
 
-/// Rows of `issues`, `events`, `issue_tags`, `issue_users`, `item_counts`, read through a
-/// connection of its own.
-async fn error_rows(dir: &TempDir) -> [i64; 5] {
+/// The collector's database, read-only, on connections of its own.
+async fn read_only_pool(dir: &TempDir) -> SqlitePool {
     let options = SqliteConnectOptions::new()
         .filename(dir.path().join("sightline.db"))
         .read_only(true);
-    let pool = SqlitePool::connect_with(options).await.unwrap();
+    SqlitePool::connect_with(options).await.unwrap()
+}
+
+/// Rows of `issues`, `events`, `issue_tags`, `issue_users`, `item_counts`, read through a
+/// connection of its own.
+async fn error_rows(dir: &TempDir) -> [i64; 5] {
+    let pool = read_only_pool(dir).await;
     let mut counts = [0; 5];
     for (slot, table) in counts.iter_mut().zip([
         "issues",
@@ -994,6 +999,22 @@ async fn duplicates_count_once_and_one_commit_of_many_events_counts_them_all() {
         "{commits:?}: the held envelopes commit together"
     );
 
+    // Before anything reads them, the writer writes the kept-back tag counts once its
+    // queue has stayed empty.
+    let flow_rows = async || {
+        let pool = read_only_pool(&dir).await;
+        let (sum,): (i64,) =
+            sqlx::query_as("SELECT COALESCE(SUM(count), 0) FROM issue_tags WHERE key = 'flow'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        sum
+    };
+    wait_until("the tag counts written while idle", async || {
+        flow_rows().await == 21
+    })
+    .await;
     let list = issues(&router, &project, "").await;
     assert_eq!(list.len(), 1);
     assert_eq!(
@@ -1013,7 +1034,7 @@ async fn duplicates_count_once_and_one_commit_of_many_events_counts_them_all() {
         .unwrap()
         .clone();
     // The held group was a busy spell: its tag counts were kept back from the commit and
-    // settled, the queue being empty, before any of its answers.
+    // written before this read of them.
     assert_eq!(flow["topValues"][0]["count"], 21);
     // This collector stored 20 of them; the first came before its restart.
     let text = api(&router, "/metrics").await.text();
