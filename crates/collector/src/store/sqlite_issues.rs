@@ -334,22 +334,40 @@ const MARK_TAGS_COUNTED: &str =
 
 /// Adds `tags` to `issue_tags` and records that the summaries count every event stored so
 /// far (`tag_fold`, migration 0012), inside the caller's transaction ([`WriterTx::on_this_thread`]).
-/// Rows of issues deleted meanwhile are skipped.
+/// Rows of issues deleted meanwhile are skipped: each issue is looked up once, and a row is
+/// a single-row `VALUES` upsert (an `INSERT … SELECT … WHERE EXISTS` per row copies every
+/// page it touches to a statement journal), in key order so each lands next to the last.
 pub(super) fn write_tags(conn: &rusqlite::Connection, tags: &TagCounts) -> rusqlite::Result<()> {
+    let mut exists = conn.prepare_cached("SELECT 1 FROM issues WHERE id = ?1")?;
     let mut insert = conn.prepare_cached(&format!(
         "INSERT INTO issue_tags (issue_id, key, value, count, first_seen, last_seen)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM issues WHERE id = ?1)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          {ADD_TO_TAG_ROWS}"
     ))?;
-    for (row, (count, first, last)) in &tags.0 {
-        insert.execute(params![
-            row.issue_id,
-            row.key,
-            row.value,
-            count,
-            first,
-            last
-        ])?;
+    let mut rows: Vec<_> = tags.0.iter().collect();
+    rows.sort_unstable_by(|(a, _), (b, _)| {
+        (a.issue_id, &a.key, &a.value).cmp(&(b.issue_id, &b.key, &b.value))
+    });
+    let mut issue: Option<(i64, bool)> = None;
+    for (row, (count, first, last)) in rows {
+        let live = match issue {
+            Some((id, live)) if id == row.issue_id => live,
+            _ => {
+                let live = exists.exists([row.issue_id])?;
+                issue = Some((row.issue_id, live));
+                live
+            }
+        };
+        if live {
+            insert.execute(params![
+                row.issue_id,
+                row.key,
+                row.value,
+                count,
+                first,
+                last
+            ])?;
+        }
     }
     conn.prepare_cached(MARK_TAGS_COUNTED)?.execute([])?;
     Ok(())
@@ -1059,6 +1077,40 @@ mod tests {
         let tags = table_tags(&dir, &store, "a").await;
         assert_eq!(tags[2], row("worker", "w1", 3, 1_000.0, 1_007.0));
         assert_eq!(tags, tags_of(&store, "a").await);
+    }
+
+    /// Held rows of an issue deleted before they are written are skipped; the other
+    /// issues' rows are written.
+    #[tokio::test]
+    async fn held_tag_rows_of_a_deleted_issue_are_skipped() {
+        let dir = TempDir::new().unwrap();
+        let store = store(&dir).await;
+        for (n, hash) in [(1, "a"), (2, "b"), (3, "a")] {
+            let event = record(n, hash, 1_000.0 + n as f64, None, Some("r1"), None);
+            store
+                .write_with_backlog(&[envelope(vec![event])], true)
+                .await
+                .unwrap();
+        }
+        let a = issue_of(&store, "a").await;
+        sqlx::query("DELETE FROM issues WHERE id = ?1")
+            .bind(to_i64(a.id))
+            .execute(&mut store_connection(&dir).await)
+            .await
+            .unwrap();
+        store.settle().await.unwrap();
+        assert_eq!(
+            table_tags(&dir, &store, "b").await,
+            [
+                row("release", "r1", 1, 1_002.0, 1_002.0),
+                row("worker", "w2", 1, 1_002.0, 1_002.0)
+            ]
+        );
+        let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM issue_tags")
+            .fetch_one(&mut store_connection(&dir).await)
+            .await
+            .unwrap();
+        assert_eq!(rows, 2, "none of the deleted issue's");
     }
 
     /// The writer's statements stay prepared from one commit to the next, but never
