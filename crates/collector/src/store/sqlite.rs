@@ -284,12 +284,18 @@ impl SqliteStore {
 
     /// Writes the tag summaries held back in a busy spell, if any, before a read of
     /// `issue_tags`: a client that has its answers reads summaries that count its events,
-    /// however long the spell goes on. Waits for a commit in progress.
-    async fn settled_tags(&self) -> Result<(), Error> {
-        if self.tags_held.load(Ordering::SeqCst) {
-            self.settle().await?;
+    /// however long the spell goes on. Waits for a commit in progress. Should the write
+    /// fail (a full disk), the read goes ahead without them rather than fail too: the rows
+    /// stay held for the writer's next try.
+    async fn settled_tags(&self) {
+        if self.tags_held.load(Ordering::SeqCst)
+            && let Err(e) = self.settle().await
+        {
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "tag summaries not written before a read"
+            );
         }
-        Ok(())
     }
 
     /// Applies every pending migration, all in one immediate transaction so two processes
@@ -830,7 +836,7 @@ impl Store for SqliteStore {
 
     async fn issues(&self, project_id: u64, filter: &IssueFilter) -> Result<Vec<Issue>, Error> {
         if filter.environment.is_some() || filter.release.is_some() {
-            self.settled_tags().await?;
+            self.settled_tags().await;
         }
         let mut conn = self.pool.acquire().await.map_err(db)?;
         sqlite_issues::issues(&mut conn, project_id, filter)
@@ -846,7 +852,7 @@ impl Store for SqliteStore {
     }
 
     async fn issue_tags(&self, issue_id: u64, top: u32) -> Result<Vec<TagValue>, Error> {
-        self.settled_tags().await?;
+        self.settled_tags().await;
         let mut conn = self.pool.acquire().await.map_err(db)?;
         sqlite_issues::issue_tags(&mut conn, issue_id, top)
             .await
@@ -904,7 +910,7 @@ impl Store for SqliteStore {
     }
 
     async fn environments(&self, project_id: u64) -> Result<Vec<String>, Error> {
-        self.settled_tags().await?;
+        self.settled_tags().await;
         // Event environments are the `environment` tags of the project's issues: a
         // skip-scan of the (key, value) index visits each distinct value once (the first
         // thousand: a bound whatever events name), and a value counts when one issue of

@@ -1079,6 +1079,33 @@ mod tests {
         assert_eq!(tags, tags_of(&store, "a").await);
     }
 
+    /// A read of the summaries whose held rows cannot be written (another process holds
+    /// the write lock past the busy timeout) answers with the rows already written, and
+    /// the held ones are written once the lock is free.
+    #[tokio::test]
+    async fn a_read_goes_ahead_when_held_tag_rows_cannot_be_written() {
+        use sqlx::Connection;
+        let dir = TempDir::new().unwrap();
+        let store = store(&dir).await;
+        let first = record(1, "a", 1_001.0, None, None, None);
+        store.write(&[envelope(vec![first])]).await.unwrap();
+        let before = tags_of(&store, "a").await;
+        let second = record(2, "a", 1_002.0, None, None, None);
+        store
+            .write_with_backlog(&[envelope(vec![second])], true)
+            .await
+            .unwrap();
+        let mut other = store_connection(&dir).await;
+        let lock = other.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        assert_eq!(tags_of(&store, "a").await, before, "read without them");
+        lock.rollback().await.unwrap();
+        let after = tags_of(&store, "a").await;
+        assert_eq!(
+            after.iter().map(|t| t.2).sum::<u64>(),
+            2 * before.len() as u64
+        );
+    }
+
     /// Held rows of an issue deleted before they are written are skipped; the other
     /// issues' rows are written.
     #[tokio::test]
