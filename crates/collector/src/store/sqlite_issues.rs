@@ -250,8 +250,8 @@ pub(super) struct EnvelopeSummary {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(super) struct TagCounts(HashMap<TagRow, (i64, f64, f64)>);
 
-/// The key of a tag summary row.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// The key of a tag summary row; ordered as the table's primary key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) struct TagRow {
     issue_id: i64,
     key: String,
@@ -345,9 +345,7 @@ pub(super) fn write_tags(conn: &rusqlite::Connection, tags: &TagCounts) -> rusql
          {ADD_TO_TAG_ROWS}"
     ))?;
     let mut rows: Vec<_> = tags.0.iter().collect();
-    rows.sort_unstable_by(|(a, _), (b, _)| {
-        (a.issue_id, &a.key, &a.value).cmp(&(b.issue_id, &b.key, &b.value))
-    });
+    rows.sort_unstable_by_key(|&(row, _)| row);
     let mut issue: Option<(i64, bool)> = None;
     for (row, (count, first, last)) in rows {
         let live = match issue {
