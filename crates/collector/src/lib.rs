@@ -118,7 +118,12 @@ impl Collector {
         config.check()?;
         store.ensure_default_project().await?;
         let metrics = Arc::new(Metrics::default());
-        let (queue, writer) = writer::spawn(store.clone(), metrics.clone(), config.queue_capacity);
+        let (queue, writer) = writer::spawn(
+            store.clone(),
+            metrics.clone(),
+            config.queue_capacity,
+            config.linger(),
+        );
         let (retention, stop_retention) = tokio::sync::watch::channel(false);
         insight::spawn_retention(store.clone(), config.retention.clone(), stop_retention);
         let switches = switches::Switches::open(store.clone()).await?;

@@ -4,6 +4,11 @@
 //! [`MAX_OPS_PER_COMMIT`] queued batches, writes them in one transaction, commits, and
 //! only then acks each one. One fsync covers every request in the group.
 //!
+//! In a busy spell (more than one request queued when the writer looks) a commit waits a
+//! moment for more before it starts ([`Linger`]): most of a commit's cost is per page,
+//! not per event (each issue's row and index leaves, the event-id index's leaves), so a
+//! commit of 250 events costs far less than four of 60. A lone request never waits.
+//!
 //! The writer runs on a thread of its own (a current-thread runtime): a commit awaits the
 //! SQLite connection's thread (its `BEGIN`, `COMMIT` and metric writes; an SQLite store
 //! runs the statements of error events on this thread itself), and on the shared runtime
@@ -12,7 +17,7 @@
 //! be polled, not writing.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -31,7 +36,32 @@ const MAX_OPS_PER_COMMIT: usize = 1024;
 /// store kept back ([`Store::settle`]). Readers of those summaries do not wait for it (the
 /// store writes them before such a read); it only keeps a quiet collector from holding
 /// them for long. A busy spell with brief lulls between commits does not settle at each.
-const SETTLE_WHEN_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
+const SETTLE_WHEN_IDLE: Duration = Duration::from_millis(100);
+
+/// How often a lingering commit looks at the queue.
+const LINGER_TICK: Duration = Duration::from_millis(1);
+
+/// How a busy spell's commit waits for more requests before it starts: until `batches`
+/// are in hand or `wait` has passed, whichever comes first. The wait costs the requests
+/// in hand that much latency and no CPU; it buys fewer, larger commits, which write each
+/// shared page (an issue's row, an index leaf) once for many events instead of once
+/// each (BENCHMARKS.md, "Error ingest").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Linger {
+    /// Longest a commit waits; zero never waits.
+    pub wait: Duration,
+    /// Requests in hand that end the wait at once.
+    pub batches: usize,
+}
+
+impl Default for Linger {
+    fn default() -> Self {
+        Linger {
+            wait: Duration::from_millis(2),
+            batches: 256,
+        }
+    }
+}
 
 /// Resolves once the batch is committed (or the commit failed).
 pub(crate) type Ack = oneshot::Receiver<Result<(), Error>>;
@@ -113,13 +143,14 @@ pub(crate) fn spawn(
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     capacity: usize,
+    linger: Linger,
 ) -> (IngestQueue, WriterHandle) {
     let (tx, rx) = mpsc::channel(capacity);
     let (stop, stop_rx) = oneshot::channel();
     let (done_tx, done) = oneshot::channel();
     let answers = tokio::runtime::Handle::try_current().ok();
     let writer = async move {
-        run(rx, stop_rx, store, metrics, answers).await;
+        run(rx, stop_rx, store, metrics, answers, linger).await;
         let _ = done_tx.send(());
     };
     // Shared so that, should the thread not start, the future is still here to run on
@@ -154,6 +185,7 @@ async fn run(
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     answers: Option<tokio::runtime::Handle>,
+    linger: Linger,
 ) {
     let mut ops = Vec::with_capacity(MAX_OPS_PER_COMMIT);
     let mut stop_pending = true;
@@ -176,6 +208,11 @@ async fn run(
                 if received == 0 {
                     break;
                 }
+                // Once stopping, what is queued is written without waiting.
+                if received > 1 && !rx.is_closed() {
+                    let stop = if stop_pending { Some(&mut stop) } else { None };
+                    stop_pending &= wait_for_more(&mut rx, &mut ops, stop, linger).await;
+                }
                 unsettled |= commit(&*store, &metrics, &mut ops, answers.as_ref()).await;
             }
             () = tokio::time::sleep(SETTLE_WHEN_IDLE), if unsettled => {
@@ -187,6 +224,43 @@ async fn run(
         settle(&*store).await;
     }
     tracing::debug!("ingest writer stopped");
+}
+
+/// Lingers (a busy spell's commit, `ops` in hand) until `linger.batches` are queued or
+/// in hand, or `linger.wait` has passed, then takes what is queued. Returns whether
+/// `stop` is still to be watched: a stop request ends the wait at once and closes the
+/// queue; a dropped handle is not a stop request.
+async fn wait_for_more(
+    rx: &mut mpsc::Receiver<Op>,
+    ops: &mut Vec<Op>,
+    mut stop: Option<&mut oneshot::Receiver<()>>,
+    linger: Linger,
+) -> bool {
+    let target = linger.batches.min(MAX_OPS_PER_COMMIT);
+    let deadline = Instant::now() + linger.wait;
+    let mut stop_pending = stop.is_some();
+    while ops.len() + rx.len() < target && Instant::now() < deadline {
+        match stop.as_mut().map(|stop| stop.try_recv()) {
+            None | Some(Err(oneshot::error::TryRecvError::Empty)) => {}
+            Some(Ok(())) => {
+                rx.close();
+                stop_pending = false;
+                break;
+            }
+            Some(Err(oneshot::error::TryRecvError::Closed)) => {
+                stop_pending = false;
+                stop = None;
+            }
+        }
+        tokio::time::sleep(LINGER_TICK).await;
+    }
+    while ops.len() < MAX_OPS_PER_COMMIT {
+        match rx.try_recv() {
+            Ok(op) => ops.push(op),
+            Err(_) => break,
+        }
+    }
+    stop_pending
 }
 
 /// Writes what the store kept back; whether it did (a failure keeps them for later).
@@ -258,4 +332,118 @@ async fn commit(
         }
     }
     backlog
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LONG: Duration = Duration::from_secs(3_600);
+
+    fn queue(len: usize) -> (mpsc::Sender<Op>, mpsc::Receiver<Op>) {
+        let (tx, rx) = mpsc::channel(64);
+        for _ in 0..len {
+            let (ack, _) = oneshot::channel();
+            tx.try_send(Op {
+                ingest: Ingest::Logs(Vec::new()),
+                ack,
+            })
+            .unwrap();
+        }
+        (tx, rx)
+    }
+
+    /// Runs `wait_for_more` with two ops already in hand; gives up (failing the test)
+    /// long before an hour's linger would end.
+    async fn linger(
+        rx: &mut mpsc::Receiver<Op>,
+        stop: Option<&mut oneshot::Receiver<()>>,
+        linger: Linger,
+    ) -> (usize, bool) {
+        let mut ops = Vec::new();
+        rx.recv_many(&mut ops, 2).await;
+        let watching = tokio::time::timeout(
+            Duration::from_secs(30),
+            wait_for_more(rx, &mut ops, stop, linger),
+        )
+        .await
+        .expect("the wait ended early");
+        (ops.len(), watching)
+    }
+
+    #[tokio::test]
+    async fn enough_requests_end_the_wait_at_once_and_all_queued_are_taken() {
+        let (_tx, mut rx) = queue(5);
+        let (_stop_tx, mut stop) = oneshot::channel();
+        let wait = Linger {
+            wait: LONG,
+            batches: 4,
+        };
+        assert_eq!(linger(&mut rx, Some(&mut stop), wait).await, (5, true));
+        assert!(rx.is_empty() && !rx.is_closed());
+    }
+
+    #[tokio::test]
+    async fn requests_that_arrive_during_the_wait_join_the_commit() {
+        let (tx, mut rx) = queue(2);
+        let wait = Linger {
+            wait: LONG,
+            batches: 3,
+        };
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let (ack, _) = oneshot::channel();
+            tx.send(Op {
+                ingest: Ingest::Logs(Vec::new()),
+                ack,
+            })
+            .await
+            .unwrap();
+            tx
+        });
+        assert_eq!(linger(&mut rx, None, wait).await, (3, false));
+        drop(late.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_wait_ends_when_its_time_is_up_with_what_is_there() {
+        let (_tx, mut rx) = queue(3);
+        let wait = Linger {
+            wait: Duration::from_millis(30),
+            batches: 100,
+        };
+        assert_eq!(linger(&mut rx, None, wait).await, (3, false));
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_the_wait_and_closes_the_queue() {
+        let (tx, mut rx) = queue(2);
+        let (stop_tx, mut stop) = oneshot::channel();
+        stop_tx.send(()).unwrap();
+        let wait = Linger {
+            wait: LONG,
+            batches: 100,
+        };
+        assert_eq!(linger(&mut rx, Some(&mut stop), wait).await, (2, false));
+        assert!(rx.is_closed());
+        let (ack, _) = oneshot::channel();
+        let refused = tx.try_send(Op {
+            ingest: Ingest::Logs(Vec::new()),
+            ack,
+        });
+        assert!(refused.is_err(), "a stopped queue takes nothing more");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_handle_is_not_a_stop() {
+        let (_tx, mut rx) = queue(2);
+        let (stop_tx, mut stop) = oneshot::channel::<()>();
+        drop(stop_tx);
+        let wait = Linger {
+            wait: Duration::from_millis(30),
+            batches: 100,
+        };
+        assert_eq!(linger(&mut rx, Some(&mut stop), wait).await, (2, false));
+        assert!(!rx.is_closed());
+    }
 }

@@ -1032,9 +1032,32 @@ impl Store for GatedStore {
     }
 }
 
+/// Posts, from a task of its own, a batch of one `/a` window starting `10 * i` s after
+/// `T0` with one request of `micros`.
+fn spawn_post(
+    router: &Router,
+    project: &Project,
+    i: i64,
+    micros: u64,
+) -> tokio::task::JoinHandle<Answer> {
+    let request = post_batch(
+        project,
+        &batch(
+            "host-1",
+            vec![window(T0 + 10 * i, "/a", "GET", 2, &[micros])],
+        ),
+    );
+    let router = router.clone();
+    tokio::spawn(async move { call(&router, request).await })
+}
+
 async fn open_gated(dir: &TempDir, queue_capacity: usize) -> (Collector, Arc<GatedStore>, Project) {
     let mut config = config(dir);
     config.queue_capacity = queue_capacity;
+    open_gated_with(config).await
+}
+
+async fn open_gated_with(config: Config) -> (Collector, Arc<GatedStore>, Project) {
     let store = Arc::new(GatedStore {
         inner: SqliteStore::open(&config.sqlite_path()).await.unwrap(),
         gate: Semaphore::new(0),
@@ -1051,19 +1074,7 @@ async fn a_full_queue_answers_429_and_queued_batches_commit_together() {
     let dir = TempDir::new().unwrap();
     let (collector, store, project) = open_gated(&dir, 3).await;
     let router = collector.router();
-    let send = |i: i64| {
-        let (router, request) = (
-            router.clone(),
-            post_batch(
-                &project,
-                &batch(
-                    "host-1",
-                    vec![window(T0 + 10 * i, "/a", "GET", 2, &[1_000])],
-                ),
-            ),
-        );
-        tokio::spawn(async move { call(&router, request).await })
-    };
+    let send = |i: i64| spawn_post(&router, &project, i, 1_000);
     let depth = async || call(&router, get("/health")).await.json()["queue_depth"].as_u64();
 
     // The first batch reaches the writer, which is held at the gate.
@@ -1116,21 +1127,50 @@ async fn a_full_queue_answers_429_and_queued_batches_commit_together() {
 }
 
 #[tokio::test]
+async fn a_busy_spell_commit_waits_for_requests_that_arrive_meanwhile() {
+    let dir = TempDir::new().unwrap();
+    let (collector, store, project) = open_gated_with(Config {
+        commit_wait_ms: 10_000,
+        commit_wait_batches: 3,
+        ..config(&dir)
+    })
+    .await;
+    let router = collector.router();
+    let send = |i: i64| spawn_post(&router, &project, i, 1_000);
+    // A lone batch is written without waiting (it is held at the gate).
+    let first = send(0);
+    wait_until("the writer to take the first batch", async || {
+        store.batches_at_gate.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let queued: Vec<_> = (1..=2).map(send).collect();
+    wait_until("two queued batches", async || {
+        call(&router, get("/health")).await.json()["queue_depth"].as_u64() == Some(2)
+    })
+    .await;
+    store.gate.add_permits(100);
+    // The writer takes the two queued batches and, instead of writing them, waits (for
+    // up to ten seconds) for a third: none reaches the gate meanwhile.
+    wait_until("the writer to wait with two batches in hand", async || {
+        call(&router, get("/health")).await.json()["queue_depth"].as_u64() == Some(0)
+            && store.batches_at_gate.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let late = send(3);
+    for task in [first].into_iter().chain(queued).chain([late]) {
+        let answer = task.await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    }
+    assert_eq!(*store.commits.lock().await, [1, 3]);
+    collector.shutdown().await;
+}
+
+#[tokio::test]
 async fn shutdown_commits_what_is_queued_then_refuses() {
     let dir = TempDir::new().unwrap();
     let (collector, store, project) = open_gated(&dir, 8).await;
     let router = collector.router();
-    let send = |i: i64| {
-        let request = post_batch(
-            &project,
-            &batch(
-                "host-1",
-                vec![window(T0 + 10 * i, "/a", "GET", 2, &[2_000])],
-            ),
-        );
-        let router = router.clone();
-        tokio::spawn(async move { call(&router, request).await })
-    };
+    let send = |i: i64| spawn_post(&router, &project, i, 2_000);
     // One batch held in the writer, two more waiting in the queue.
     let mut tasks = vec![send(0)];
     wait_until("the writer to take the first batch", async || {
