@@ -54,15 +54,6 @@ pub struct Linger {
     pub batches: usize,
 }
 
-impl Default for Linger {
-    fn default() -> Self {
-        Linger {
-            wait: Duration::from_millis(2),
-            batches: 256,
-        }
-    }
-}
-
 /// Resolves once the batch is committed (or the commit failed).
 pub(crate) type Ack = oneshot::Receiver<Result<(), Error>>;
 
@@ -238,19 +229,15 @@ async fn wait_for_more(
 ) -> bool {
     let target = linger.batches.min(MAX_OPS_PER_COMMIT);
     let deadline = Instant::now() + linger.wait;
-    let mut stop_pending = stop.is_some();
     while ops.len() + rx.len() < target && Instant::now() < deadline {
         match stop.as_mut().map(|stop| stop.try_recv()) {
             None | Some(Err(oneshot::error::TryRecvError::Empty)) => {}
             Some(Ok(())) => {
                 rx.close();
-                stop_pending = false;
+                stop = None;
                 break;
             }
-            Some(Err(oneshot::error::TryRecvError::Closed)) => {
-                stop_pending = false;
-                stop = None;
-            }
+            Some(Err(oneshot::error::TryRecvError::Closed)) => stop = None,
         }
         tokio::time::sleep(LINGER_TICK).await;
     }
@@ -260,7 +247,7 @@ async fn wait_for_more(
             Err(_) => break,
         }
     }
-    stop_pending
+    stop.is_some()
 }
 
 /// Writes what the store kept back; whether it did (a failure keeps them for later).
@@ -340,15 +327,19 @@ mod tests {
 
     const LONG: Duration = Duration::from_secs(3_600);
 
+    /// An op nobody waits for.
+    fn op() -> Op {
+        let (ack, _) = oneshot::channel();
+        Op {
+            ingest: Ingest::Logs(Vec::new()),
+            ack,
+        }
+    }
+
     fn queue(len: usize) -> (mpsc::Sender<Op>, mpsc::Receiver<Op>) {
         let (tx, rx) = mpsc::channel(64);
         for _ in 0..len {
-            let (ack, _) = oneshot::channel();
-            tx.try_send(Op {
-                ingest: Ingest::Logs(Vec::new()),
-                ack,
-            })
-            .unwrap();
+            tx.try_send(op()).unwrap();
         }
         (tx, rx)
     }
@@ -392,13 +383,7 @@ mod tests {
         };
         let late = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let (ack, _) = oneshot::channel();
-            tx.send(Op {
-                ingest: Ingest::Logs(Vec::new()),
-                ack,
-            })
-            .await
-            .unwrap();
+            tx.send(op()).await.unwrap();
             tx
         });
         assert_eq!(linger(&mut rx, None, wait).await, (3, false));
@@ -426,12 +411,10 @@ mod tests {
         };
         assert_eq!(linger(&mut rx, Some(&mut stop), wait).await, (2, false));
         assert!(rx.is_closed());
-        let (ack, _) = oneshot::channel();
-        let refused = tx.try_send(Op {
-            ingest: Ingest::Logs(Vec::new()),
-            ack,
-        });
-        assert!(refused.is_err(), "a stopped queue takes nothing more");
+        assert!(
+            tx.try_send(op()).is_err(),
+            "a stopped queue takes nothing more"
+        );
     }
 
     #[tokio::test]

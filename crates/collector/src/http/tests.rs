@@ -239,6 +239,11 @@ async fn table_rows(dir: &TempDir) -> [i64; 4] {
     counts
 }
 
+/// Batches waiting in the ingest queue, as `/health` reports them.
+async fn queue_depth(router: &Router) -> Option<u64> {
+    call(router, get("/health")).await.json()["queue_depth"].as_u64()
+}
+
 async fn wait_until(what: &str, mut condition: impl AsyncFnMut() -> bool) {
     for _ in 0..500 {
         if condition().await {
@@ -1075,7 +1080,7 @@ async fn a_full_queue_answers_429_and_queued_batches_commit_together() {
     let (collector, store, project) = open_gated(&dir, 3).await;
     let router = collector.router();
     let send = |i: i64| spawn_post(&router, &project, i, 1_000);
-    let depth = async || call(&router, get("/health")).await.json()["queue_depth"].as_u64();
+    let depth = async || queue_depth(&router).await;
 
     // The first batch reaches the writer, which is held at the gate.
     let first = send(0);
@@ -1145,15 +1150,14 @@ async fn a_busy_spell_commit_waits_for_requests_that_arrive_meanwhile() {
     .await;
     let queued: Vec<_> = (1..=2).map(send).collect();
     wait_until("two queued batches", async || {
-        call(&router, get("/health")).await.json()["queue_depth"].as_u64() == Some(2)
+        queue_depth(&router).await == Some(2)
     })
     .await;
     store.gate.add_permits(100);
     // The writer takes the two queued batches and, instead of writing them, waits (for
     // up to ten seconds) for a third: none reaches the gate meanwhile.
     wait_until("the writer to wait with two batches in hand", async || {
-        call(&router, get("/health")).await.json()["queue_depth"].as_u64() == Some(0)
-            && store.batches_at_gate.load(Ordering::SeqCst) == 1
+        queue_depth(&router).await == Some(0) && store.batches_at_gate.load(Ordering::SeqCst) == 1
     })
     .await;
     let late = send(3);
@@ -1179,7 +1183,7 @@ async fn shutdown_commits_what_is_queued_then_refuses() {
     .await;
     tasks.extend((1..=2).map(send));
     wait_until("two queued batches", async || {
-        call(&router, get("/health")).await.json()["queue_depth"].as_u64() == Some(2)
+        queue_depth(&router).await == Some(2)
     })
     .await;
 

@@ -13,7 +13,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use tempfile::TempDir;
 
 use super::{
-    Answer, T0, call, config, expect_error, get, metric, open, open_gated, open_with, wait_until,
+    Answer, T0, call, config, expect_error, get, metric, open, open_gated, open_with, queue_depth,
+    wait_until,
 };
 use crate::Project;
 
@@ -815,7 +816,7 @@ async fn a_full_queue_refuses_envelopes_with_429() {
     .await;
     let queued = send(2);
     wait_until("one queued envelope", async || {
-        call(&router, get("/health")).await.json()["queue_depth"] == 1
+        queue_depth(&router).await == Some(1)
     })
     .await;
     let refused = call(
@@ -975,9 +976,7 @@ async fn duplicates_count_once_and_one_commit_of_many_events_counts_them_all() {
     );
     tasks.push(tokio::spawn(async move { call(&router2, again).await }));
     wait_until("41 envelopes queued or held", async || {
-        let queued = call(&router, get("/health")).await.json()["queue_depth"]
-            .as_u64()
-            .unwrap();
+        let queued = queue_depth(&router).await.unwrap();
         queued as usize
             + store
                 .batches_at_gate
